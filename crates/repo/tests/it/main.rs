@@ -1,0 +1,4 @@
+//! The repository engine's integration tests: one binary, one module per area, so the crate
+//! and its dependencies are linked once (see STYLE.md).
+
+mod backend;
