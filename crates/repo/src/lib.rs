@@ -1,0 +1,30 @@
+//! lifeboat's repository engine.
+//!
+//! A repository is a set of objects in one or more regions (see `docs/FORMAT.md`): packs of
+//! compressed chunks, each pack a standard age file; an index mapping chunk ids to packs;
+//! snapshot manifests; and a plaintext `config`. This crate owns the format, the write order
+//! that keeps every region valid after any crash, and the storage [`backend`] contract. It
+//! knows nothing of AWS, SQL, CLIs or schedules.
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod chunker;
+pub mod error;
+pub mod id;
+pub mod index;
+pub mod keys;
+pub mod pack;
+pub mod progress;
+pub mod reader;
+pub mod repo;
+pub mod restore;
+pub mod snapshot;
+pub mod tree;
+pub mod verify;
+pub mod writer;
+
+pub use error::{RepoError, Result};
+pub use id::Id;
+pub use index::Index;
+pub use progress::{Cancel, Progress};
+pub use repo::{Region, RepoConfig, Repository};

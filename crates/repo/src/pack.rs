@@ -1,0 +1,268 @@
+//! Packs: many compressed chunks in one standard age file.
+//!
+//! Plaintext layout (all integers little-endian), see `docs/FORMAT.md`:
+//!
+//! ```text
+//! blob 0 | blob 1 | … | blob n-1 | table (n × 42 bytes) | n: u32 | "LBPACK01"
+//! table entry: kind u8 | compression u8 | chunk id [32] | stored length u32 | raw length u32
+//! ```
+//!
+//! Blob offsets are implicit (the sum of the previous stored lengths), so a pack decrypted
+//! with `age -d` is self-describing. A pack's id is the BLAKE3 hash of its ciphertext.
+
+use std::io::Write;
+
+use bytes::Bytes;
+
+use crate::error::{RepoError, Result};
+use crate::keys::{age_decrypt, age_writer, chunk_id};
+use crate::Id;
+
+pub const PACK_MAGIC: &[u8; 8] = b"LBPACK01";
+pub const ENTRY_LEN: usize = 42;
+
+/// What a blob holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlobKind {
+    Data = 0,
+    Tree = 1,
+}
+
+/// How a blob is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    None = 0,
+    Zstd = 1,
+}
+
+impl BlobKind {
+    fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(BlobKind::Data),
+            1 => Some(BlobKind::Tree),
+            _ => None,
+        }
+    }
+}
+
+impl Compression {
+    fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// One blob's place in a pack's plaintext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    pub id: Id,
+    pub kind: BlobKind,
+    pub compression: Compression,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_length: u32,
+}
+
+/// A chunk ready to be packed: id computed, payload compressed (or not).
+#[derive(Debug)]
+pub struct SealedBlob {
+    pub id: Id,
+    pub kind: BlobKind,
+    pub compression: Compression,
+    pub raw_length: u32,
+    pub payload: Vec<u8>,
+}
+
+/// Compress a chunk with zstd at `level`; keep it raw when that does not save ≥ 1/32.
+pub fn compress(data: &[u8], level: i32) -> Result<(Compression, Vec<u8>)> {
+    let z = zstd::bulk::compress(data, level)?;
+    if z.len() + data.len() / 32 < data.len() {
+        Ok((Compression::Zstd, z))
+    } else {
+        Ok((Compression::None, data.to_vec()))
+    }
+}
+
+/// Undo [`compress`], checking the raw length.
+pub fn decompress(entry: &PackEntry, stored: &[u8]) -> Result<Vec<u8>> {
+    let raw = match entry.compression {
+        Compression::None => stored.to_vec(),
+        Compression::Zstd => zstd::bulk::decompress(stored, entry.raw_length as usize)
+            .map_err(|e| RepoError::Corrupt(format!("chunk {}: zstd: {e}", entry.id.short())))?,
+    };
+    if raw.len() != entry.raw_length as usize {
+        return Err(RepoError::Corrupt(format!(
+            "chunk {}: length {} instead of {}",
+            entry.id.short(),
+            raw.len(),
+            entry.raw_length
+        )));
+    }
+    Ok(raw)
+}
+
+/// Check that `raw` is the plaintext whose keyed hash is `entry.id`.
+pub fn check_chunk(chunk_key: &[u8; 32], entry: &PackEntry, raw: &[u8]) -> Result<()> {
+    if chunk_id(chunk_key, raw) != entry.id {
+        return Err(RepoError::Corrupt(format!(
+            "chunk {}: content hash mismatch",
+            entry.id.short()
+        )));
+    }
+    Ok(())
+}
+
+/// Builds one pack, encrypting as blobs arrive so plaintext never accumulates.
+pub struct PackWriter {
+    stream: age::stream::StreamWriter<Vec<u8>>,
+    entries: Vec<PackEntry>,
+    len: u64,
+}
+
+/// A finished pack, ready to upload.
+#[derive(Debug, Clone)]
+pub struct FinishedPack {
+    pub id: Id,
+    pub bytes: Bytes,
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackWriter {
+    pub fn new(recipients: &[&age::x25519::Recipient], capacity: usize) -> Result<Self> {
+        Ok(PackWriter {
+            stream: age_writer(recipients, Vec::with_capacity(capacity))?,
+            entries: Vec::new(),
+            len: 0,
+        })
+    }
+
+    pub fn add(&mut self, blob: &SealedBlob) -> Result<()> {
+        let length = u32::try_from(blob.payload.len())
+            .map_err(|_| RepoError::Invalid("blob larger than 4 GiB".into()))?;
+        let offset = u32::try_from(self.len)
+            .map_err(|_| RepoError::Invalid("pack larger than 4 GiB".into()))?;
+        self.stream.write_all(&blob.payload)?;
+        self.entries.push(PackEntry {
+            id: blob.id,
+            kind: blob.kind,
+            compression: blob.compression,
+            offset,
+            length,
+            raw_length: blob.raw_length,
+        });
+        self.len += blob.payload.len() as u64;
+        Ok(())
+    }
+
+    /// Plaintext bytes written so far (blobs only).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn finish(mut self) -> Result<FinishedPack> {
+        let mut table = Vec::with_capacity(self.entries.len() * ENTRY_LEN + 12);
+        for e in &self.entries {
+            table.push(e.kind as u8);
+            table.push(e.compression as u8);
+            table.extend_from_slice(&e.id.0);
+            table.extend_from_slice(&e.length.to_le_bytes());
+            table.extend_from_slice(&e.raw_length.to_le_bytes());
+        }
+        table.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        table.extend_from_slice(PACK_MAGIC);
+        self.stream.write_all(&table)?;
+        let bytes = self.stream.finish()?;
+        Ok(FinishedPack {
+            id: Id::of_stored(&bytes),
+            bytes: Bytes::from(bytes),
+            entries: self.entries,
+        })
+    }
+}
+
+/// Parse the table at the end of a pack's plaintext.
+pub fn parse_table(plain: &[u8], what: &str) -> Result<Vec<PackEntry>> {
+    let bad = |m: &str| RepoError::Corrupt(format!("{what}: {m}"));
+    if plain.len() < 12 || &plain[plain.len() - 8..] != PACK_MAGIC {
+        return Err(bad("missing pack trailer"));
+    }
+    let n_at = plain.len() - 12;
+    let n = u32::from_le_bytes(plain[n_at..n_at + 4].try_into().expect("4 bytes")) as usize;
+    let table_len = n
+        .checked_mul(ENTRY_LEN)
+        .ok_or_else(|| bad("table size overflows"))?;
+    let table_start = n_at
+        .checked_sub(table_len)
+        .ok_or_else(|| bad("table larger than pack"))?;
+    let mut entries = Vec::with_capacity(n);
+    let mut offset: u64 = 0;
+    for raw in plain[table_start..n_at].chunks_exact(ENTRY_LEN) {
+        let kind = BlobKind::from_u8(raw[0]).ok_or_else(|| bad("unknown blob kind"))?;
+        let compression = Compression::from_u8(raw[1]).ok_or_else(|| bad("unknown compression"))?;
+        let id = Id(raw[2..34].try_into().expect("32 bytes"));
+        let length = u32::from_le_bytes(raw[34..38].try_into().expect("4 bytes"));
+        let raw_length = u32::from_le_bytes(raw[38..42].try_into().expect("4 bytes"));
+        entries.push(PackEntry {
+            id,
+            kind,
+            compression,
+            offset: offset as u32,
+            length,
+            raw_length,
+        });
+        offset += length as u64;
+    }
+    if offset != table_start as u64 {
+        return Err(bad("blob lengths do not add up to the table position"));
+    }
+    Ok(entries)
+}
+
+/// A decrypted pack: its plaintext and table.
+pub struct OpenPack {
+    pub id: Id,
+    pub plain: Vec<u8>,
+    pub entries: Vec<PackEntry>,
+}
+
+impl OpenPack {
+    /// Check the ciphertext against the pack id, decrypt and parse the table.
+    pub fn open(identity: &age::x25519::Identity, id: Id, ciphertext: &[u8]) -> Result<OpenPack> {
+        let what = format!("pack {}", id.short());
+        if Id::of_stored(ciphertext) != id {
+            return Err(RepoError::Corrupt(format!(
+                "{what}: stored bytes do not match the pack id"
+            )));
+        }
+        let plain = age_decrypt(identity, ciphertext, &what)?;
+        let entries = parse_table(&plain, &what)?;
+        Ok(OpenPack { id, plain, entries })
+    }
+
+    /// The stored bytes of one blob, bounds-checked.
+    pub fn stored(&self, e: &PackEntry) -> Result<&[u8]> {
+        let start = e.offset as usize;
+        let end = start + e.length as usize;
+        self.plain.get(start..end).ok_or_else(|| {
+            RepoError::Corrupt(format!(
+                "pack {}: blob {} out of bounds",
+                self.id.short(),
+                e.id.short()
+            ))
+        })
+    }
+
+    /// Decompress and verify one blob.
+    pub fn blob(&self, chunk_key: &[u8; 32], e: &PackEntry) -> Result<Vec<u8>> {
+        let raw = decompress(e, self.stored(e)?)?;
+        check_chunk(chunk_key, e, &raw)?;
+        Ok(raw)
+    }
+}

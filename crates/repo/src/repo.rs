@@ -1,0 +1,571 @@
+//! Opening and creating a repository across regions, and reading from it with per-object
+//! fallback between regions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{BackendError, DynBackend};
+use crate::error::{RepoError, Result};
+use crate::keys::{age_decrypt, age_encrypt, parse_recipient, Identity, Keyring, WriterKey};
+use crate::snapshot::{Manifest, SnapshotEntry};
+use crate::{index, Id, Index};
+
+pub const FORMAT_NAME: &str = "lifeboat-repository";
+pub const FORMAT_VERSION: u32 = 1;
+pub const CONFIG_OBJECT: &str = "config";
+pub const WRITER_KEY_OBJECT: &str = "keys/writer.age";
+
+/// A named backend holding one copy of the repository.
+#[derive(Debug, Clone)]
+pub struct Region {
+    pub name: String,
+    pub backend: DynBackend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        ChunkerParams {
+            min: 256 * 1024,
+            avg: 1024 * 1024,
+            max: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// The plaintext `config` object. Holds no secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    pub format: String,
+    pub version: u32,
+    pub id: String,
+    pub created: i64,
+    pub chunker: ChunkerParams,
+    pub pack_size: u32,
+    pub zstd_level: i32,
+    pub recipients: Vec<String>,
+    pub writer_recipient: String,
+}
+
+/// Choices fixed at `init`.
+#[derive(Debug, Clone, Copy)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub pack_size: u32,
+    pub zstd_level: i32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::default(),
+            pack_size: 16 * 1024 * 1024,
+            zstd_level: 3,
+        }
+    }
+}
+
+/// How a region answered when the repository was opened.
+#[derive(Debug, Clone)]
+pub enum RegionState {
+    Ok,
+    Unavailable(String),
+}
+
+/// One object read from a region other than the preferred one, and why.
+#[derive(Debug, Clone)]
+pub struct Fallback {
+    pub object: String,
+    pub failed_region: String,
+    pub error: String,
+    pub used_region: String,
+}
+
+/// Which regions served reads: counts per region and every fallback.
+#[derive(Debug, Default)]
+pub struct ReadLog {
+    pub per_region: BTreeMap<String, u64>,
+    pub fallbacks: Vec<Fallback>,
+}
+
+/// An open repository.
+#[derive(Debug)]
+pub struct Repository {
+    pub config: RepoConfig,
+    pub regions: Vec<Region>,
+    pub states: Vec<RegionState>,
+    recipients: Vec<age::x25519::Recipient>,
+    writer: WriterKey,
+    identity: Option<Identity>,
+    preferred: usize,
+    pub read_log: Mutex<ReadLog>,
+}
+
+/// Create the repository in every region that lacks one. Regions that already hold this
+/// repository are left untouched; a region holding a different repository is an error.
+pub async fn init(
+    regions: &[Region],
+    keys: &Keyring,
+    opts: InitOptions,
+) -> Result<(RepoConfig, Vec<String>)> {
+    let writer = keys
+        .writer
+        .as_ref()
+        .ok_or_else(|| RepoError::Key("init needs the writer key".into()))?;
+    if keys.recipients.is_empty() {
+        return Err(RepoError::Key("init needs at least one recipient".into()));
+    }
+    let mut existing: Option<RepoConfig> = None;
+    let mut missing = Vec::new();
+    for r in regions {
+        match r.backend.get(CONFIG_OBJECT, None).await {
+            Ok(b) => {
+                let cfg = parse_config(&b, &r.name)?;
+                if let Some(e) = &existing {
+                    if e.id != cfg.id {
+                        return Err(RepoError::Invalid(format!(
+                            "region {} holds repository {} but another region holds {}; refusing to mix them",
+                            r.name, cfg.id, e.id
+                        )));
+                    }
+                }
+                existing = Some(cfg);
+            }
+            Err(BackendError::NotFound(_)) => missing.push(r),
+            Err(e) => return Err(RepoError::Invalid(format!("region {}: {e}", r.name))),
+        }
+    }
+    let recipient_strings: Vec<String> = keys.recipients.iter().map(|r| r.to_string()).collect();
+    let config = match existing {
+        Some(cfg) => {
+            if missing.is_empty() {
+                return Err(RepoError::Invalid(format!(
+                    "every region already holds repository {}; refusing to overwrite it",
+                    cfg.id
+                )));
+            }
+            check_keys(&cfg, &keys.recipients, writer)?;
+            cfg
+        }
+        None => RepoConfig {
+            format: FORMAT_NAME.into(),
+            version: FORMAT_VERSION,
+            id: hex::encode(rand::random::<[u8; 16]>()),
+            created: now(),
+            chunker: opts.chunker,
+            pack_size: opts.pack_size,
+            zstd_level: opts.zstd_level,
+            recipients: recipient_strings,
+            writer_recipient: writer.recipient().to_string(),
+        },
+    };
+    let rcpts: Vec<&age::x25519::Recipient> = keys.recipients.iter().collect();
+    let writer_age = Bytes::from(age_encrypt(&rcpts, writer.to_file_text().as_bytes())?);
+    let config_bytes = Bytes::from(
+        serde_json::to_vec_pretty(&config).map_err(|e| RepoError::Invalid(e.to_string()))?,
+    );
+    let mut created = Vec::new();
+    for r in missing {
+        // The config object is written last: its presence means "initialized".
+        r.backend.put(WRITER_KEY_OBJECT, writer_age.clone()).await?;
+        r.backend.put(CONFIG_OBJECT, config_bytes.clone()).await?;
+        created.push(r.name.clone());
+    }
+    Ok((config, created))
+}
+
+fn parse_config(bytes: &[u8], region: &str) -> Result<RepoConfig> {
+    let cfg: RepoConfig = serde_json::from_slice(bytes)
+        .map_err(|e| RepoError::Corrupt(format!("region {region}: config object: {e}")))?;
+    if cfg.format != FORMAT_NAME {
+        return Err(RepoError::Invalid(format!(
+            "region {region}: not a lifeboat repository"
+        )));
+    }
+    if cfg.version != FORMAT_VERSION {
+        return Err(RepoError::Invalid(format!(
+            "region {region}: repository format version {} is not supported by this lifeboat (supports {FORMAT_VERSION})",
+            cfg.version
+        )));
+    }
+    crate::chunker::validate(&cfg.chunker)
+        .map_err(|e| RepoError::Corrupt(format!("region {region}: config object: {e}")))?;
+    if !(1 << 20..=1 << 28).contains(&cfg.pack_size) || !(1..=19).contains(&cfg.zstd_level) {
+        return Err(RepoError::Corrupt(format!(
+            "region {region}: config object: pack_size {} or zstd_level {} out of range",
+            cfg.pack_size, cfg.zstd_level
+        )));
+    }
+    Ok(cfg)
+}
+
+fn check_keys(
+    cfg: &RepoConfig,
+    recipients: &[age::x25519::Recipient],
+    writer: &WriterKey,
+) -> Result<()> {
+    if !recipients.is_empty() {
+        let mut mine: Vec<String> = recipients.iter().map(|r| r.to_string()).collect();
+        let mut theirs = cfg.recipients.clone();
+        mine.sort();
+        theirs.sort();
+        if mine != theirs {
+            return Err(RepoError::WrongKey(format!(
+                "keys.recipients in lifeboat.toml differ from repository {}'s recipients ({}); fix the config rather than encrypting to keys the repository does not know",
+                cfg.id,
+                cfg.recipients.join(", ")
+            )));
+        }
+    }
+    if writer.recipient().to_string() != cfg.writer_recipient {
+        return Err(RepoError::WrongKey(format!(
+            "the writer key does not belong to repository {} (its writer is {})",
+            cfg.id, cfg.writer_recipient
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Repository {
+    /// Open the repository in `regions`; `preferred` names the region reads try first.
+    /// Unreachable regions are recorded in `states`; at least one must answer.
+    pub async fn open(
+        regions: Vec<Region>,
+        keys: Keyring,
+        preferred: Option<&str>,
+    ) -> Result<Repository> {
+        let mut futs = Vec::new();
+        for r in &regions {
+            let b = r.backend.clone();
+            futs.push(tokio::spawn(
+                async move { b.get(CONFIG_OBJECT, None).await },
+            ));
+        }
+        let mut states = Vec::new();
+        let mut config: Option<RepoConfig> = None;
+        let mut problems = Vec::new();
+        for (r, f) in regions.iter().zip(futs) {
+            let res = f
+                .await
+                .map_err(|e| RepoError::Invalid(format!("task: {e}")))?;
+            match res {
+                Ok(b) => {
+                    let cfg = parse_config(&b, &r.name)?;
+                    if let Some(c) = &config {
+                        if c.id != cfg.id {
+                            return Err(RepoError::Invalid(format!(
+                                "region {} holds repository {}, others hold {}: the regions in lifeboat.toml point at different repositories",
+                                r.name, cfg.id, c.id
+                            )));
+                        }
+                    }
+                    config = Some(cfg);
+                    states.push(RegionState::Ok);
+                }
+                Err(BackendError::NotFound(_)) => {
+                    let m = "no repository here (run `lifeboat init`)".to_string();
+                    problems.push(format!("{}: {m}", r.name));
+                    states.push(RegionState::Unavailable(m));
+                }
+                Err(e) => {
+                    problems.push(format!("{}: {e}", r.name));
+                    states.push(RegionState::Unavailable(e.to_string()));
+                }
+            }
+        }
+        let config = config.ok_or_else(|| {
+            RepoError::Invalid(format!(
+                "no region could be opened: {}",
+                problems.join("; ")
+            ))
+        })?;
+        let preferred = match preferred {
+            Some(p) => regions.iter().position(|r| r.name == p).ok_or_else(|| {
+                RepoError::Invalid(format!(
+                    "unknown region {p:?}; configured regions: {}",
+                    regions
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?,
+            None => 0,
+        };
+        let Keyring {
+            recipients,
+            writer,
+            identity,
+        } = keys;
+        let mut repo = Repository {
+            config,
+            regions,
+            states,
+            recipients,
+            writer: WriterKey::generate(), // replaced below
+            identity,
+            preferred,
+            read_log: Mutex::new(ReadLog::default()),
+        };
+        if let Some(id) = &repo.identity {
+            let r = id.recipient().to_string();
+            if !repo.config.recipients.contains(&r) {
+                return Err(RepoError::WrongKey(format!(
+                    "the identity (public key {r}) is not a recipient of repository {}: it cannot decrypt this repository's data",
+                    repo.config.id
+                )));
+            }
+        }
+        repo.writer = match writer {
+            Some(w) => w,
+            None => {
+                let identity = repo.identity.as_ref().ok_or_else(|| {
+                    RepoError::NeedIdentity("opening the repository without a writer key".into())
+                })?;
+                let (b, _) = repo.get_checked(WRITER_KEY_OBJECT, |_| Ok(())).await?;
+                let text = age_decrypt(identity.inner(), &b, WRITER_KEY_OBJECT)?;
+                let text = String::from_utf8(text)
+                    .map_err(|_| RepoError::Corrupt("keys/writer.age: not text".into()))?;
+                WriterKey::parse(&text)?
+            }
+        };
+        let recipients = std::mem::take(&mut repo.recipients);
+        check_keys(&repo.config, &recipients, &repo.writer)?;
+        repo.recipients = if recipients.is_empty() {
+            repo.config
+                .recipients
+                .iter()
+                .map(|s| parse_recipient(s))
+                .collect::<Result<_>>()?
+        } else {
+            recipients
+        };
+        Ok(repo)
+    }
+
+    pub fn writer(&self) -> &WriterKey {
+        &self.writer
+    }
+
+    pub fn recipients(&self) -> Vec<&age::x25519::Recipient> {
+        self.recipients.iter().collect()
+    }
+
+    /// The identity, or a `NeedIdentity` error naming `what` needed it.
+    pub fn identity(&self, what: &str) -> Result<&Identity> {
+        self.identity
+            .as_ref()
+            .ok_or_else(|| RepoError::NeedIdentity(what.to_string()))
+    }
+
+    pub fn has_identity(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    pub fn is_available(&self, region: usize) -> bool {
+        matches!(self.states[region], RegionState::Ok)
+    }
+
+    /// Indices of regions that opened, the preferred one first.
+    pub fn read_order(&self) -> Vec<usize> {
+        let mut order = vec![self.preferred];
+        order.extend((0..self.regions.len()).filter(|&i| i != self.preferred));
+        order.retain(|&i| self.is_available(i));
+        order
+    }
+
+    pub fn region_index(&self, name: &str) -> Option<usize> {
+        self.regions.iter().position(|r| r.name == name)
+    }
+
+    /// Read `name`, preferred region first, falling back per object to the others when the
+    /// object is missing, unreadable or fails `check`. Fallbacks are logged and recorded.
+    pub async fn get_checked(
+        &self,
+        name: &str,
+        check: impl Fn(&Bytes) -> Result<()>,
+    ) -> Result<(Bytes, usize)> {
+        let mut errors: Vec<(usize, String)> = Vec::new();
+        for i in self.read_order() {
+            let res = match self.regions[i].backend.get(name, None).await {
+                Ok(b) => check(&b).map(|_| b),
+                Err(e) => Err(e.into()),
+            };
+            match res {
+                Ok(b) => {
+                    let mut log = self.read_log.lock().unwrap_or_else(|p| p.into_inner());
+                    *log.per_region
+                        .entry(self.regions[i].name.clone())
+                        .or_default() += 1;
+                    for (failed, error) in &errors {
+                        tracing::warn!(object = name, failed_region = %self.regions[*failed].name, used_region = %self.regions[i].name, %error, "read fell back to another region");
+                        log.fallbacks.push(Fallback {
+                            object: name.to_string(),
+                            failed_region: self.regions[*failed].name.clone(),
+                            error: error.clone(),
+                            used_region: self.regions[i].name.clone(),
+                        });
+                    }
+                    return Ok((b, i));
+                }
+                Err(e) => errors.push((i, e.to_string())),
+            }
+        }
+        let detail: Vec<String> = errors
+            .iter()
+            .map(|(i, e)| format!("{}: {e}", self.regions[*i].name))
+            .collect();
+        if errors.iter().all(|(_, e)| e.contains("not found")) && !errors.is_empty() {
+            return Err(RepoError::Backend(BackendError::NotFound(name.to_string())));
+        }
+        Err(RepoError::Corrupt(format!(
+            "{name}: no region has a good copy ({})",
+            detail.join("; ")
+        )))
+    }
+
+    /// Load every index file of every available region.
+    pub async fn load_index(&self) -> Result<Index> {
+        let mut names: BTreeMap<String, u64> = BTreeMap::new();
+        for i in self.read_order() {
+            for o in self.regions[i].backend.list("index/").await? {
+                *names.entry(o.name).or_default() |= 1 << i;
+            }
+        }
+        let mut index = Index::new();
+        let key = *self.writer.index_key();
+        for (name, mask) in names {
+            let id: Id = name
+                .trim_start_matches("index/")
+                .parse()
+                .map_err(|_| RepoError::Corrupt(format!("unexpected object {name}")))?;
+            let (bytes, _) = self
+                .get_checked(&name, |b| check_stored_id(b, &id, &name))
+                .await?;
+            let packs = index::decode(&key, &bytes, &name)?;
+            for region in 0..self.regions.len() {
+                if mask & (1 << region) != 0 {
+                    for (pack, entries) in &packs {
+                        index.add_pack(*pack, entries, region);
+                    }
+                }
+            }
+        }
+        Ok(index)
+    }
+
+    /// Decrypt a manifest with whatever key this host has (identity or writer).
+    pub fn decrypt_manifest(&self, bytes: &[u8], what: &str) -> Result<Manifest> {
+        let ident = match &self.identity {
+            Some(i) => i.inner(),
+            None => self.writer.as_identity(),
+        };
+        let plain = age_decrypt(ident, bytes, what)?;
+        serde_json::from_slice(&plain).map_err(|e| RepoError::Corrupt(format!("{what}: {e}")))
+    }
+
+    /// Every snapshot in any available region, oldest first, with the regions holding it.
+    pub async fn list_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for i in self.read_order() {
+            for o in self.regions[i].backend.list("snapshots/").await? {
+                names
+                    .entry(o.name)
+                    .or_default()
+                    .push(self.regions[i].name.clone());
+            }
+        }
+        let mut out = Vec::new();
+        for (name, mut regions) in names {
+            let id: Id = name
+                .trim_start_matches("snapshots/")
+                .parse()
+                .map_err(|_| RepoError::Corrupt(format!("unexpected object {name}")))?;
+            let (bytes, _) = self
+                .get_checked(&name, |b| check_stored_id(b, &id, &name))
+                .await?;
+            let manifest = self.decrypt_manifest(&bytes, &name)?;
+            regions.sort_by_key(|r| self.region_index(r));
+            out.push(SnapshotEntry {
+                id,
+                manifest,
+                regions,
+            });
+        }
+        out.sort_by_key(|s| (s.manifest.time, s.manifest.end_time));
+        Ok(out)
+    }
+
+    /// Find a snapshot by full id, unique id prefix, or `latest` (of `plan` when given).
+    pub async fn find_snapshot(&self, spec: &str, plan: Option<&str>) -> Result<SnapshotEntry> {
+        let all = self.list_snapshots().await?;
+        let mut matching: Vec<SnapshotEntry> = all
+            .into_iter()
+            .filter(|s| plan.is_none_or(|p| s.manifest.plan == p))
+            .collect();
+        if spec == "latest" {
+            return matching.pop().ok_or_else(|| {
+                RepoError::Invalid(match plan {
+                    Some(p) => format!("plan {p} has no snapshots yet (run `lifeboat backup {p}`)"),
+                    None => "the repository has no snapshots yet".into(),
+                })
+            });
+        }
+        let hits: Vec<SnapshotEntry> = matching
+            .into_iter()
+            .filter(|s| s.id.to_hex().starts_with(spec))
+            .collect();
+        match hits.len() {
+            1 => Ok(hits.into_iter().next().expect("one")),
+            0 => Err(RepoError::Invalid(format!(
+                "no snapshot {spec:?}{} (list them with `lifeboat snapshots`)",
+                plan.map(|p| format!(" in plan {p}")).unwrap_or_default()
+            ))),
+            n => Err(RepoError::Invalid(format!(
+                "snapshot prefix {spec:?} matches {n} snapshots; give more digits"
+            ))),
+        }
+    }
+
+    pub fn manifest_regions(&self, s: &SnapshotEntry) -> HashMap<String, bool> {
+        self.regions
+            .iter()
+            .map(|r| (r.name.clone(), s.regions.contains(&r.name)))
+            .collect()
+    }
+}
+
+/// Check that stored bytes hash to the id in their name.
+pub fn check_stored_id(bytes: &Bytes, id: &Id, name: &str) -> Result<()> {
+    if Id::of_stored(bytes) != *id {
+        return Err(RepoError::Corrupt(format!(
+            "{name}: stored bytes do not match their id"
+        )));
+    }
+    Ok(())
+}
+
+/// Object name of a pack.
+pub fn pack_name(id: &Id) -> String {
+    let h = id.to_hex();
+    format!("data/{}/{}", &h[..2], h)
+}
+
+pub type SharedRepo = Arc<Repository>;

@@ -1,0 +1,308 @@
+//! `verify`: is every region a complete, intact repository?
+//!
+//! Without reading data (any host): every index file and manifest in each region is intact
+//! (its stored bytes hash to its name, it authenticates), every pack an index names exists
+//! in that region with a plausible size, and every region holds every snapshot. With the
+//! identity, also: every tree of every snapshot is readable and every chunk it references
+//! is indexed in each region holding the snapshot. With `read_data`: download packs (all,
+//! or a random percentage) from each region separately — no fallback, since the point is to
+//! find the bad copy — and check hash, authentication, table and every chunk's keyed hash.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::error::{RepoError, Result};
+use crate::pack::OpenPack;
+use crate::progress::{Cancel, Progress};
+use crate::reader::BlobReader;
+use crate::repo::{pack_name, Repository};
+use crate::tree::{NodeKind, Tree};
+use crate::{index, Id, Index};
+
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Read this percentage (0–100] of packs in every region; `None` reads no data.
+    pub read_data_percent: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    pub region: String,
+    pub object: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RegionSummary {
+    pub packs: u64,
+    pub index_files: u64,
+    pub snapshots: u64,
+    pub packs_read: u64,
+    pub bytes_read: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub regions: BTreeMap<String, RegionSummary>,
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<String>,
+    pub trees_checked: u64,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+    fn problem(&mut self, region: &str, object: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            region: region.into(),
+            object: object.into(),
+            message: message.into(),
+        });
+    }
+}
+
+pub async fn verify(
+    repo: &Arc<Repository>,
+    opts: &VerifyOptions,
+    progress: Arc<Progress>,
+    cancel: Cancel,
+) -> Result<VerifyReport> {
+    if opts.read_data_percent.is_some() {
+        repo.identity("verify --read-data")?;
+    }
+    let mut report = VerifyReport::default();
+    let key = *repo.writer().index_key();
+    let all_snapshots: HashSet<String> = {
+        let mut s = HashSet::new();
+        for i in repo.read_order() {
+            for o in repo.regions[i].backend.list("snapshots/").await? {
+                s.insert(o.name);
+            }
+        }
+        s
+    };
+    for (i, region) in repo.regions.iter().enumerate() {
+        let rname = region.name.clone();
+        if !repo.is_available(i) {
+            report.problem(
+                &rname,
+                "-",
+                format!("region unavailable: {:?}", repo.states[i]),
+            );
+            continue;
+        }
+        let b = &region.backend;
+        let mut summary = RegionSummary::default();
+        let data: BTreeMap<String, u64> = b
+            .list("data/")
+            .await?
+            .into_iter()
+            .map(|o| (o.name, o.size))
+            .collect();
+        summary.packs = data.len() as u64;
+        let mut region_index = Index::new();
+        for o in b.list("index/").await? {
+            cancel.check()?;
+            summary.index_files += 1;
+            let res = async {
+                let bytes = b.get(&o.name, None).await?;
+                let id: Id = o
+                    .name
+                    .trim_start_matches("index/")
+                    .parse()
+                    .map_err(|_| RepoError::Corrupt("bad name".into()))?;
+                crate::repo::check_stored_id(&bytes, &id, &o.name)?;
+                index::decode(&key, &bytes, &o.name)
+            }
+            .await;
+            match res {
+                Ok(packs) => {
+                    for (pack, entries) in packs {
+                        region_index.add_pack(pack, &entries, 0);
+                        let name = pack_name(&pack);
+                        match data.get(&name) {
+                            None => report.problem(
+                                &rname,
+                                &name,
+                                format!("pack named by {} is missing", o.name),
+                            ),
+                            Some(&size) => {
+                                let plain: u64 = entries.iter().map(|e| e.length as u64).sum();
+                                if size < plain {
+                                    report.problem(&rname, &name, format!("pack is {size} bytes, smaller than its {plain} bytes of chunks"));
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => report.problem(&rname, &o.name, e.to_string()),
+            }
+        }
+        let snaps: HashSet<String> = b
+            .list("snapshots/")
+            .await?
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        summary.snapshots = snaps.len() as u64;
+        for s in all_snapshots.difference(&snaps) {
+            report.problem(
+                &rname,
+                s,
+                "snapshot missing in this region (run `lifeboat replicate`)",
+            );
+        }
+        for s in &snaps {
+            let res = async {
+                let bytes = b.get(s, None).await?;
+                let id: Id = s
+                    .trim_start_matches("snapshots/")
+                    .parse()
+                    .map_err(|_| RepoError::Corrupt("bad name".into()))?;
+                crate::repo::check_stored_id(&bytes, &id, s)?;
+                repo.decrypt_manifest(&bytes, s)
+            }
+            .await;
+            if let Err(e) = res {
+                report.problem(&rname, s, e.to_string());
+            }
+        }
+        if let Some(pct) = opts.read_data_percent {
+            let identity = repo.identity("verify --read-data")?.inner().clone();
+            let chunk_key = *repo.writer().chunk_key();
+            let mut names: Vec<&String> = data.keys().collect();
+            if pct < 100.0 {
+                use rand::seq::SliceRandom;
+                names.shuffle(&mut rand::thread_rng());
+                let n = ((names.len() as f64) * pct / 100.0).ceil() as usize;
+                names.truncate(n.max(1).min(names.len()));
+            }
+            for name in names {
+                cancel.check()?;
+                let id: Option<Id> = name.rsplit('/').next().and_then(|h| h.parse().ok());
+                let Some(id) = id else {
+                    report.problem(&rname, name, "unexpected object name under data/");
+                    continue;
+                };
+                let bytes = match b.get(name, None).await {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        report.problem(&rname, name, e.to_string());
+                        continue;
+                    }
+                };
+                summary.packs_read += 1;
+                summary.bytes_read += bytes.len() as u64;
+                progress.add_transferred(bytes.len() as u64);
+                let identity = identity.clone();
+                let check = tokio::task::spawn_blocking(move || -> Result<usize> {
+                    let pack = OpenPack::open(&identity, id, &bytes)?;
+                    for e in &pack.entries {
+                        pack.blob(&chunk_key, e)?;
+                    }
+                    Ok(pack.entries.len())
+                })
+                .await
+                .map_err(|e| RepoError::Invalid(format!("verify task: {e}")))?;
+                match check {
+                    Ok(_) => {
+                        if region_index.pack_regions(&id) == 0 {
+                            report.warnings.push(format!("{rname}: {name} is not named by any index file (left by an interrupted backup; prune removes it)"));
+                        }
+                    }
+                    Err(e) => report.problem(&rname, name, e.to_string()),
+                }
+            }
+        }
+        report.regions.insert(rname, summary);
+    }
+    if repo.has_identity() {
+        check_trees(repo, &mut report, &cancel).await?;
+    } else {
+        report
+            .warnings
+            .push("no identity on this host: snapshot trees were not checked".into());
+    }
+    Ok(report)
+}
+
+/// Walk every snapshot's trees; every referenced chunk must be indexed in each region that
+/// holds the snapshot.
+async fn check_trees(
+    repo: &Arc<Repository>,
+    report: &mut VerifyReport,
+    cancel: &Cancel,
+) -> Result<()> {
+    let index = Arc::new(repo.load_index().await?);
+    let reader = BlobReader::new(repo.clone(), index.clone());
+    let mut seen_trees: HashSet<Id> = HashSet::new();
+    for snap in repo.list_snapshots().await? {
+        let mask = snap
+            .regions
+            .iter()
+            .filter_map(|r| repo.region_index(r))
+            .fold(0u64, |m, i| m | (1 << i));
+        let sname = format!("snapshots/{}", snap.id);
+        let mut stack = vec![snap.manifest.root];
+        while let Some(t) = stack.pop() {
+            cancel.check()?;
+            if !seen_trees.insert(t) {
+                continue;
+            }
+            check_chunk(repo, &index, &t, mask, &sname, report);
+            let tree = match reader
+                .read(&t)
+                .await
+                .and_then(|b| Tree::parse(&b, &format!("tree {}", t.short())))
+            {
+                Ok(tree) => tree,
+                Err(e) => {
+                    report.problem("-", &sname, format!("tree {}: {e}", t.short()));
+                    continue;
+                }
+            };
+            report.trees_checked += 1;
+            for n in &tree.nodes {
+                match n.kind {
+                    NodeKind::Dir => stack.extend(n.subtree),
+                    NodeKind::File => {
+                        for c in &n.chunks {
+                            check_chunk(repo, &index, c, mask, &sname, report);
+                        }
+                    }
+                    NodeKind::Symlink => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_chunk(
+    repo: &Repository,
+    index: &Index,
+    id: &Id,
+    mask: u64,
+    snap: &str,
+    report: &mut VerifyReport,
+) {
+    if index.has_in_all(id, mask) {
+        return;
+    }
+    let have = index
+        .get(id)
+        .map(|(p, _)| index.pack_regions(&p))
+        .unwrap_or(0);
+    for (i, r) in repo.regions.iter().enumerate() {
+        if mask & (1 << i) != 0 && have & (1 << i) == 0 {
+            report.problem(
+                &r.name,
+                snap,
+                format!("chunk {} is not indexed in this region", id.short()),
+            );
+        }
+    }
+}
