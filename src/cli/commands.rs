@@ -1,0 +1,378 @@
+//! One function per command: call the engine, print a summary (or JSON), pick the exit code.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use lifeboat_repo::keys::{Identity, WriterKey};
+use lifeboat_repo::verify::{verify, VerifyOptions};
+use lifeboat_repo::{Cancel, Progress};
+use serde_json::json;
+
+use super::progress::Bar;
+use super::render::{bytes, rate, table, time};
+use super::{exit, load_config, Cli, Command, ConfigCommand, KeysCommand};
+use crate::engine::{self, KeyNeed, RestoreRequest};
+
+/// Cancel on SIGINT or SIGTERM: the operation stops at the next chunk, commits nothing.
+fn cancel_on_signals() -> Cancel {
+    let cancel = Cancel::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::warn!("signal received: stopping; nothing partial will be visible");
+        c.cancel();
+    });
+    cancel
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+pub async fn run(cli: &Cli) -> Result<u8> {
+    match &cli.command {
+        Command::Keys(KeysCommand::Generate { dir, json }) => keys_generate(dir, *json),
+        Command::Config(ConfigCommand::Example { dir }) => {
+            print!("{}", crate::config::example(dir));
+            Ok(exit::OK)
+        }
+        Command::Init { json } => init(cli, *json).await,
+        Command::Backup { plan, json } => backup(cli, plan, *json).await,
+        Command::Snapshots { plan, json } => snapshots(cli, plan.as_deref(), *json).await,
+        Command::Restore {
+            plan,
+            snapshot,
+            from,
+            to,
+            include,
+            overwrite,
+            json,
+        } => {
+            let req = RestoreRequest {
+                plan: plan.clone(),
+                snapshot: snapshot.clone(),
+                from: from.clone(),
+                to: to.clone(),
+                include: include.clone(),
+                overwrite: *overwrite,
+            };
+            restore(cli, &req, *json).await
+        }
+        Command::Verify { read_data, json } => verify_cmd(cli, *read_data, *json).await,
+    }
+}
+
+fn write_secret_file(path: &Path, text: &str, mode: u32) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn keys_generate(dir: &Path, json: bool) -> Result<u8> {
+    let identity_path = dir.join("identity.txt");
+    let writer_path = dir.join("writer.key");
+    let recipients_path = dir.join("recipients.txt");
+    for p in [&identity_path, &writer_path, &recipients_path] {
+        anyhow::ensure!(
+            !p.exists(),
+            "{} already exists; refusing to overwrite key material (move it away first if you really mean to replace it)",
+            p.display()
+        );
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("create {}", dir.display()))?;
+    let identity = Identity::generate();
+    let writer = WriterKey::generate();
+    let recipient = identity.recipient().to_string();
+    write_secret_file(&identity_path, &identity.to_file_text(), 0o600)?;
+    write_secret_file(&writer_path, &writer.to_file_text(), 0o600)?;
+    write_secret_file(
+        &recipients_path,
+        &format!("# lifeboat recipients (public)\n{recipient}\n"),
+        0o644,
+    )?;
+    if json {
+        print_json(&json!({
+            "recipient": recipient,
+            "identity_file": identity_path,
+            "writer_key_file": writer_path,
+            "recipients_file": recipients_path,
+        }));
+    } else {
+        println!("recipient: {recipient}");
+        println!(
+            "wrote {} (decrypts backups: keep it off backup hosts, escrow a copy)",
+            identity_path.display()
+        );
+        println!(
+            "wrote {} (adds snapshots: install on backup hosts)",
+            writer_path.display()
+        );
+        println!("wrote {} (public)", recipients_path.display());
+    }
+    Ok(exit::OK)
+}
+
+async fn init(cli: &Cli, json: bool) -> Result<u8> {
+    let config = load_config(cli)?;
+    crate::storage::prepare(&config)?;
+    let keys = engine::keyring(&config, KeyNeed::Write)?;
+    let regions = crate::storage::regions(&config)?;
+    let (repo, created) = lifeboat_repo::repo::init(&regions, &keys, Default::default()).await?;
+    if json {
+        print_json(&json!({ "repository": repo.id, "created_in": created }));
+    } else {
+        println!("repository {} created in {}", repo.id, created.join(", "));
+    }
+    Ok(exit::OK)
+}
+
+async fn backup(cli: &Cli, plan: &str, json: bool) -> Result<u8> {
+    let config = load_config(cli)?;
+    let progress = Arc::new(Progress::default());
+    let bar = Bar::start(&format!("backup {plan}"), progress.clone(), !json);
+    let res = engine::backup(&config, plan, progress, cancel_on_signals()).await;
+    bar.finish();
+    let r = res?;
+    let m = &r.outcome.manifest;
+    let mut failed = r.unavailable.clone();
+    failed.extend(r.outcome.failed.iter().cloned());
+    let secs = r.duration.as_secs_f64();
+    if json {
+        print_json(&json!({
+            "snapshot": r.outcome.snapshot.to_hex(),
+            "plan": r.plan,
+            "time": m.time,
+            "complete_in": r.outcome.complete,
+            "failed_regions": failed.iter().map(|(n, e)| json!({"region": n, "error": e})).collect::<Vec<_>>(),
+            "degraded": r.is_degraded(),
+            "stats": m.stats,
+            "duration_seconds": secs,
+            "warnings": r.warnings,
+        }));
+    } else {
+        println!(
+            "snapshot {} of {}: {} files, {} ({} new, {} stored) in {:.1}s ({}), complete in {}",
+            r.outcome.snapshot.short(),
+            r.plan,
+            m.stats.files,
+            bytes(m.stats.bytes),
+            bytes(m.stats.new_bytes),
+            bytes(m.stats.stored_bytes),
+            secs,
+            rate(m.stats.bytes_read, secs),
+            r.outcome.complete.join(", ")
+        );
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+    if r.is_degraded() {
+        for (n, e) in &failed {
+            eprintln!("lifeboat: DEGRADED: region {n} does not hold this snapshot: {e}");
+        }
+        eprintln!("lifeboat: the snapshot does not count toward the RPO until `lifeboat replicate` copies it there");
+        return Ok(exit::DEGRADED);
+    }
+    Ok(exit::OK)
+}
+
+async fn snapshots(cli: &Cli, plan: Option<&str>, json: bool) -> Result<u8> {
+    let config = load_config(cli)?;
+    if let Some(p) = plan {
+        config.plan(p)?;
+    }
+    let repo = engine::open(&config, KeyNeed::Any, None).await?;
+    let list: Vec<_> = repo
+        .list_snapshots()
+        .await?
+        .into_iter()
+        .filter(|s| plan.is_none_or(|p| s.manifest.plan == p))
+        .collect();
+    let all_regions: Vec<String> = config.regions.iter().map(|r| r.name.clone()).collect();
+    if json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|s| {
+                json!({
+                    "id": s.id.to_hex(),
+                    "plan": s.manifest.plan,
+                    "time": s.manifest.time,
+                    "host": s.manifest.host,
+                    "source": s.manifest.source,
+                    "regions": s.regions,
+                    "complete": all_regions.iter().all(|r| s.regions.contains(r)),
+                    "stats": s.manifest.stats,
+                })
+            })
+            .collect();
+        print_json(&json!(v));
+        return Ok(exit::OK);
+    }
+    if list.is_empty() {
+        println!("no snapshots yet");
+        return Ok(exit::OK);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            let complete = all_regions.iter().all(|r| s.regions.contains(r));
+            vec![
+                s.id.short(),
+                time(s.manifest.time),
+                s.manifest.plan.clone(),
+                s.manifest.host.clone(),
+                s.manifest.stats.files.to_string(),
+                bytes(s.manifest.stats.bytes),
+                bytes(s.manifest.stats.stored_bytes),
+                format!(
+                    "{}{}",
+                    s.regions.join(","),
+                    if complete { "" } else { " (DEGRADED)" }
+                ),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["ID", "TIME", "PLAN", "HOST", "FILES", "SIZE", "ADDED", "REGIONS"],
+            &rows
+        )
+    );
+    Ok(exit::OK)
+}
+
+async fn restore(cli: &Cli, req: &RestoreRequest, json: bool) -> Result<u8> {
+    let config = load_config(cli)?;
+    let progress = Arc::new(Progress::default());
+    let bar = Bar::start(&format!("restore {}", req.plan), progress.clone(), !json);
+    let res = engine::restore(&config, req, progress, cancel_on_signals()).await;
+    bar.finish();
+    let r = res?;
+    let secs = r.duration.as_secs_f64();
+    if json {
+        print_json(&json!({
+            "snapshot": r.snapshot.id.to_hex(),
+            "plan": r.snapshot.manifest.plan,
+            "snapshot_time": r.snapshot.manifest.time,
+            "target": req.to,
+            "report": r.report,
+            "duration_seconds": secs,
+            "objects_per_region": r.per_region.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "fallbacks": r.fallbacks.iter().map(|f| json!({"object": f.object, "failed_region": f.failed_region, "error": f.error, "used_region": f.used_region})).collect::<Vec<_>>(),
+        }));
+    } else {
+        println!(
+            "restored snapshot {} ({}) of {} into {}: {} files, {} dirs, {} symlinks, {} in {:.1}s ({}); every file verified",
+            r.snapshot.id.short(),
+            time(r.snapshot.manifest.time),
+            r.snapshot.manifest.plan,
+            req.to.display(),
+            r.report.files,
+            r.report.dirs,
+            r.report.symlinks,
+            bytes(r.report.bytes),
+            secs,
+            rate(r.report.bytes, secs)
+        );
+        let per: Vec<String> = r
+            .per_region
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        println!("objects read per region: {}", per.join(", "));
+        for f in &r.fallbacks {
+            println!(
+                "fallback: {} from {} ({} failed: {})",
+                f.object, f.used_region, f.failed_region, f.error
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn verify_cmd(cli: &Cli, read_data: Option<f64>, json: bool) -> Result<u8> {
+    if let Some(p) = read_data {
+        anyhow::ensure!(
+            p > 0.0 && p <= 100.0,
+            "--read-data takes a percentage in (0, 100], got {p}"
+        );
+    }
+    let config = load_config(cli)?;
+    let need = if read_data.is_some() {
+        KeyNeed::Read
+    } else {
+        KeyNeed::Any
+    };
+    let repo = engine::open(&config, need, None).await?;
+    let progress = Arc::new(Progress::default());
+    let report = verify(
+        &repo,
+        &VerifyOptions {
+            read_data_percent: read_data,
+        },
+        progress,
+        cancel_on_signals(),
+    )
+    .await?;
+    if json {
+        print_json(&serde_json::to_value(&report)?);
+    } else {
+        for (name, s) in &report.regions {
+            println!(
+                "{name}: {} packs, {} index files, {} snapshots{}",
+                s.packs,
+                s.index_files,
+                s.snapshots,
+                if read_data.is_some() {
+                    format!(", {} packs read ({})", s.packs_read, bytes(s.bytes_read))
+                } else {
+                    String::new()
+                }
+            );
+        }
+        for w in &report.warnings {
+            println!("warning: {w}");
+        }
+        for p in &report.problems {
+            println!("PROBLEM {}: {}: {}", p.region, p.object, p.message);
+        }
+        println!(
+            "{}",
+            if report.ok() {
+                "verify: ok".to_string()
+            } else {
+                format!("verify: {} problem(s)", report.problems.len())
+            }
+        );
+    }
+    Ok(if report.ok() {
+        exit::OK
+    } else {
+        exit::VERIFY_FAILED
+    })
+}

@@ -1,0 +1,40 @@
+//! Exit codes, documented in the README ("Exit codes") and relied on by cron and monitoring.
+
+use lifeboat_repo::RepoError;
+
+use crate::config::ConfigError;
+
+pub const OK: u8 = 0;
+/// Any failure not listed below.
+pub const FAILURE: u8 = 1;
+/// Bad command line or invalid lifeboat.toml.
+pub const USAGE: u8 = 2;
+/// The backup is committed, but not in every region of the plan (degraded).
+pub const DEGRADED: u8 = 3;
+/// Verification found damaged, missing or mismatching data.
+pub const VERIFY_FAILED: u8 = 4;
+/// Key problem: the identity is missing on this host, or a key does not fit the repository.
+pub const KEYS: u8 = 5;
+/// Interrupted (SIGINT/SIGTERM); nothing partial is visible.
+pub const INTERRUPTED: u8 = 130;
+
+/// The exit code for an error, from the most specific cause in its chain.
+pub fn code_for(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(c) = cause.downcast_ref::<ConfigError>() {
+            return match c {
+                ConfigError::Secret { .. } => KEYS,
+                _ => USAGE,
+            };
+        }
+        if let Some(r) = cause.downcast_ref::<RepoError>() {
+            return match r {
+                RepoError::NeedIdentity(_) | RepoError::WrongKey(_) | RepoError::Key(_) => KEYS,
+                RepoError::Corrupt(_) => VERIFY_FAILED,
+                RepoError::Cancelled => INTERRUPTED,
+                _ => FAILURE,
+            };
+        }
+    }
+    FAILURE
+}

@@ -1,0 +1,197 @@
+//! The command line: clap definitions, dispatch to the engine, output and exit codes.
+//! Commands stay thin; every decision lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+
+mod commands;
+pub mod exit;
+mod progress;
+mod render;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lifeboat",
+    version,
+    about = "Encrypted, deduplicated backups in two regions, with restores that are proven and timed",
+    long_about = "lifeboat backs up directories into a repository kept in every configured region \
+(age-encrypted, deduplicated), restores them from either region, and verifies what it stored.\n\n\
+Configuration comes from --config, $LIFEBOAT_CONFIG, ./lifeboat.toml or /etc/lifeboat/lifeboat.toml \
+(first found). Start with `lifeboat keys generate --dir keys` and `lifeboat config example`.",
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 backup degraded (not in every region), \
+4 verification failed, 5 key problem (missing identity, wrong key), 130 interrupted."
+)]
+pub struct Cli {
+    /// Path to lifeboat.toml.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "LIFEBOAT_CONFIG",
+        value_name = "PATH"
+    )]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (-v info, -vv debug).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create key material: an age identity (decrypts) and a writer key (adds snapshots).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Print an example lifeboat.toml.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Create the repository in every region that lacks it (never overwrites one).
+    Init {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Back up a plan now: one snapshot into every region of the plan.
+    Backup {
+        /// The plan's name in lifeboat.toml.
+        plan: String,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List snapshots with their regions and sizes.
+    Snapshots {
+        /// Only this plan's snapshots.
+        #[arg(long)]
+        plan: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a snapshot into a directory; every chunk and file is verified on the way.
+    Restore {
+        /// The plan's name.
+        plan: String,
+        /// Snapshot id, unique id prefix, or "latest".
+        #[arg(long, default_value = "latest")]
+        snapshot: String,
+        /// Region to read from first (falls back per object to the others).
+        #[arg(long, value_name = "REGION")]
+        from: Option<String>,
+        /// Target directory; must be empty or absent unless --overwrite.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Restore only this path of the snapshot (relative to the backed-up directory).
+        #[arg(long, value_name = "PATH")]
+        include: Option<PathBuf>,
+        /// Restore into a non-empty directory, replacing entries with the same names.
+        #[arg(long)]
+        overwrite: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every region: structure always; with --read-data, download and check packs.
+    Verify {
+        /// Read and check all packs, or PERCENT of them chosen at random (needs the identity).
+        #[arg(long, value_name = "PERCENT", num_args = 0..=1, default_missing_value = "100")]
+        read_data: Option<f64>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Write DIR/identity.txt and DIR/writer.key (mode 0600); print the recipient.
+    Generate {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print a commented example config with two local regions under DIR.
+    Example {
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/lifeboat")]
+        dir: PathBuf,
+    },
+}
+
+fn find_config(explicit: Option<&PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.clone());
+    }
+    for p in ["lifeboat.toml", "/etc/lifeboat/lifeboat.toml"] {
+        let p = PathBuf::from(p);
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    anyhow::bail!(crate::config::ConfigError::Read {
+        path: PathBuf::from("lifeboat.toml"),
+        io: std::io::Error::from(std::io::ErrorKind::NotFound),
+        hint: "no config found at --config, $LIFEBOAT_CONFIG, ./lifeboat.toml or /etc/lifeboat/lifeboat.toml; create one with `lifeboat config example`".into(),
+    })
+}
+
+pub fn load_config(cli: &Cli) -> Result<Config> {
+    let path = find_config(cli.config.as_ref())?;
+    Ok(Config::load(&path)?)
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_target(false).init(),
+    }
+}
+
+/// Parse arguments, run, and map the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start runtime")
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lifeboat: {e:#}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    match rt.block_on(commands::run(&cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("lifeboat: error: {e:#}");
+            ExitCode::from(exit::code_for(&e))
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The engine: the operations the CLI (and later the daemon and drills) run, each a library
+//! call over a loaded [`Config`]. Thin orchestration: open the repository with this host's
+//! keys, run the repository engine, report what happened.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use lifeboat_repo::keys::{parse_recipient, Identity, Keyring, WriterKey};
+use lifeboat_repo::Repository;
+
+use crate::config::Config;
+
+pub mod backup;
+pub mod restore;
+
+pub use backup::{backup, BackupReport};
+pub use restore::{restore, RestoreRequest, RestoreResult};
+
+/// What the engine needs from the key configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyNeed {
+    /// Add snapshots: recipients + writer key.
+    Write,
+    /// Read data: the identity is required.
+    Read,
+    /// Use the identity when configured (list, verify).
+    Any,
+}
+
+/// Load this host's keys as the configuration references them.
+pub fn keyring(config: &Config, need: KeyNeed) -> Result<Keyring> {
+    let recipients = config
+        .keys
+        .recipients
+        .iter()
+        .map(|r| parse_recipient(r))
+        .collect::<Result<Vec<_>, _>>()
+        .context("keys.recipients")?;
+    let identity = match (&config.keys.identity, need) {
+        (None, KeyNeed::Read) => None,
+        (None, _) => None,
+        (Some(_), _) => {
+            let s = config.keys.load_identity()?;
+            Some(Identity::parse(s.expose()).with_context(|| {
+                format!(
+                    "keys.identity ({})",
+                    config
+                        .keys
+                        .identity
+                        .as_ref()
+                        .map(|r| r.describe())
+                        .unwrap_or_default()
+                )
+            })?)
+        }
+    };
+    let writer =
+        match config.keys.load_writer_key() {
+            Ok(s) => Some(WriterKey::parse(s.expose()).with_context(|| {
+                format!("keys.writer_key ({})", config.keys.writer_key.describe())
+            })?),
+            // A restore host may hold only the identity: the writer key is then read from the
+            // repository (keys/writer.age).
+            Err(e) if identity.is_some() && need != KeyNeed::Write => {
+                tracing::debug!("writer key not loaded ({e}); deriving it from the repository");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+    if need == KeyNeed::Read && identity.is_none() {
+        return Err(lifeboat_repo::RepoError::NeedIdentity("this command".into()).into());
+    }
+    Ok(Keyring {
+        recipients,
+        writer,
+        identity,
+    })
+}
+
+/// Open the repository in every configured region.
+pub async fn open(
+    config: &Config,
+    need: KeyNeed,
+    preferred: Option<&str>,
+) -> Result<Arc<Repository>> {
+    let keys = keyring(config, need)?;
+    let regions = crate::storage::regions(config)?;
+    let preferred = preferred.or_else(|| Some(config.preferred_region().name.as_str()));
+    Ok(Arc::new(Repository::open(regions, keys, preferred).await?))
+}
+
+/// This host's name, for manifests.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn now_epoch() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

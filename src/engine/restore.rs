@@ -1,0 +1,86 @@
+//! `restore <plan>`: one snapshot back onto disk, from the preferred or a chosen region.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use lifeboat_repo::reader::BlobReader;
+use lifeboat_repo::restore::{restore_tree, RestoreOptions, RestoreReport};
+use lifeboat_repo::snapshot::SnapshotEntry;
+use lifeboat_repo::{Cancel, Progress};
+
+use crate::config::Config;
+use crate::engine::{open, KeyNeed};
+
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    pub plan: String,
+    /// Snapshot id, unique prefix, or `latest`.
+    pub snapshot: String,
+    /// Region to read first (default: the preferred region).
+    pub from: Option<String>,
+    pub to: PathBuf,
+    pub include: Option<PathBuf>,
+    pub overwrite: bool,
+}
+
+#[derive(Debug)]
+pub struct RestoreResult {
+    pub snapshot: SnapshotEntry,
+    pub report: RestoreReport,
+    /// Objects read per region.
+    pub per_region: Vec<(String, u64)>,
+    /// Objects that came from another region than the first choice, and why.
+    pub fallbacks: Vec<lifeboat_repo::repo::Fallback>,
+    pub duration: Duration,
+}
+
+pub async fn restore(
+    config: &Config,
+    req: &RestoreRequest,
+    progress: Arc<Progress>,
+    cancel: Cancel,
+) -> Result<RestoreResult> {
+    let started = Instant::now();
+    config.plan(&req.plan)?;
+    if let Some(from) = &req.from {
+        config.region(from)?;
+    }
+    let repo = open(config, KeyNeed::Read, req.from.as_deref()).await?;
+    let snapshot = repo.find_snapshot(&req.snapshot, Some(&req.plan)).await?;
+    let index = Arc::new(repo.load_index().await.context("load index")?);
+    let reader = Arc::new(BlobReader::new(repo.clone(), index));
+    let opts = RestoreOptions {
+        include: req.include.clone(),
+        overwrite: req.overwrite,
+    };
+    let report = restore_tree(
+        reader,
+        snapshot.manifest.root,
+        &req.to,
+        &opts,
+        progress,
+        cancel,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "restore snapshot {} into {}",
+            snapshot.id.short(),
+            req.to.display()
+        )
+    })?;
+    let log = repo.read_log.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(RestoreResult {
+        snapshot,
+        report,
+        per_region: log
+            .per_region
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        fallbacks: log.fallbacks.clone(),
+        duration: started.elapsed(),
+    })
+}
