@@ -1,0 +1,387 @@
+//! Keys in the config: age recipients, and references to the two secrets.
+//!
+//! Owns [`KeysConfig`], [`SecretRef`] (where a secret lives: a file or an
+//! environment variable — never the config text itself), [`SecretString`] (a loaded
+//! secret that is redacted in `Debug` and zeroed on drop), and the shape check of
+//! an age X25519 recipient. The shape check (prefix, bech32 alphabet, length,
+//! checksum) catches typos and pasted secret keys at load time with a clear
+//! message; the cryptographic parse is the repository's job.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::ConfigError;
+
+/// The `[keys]` table, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeysConfig {
+    /// age X25519 recipients (`age1…`), at least one; from `recipients` or `recipients_file`.
+    pub recipients: Vec<String>,
+    /// Lets this host add snapshots; cannot decrypt them.
+    pub writer_key: SecretRef,
+    /// Decrypts snapshots; configured only where restores run.
+    pub identity: Option<SecretRef>,
+}
+
+impl KeysConfig {
+    /// Loads the writer key, with an error that says which key and how to get one.
+    pub fn load_writer_key(&self) -> Result<SecretString, ConfigError> {
+        self.writer_key.load_as(Role::WriterKey)
+    }
+
+    /// Loads the identity; an error if this host has none configured.
+    pub fn load_identity(&self) -> Result<SecretString, ConfigError> {
+        match &self.identity {
+            Some(identity) => identity.load_as(Role::Identity),
+            None => Err(ConfigError::Secret {
+                secret: "identity".to_string(),
+                problem: "none configured on this host (restores need it: set keys.identity_file or keys.identity_env to the identity kept by restore operators)".to_string(),
+            }),
+        }
+    }
+}
+
+/// Where a secret lives. Relative files were resolved against the config's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    File(PathBuf),
+    /// The name of an environment variable.
+    Env(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Secret,
+    WriterKey,
+    Identity,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Secret => "secret",
+            Role::WriterKey => "writer key",
+            Role::Identity => "identity",
+        }
+    }
+
+    fn missing_file_hint(self) -> &'static str {
+        match self {
+            Role::Secret => "check the path in [keys]; `lifeboat keys generate --dir DIR` writes DIR/writer.key and DIR/identity.txt",
+            Role::WriterKey => "run `lifeboat keys generate --dir DIR` and point keys.writer_key_file at DIR/writer.key",
+            Role::Identity => "copy the identity from where restore operators keep it, or point keys.identity_file at it; only restore hosts need one",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Role::Secret | Role::WriterKey => "writer_key",
+            Role::Identity => "identity",
+        }
+    }
+}
+
+impl SecretRef {
+    /// Reads the secret: the file's content or the variable's value, trimmed of
+    /// surrounding whitespace; empty is an error.
+    pub fn load(&self) -> Result<SecretString, ConfigError> {
+        self.load_as(Role::Secret)
+    }
+
+    /// `file /etc/lifeboat/writer.key` or `env LIFEBOAT_WRITER_KEY`.
+    pub fn describe(&self) -> String {
+        match self {
+            SecretRef::File(path) => format!("file {}", path.display()),
+            SecretRef::Env(name) => format!("env {name}"),
+        }
+    }
+
+    fn load_as(&self, role: Role) -> Result<SecretString, ConfigError> {
+        let fail = |problem: String| ConfigError::Secret {
+            secret: format!("{} {}", role.name(), self.describe()),
+            problem,
+        };
+        let raw = match self {
+            SecretRef::File(path) => {
+                let bytes = std::fs::read(path).map_err(|err| {
+                    fail(match err.kind() {
+                        std::io::ErrorKind::NotFound => {
+                            format!("no such file ({})", role.missing_file_hint())
+                        }
+                        std::io::ErrorKind::PermissionDenied => "permission denied (run lifeboat as the user that owns the file; keep it readable by that user only)".to_string(),
+                        _ => err.to_string(),
+                    })
+                })?;
+                match String::from_utf8(bytes) {
+                    Ok(text) => SecretString::new(text),
+                    Err(err) => {
+                        zero(err.into_bytes());
+                        return Err(fail("not UTF-8 text (expected the key as written by `lifeboat keys generate`)".to_string()));
+                    }
+                }
+            }
+            SecretRef::Env(name) => match std::env::var(name) {
+                Ok(value) => SecretString::new(value),
+                Err(std::env::VarError::NotPresent) => {
+                    return Err(fail(format!(
+                        "not set (export {name}, or use keys.{}_file instead)",
+                        role.key()
+                    )))
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(fail("not valid UTF-8".to_string()))
+                }
+            },
+        };
+        let trimmed = raw.expose().trim();
+        if trimmed.is_empty() {
+            return Err(fail("is empty".to_string()));
+        }
+        if trimmed.len() == raw.expose().len() {
+            Ok(raw)
+        } else {
+            Ok(SecretString::new(trimmed.to_string()))
+        }
+    }
+}
+
+/// A loaded secret. `Debug` is redacted, there is no `Display`, `Clone` or
+/// `Serialize`, and the bytes are overwritten with zeros when it is dropped.
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(secret: String) -> SecretString {
+        SecretString(secret)
+    }
+
+    /// The secret itself; keep the borrow short and never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretString {
+    fn from(secret: String) -> SecretString {
+        SecretString(secret)
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretString(<redacted>)")
+    }
+}
+
+impl Drop for SecretString {
+    fn drop(&mut self) {
+        zero(std::mem::take(&mut self.0).into_bytes());
+    }
+}
+
+/// Overwrites a buffer's whole allocation with zeros, safely: `resize` within the
+/// capacity writes every byte without reallocating, and `black_box` keeps the
+/// compiler from dropping the stores as dead.
+fn zero(mut bytes: Vec<u8>) {
+    let capacity = bytes.capacity();
+    bytes.clear();
+    bytes.resize(capacity, 0);
+    std::hint::black_box(&bytes);
+}
+
+const BECH32_ALPHABET: &[u8; 32] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+/// `age1` + 52 characters of data (32 bytes) + 6 of checksum.
+const RECIPIENT_LEN: usize = 62;
+
+/// Checks that `recipient` has the shape of an age X25519 recipient; the error is
+/// the problem, phrased for the user.
+pub(crate) fn check_recipient(recipient: &str) -> Result<(), String> {
+    if recipient.starts_with("AGE-SECRET-KEY-") {
+        return Err("this is an age identity (a secret key), not a recipient: put its public key here (`age-keygen -y FILE` prints it) and keep the identity out of the config".to_string());
+    }
+    if recipient.starts_with("ssh-") {
+        return Err(
+            "SSH keys are not supported as recipients: use an age X25519 recipient (age1…)"
+                .to_string(),
+        );
+    }
+    if recipient.to_ascii_lowercase().starts_with("age1")
+        && recipient != recipient.to_ascii_lowercase()
+    {
+        return Err(format!(
+            "invalid age recipient {recipient:?}: must be lowercase"
+        ));
+    }
+    let Some(data) = recipient.strip_prefix("age1") else {
+        return Err(format!(
+            "invalid age recipient {recipient:?}: expected an age X25519 recipient starting with \"age1\" (`age-keygen` prints one as \"Public key: age1…\")"
+        ));
+    };
+    if recipient.len() != RECIPIENT_LEN {
+        return Err(format!(
+            "invalid age recipient {recipient:?}: expected {RECIPIENT_LEN} characters, found {} (was it cut when copied?)",
+            recipient.chars().count()
+        ));
+    }
+    let mut values = Vec::with_capacity(data.len());
+    for (i, c) in data.chars().enumerate() {
+        match BECH32_ALPHABET.iter().position(|&a| char::from(a) == c) {
+            Some(v) => values.push(v as u8),
+            None => {
+                return Err(format!(
+                    "invalid age recipient {recipient:?}: character {c:?} at position {} is not allowed in bech32",
+                    i + 5
+                ))
+            }
+        }
+    }
+    let mut checked: Vec<u8> = b"age".iter().map(|c| c >> 5).collect();
+    checked.push(0);
+    checked.extend(b"age".iter().map(|c| c & 31));
+    checked.extend(&values);
+    // 52 data characters hold 260 bits for 256: the last 4 must be zero padding.
+    let padding_ok = values.get(51).is_some_and(|v| v & 0x0f == 0);
+    if bech32_polymod(&checked) != 1 || !padding_ok {
+        return Err(format!(
+            "invalid age recipient {recipient:?}: checksum mismatch (a typo? copy the recipient again)"
+        ));
+    }
+    Ok(())
+}
+
+/// BIP-173's checksum function; a valid bech32 string gives 1.
+fn bech32_polymod(values: &[u8]) -> u32 {
+    const GENERATORS: [u32; 5] = [0x3b6a57b2, 0x26508e6d, 0x1ea119fa, 0x3d4233dd, 0x2a1462b3];
+    let mut checksum: u32 = 1;
+    for &value in values {
+        let top = checksum >> 25;
+        checksum = ((checksum & 0x01ff_ffff) << 5) ^ u32::from(value);
+        for (i, generator) in GENERATORS.iter().enumerate() {
+            if (top >> i) & 1 == 1 {
+                checksum ^= generator;
+            }
+        }
+    }
+    checksum
+}
+
+/// Recipients from a recipients file: one per line, blank lines and lines
+/// starting with `#` ignored. Errors carry the 1-based line and the problem.
+pub(crate) fn parse_recipients_file(text: &str) -> Result<Vec<String>, (usize, String)> {
+    let mut recipients = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        check_recipient(line).map_err(|problem| (i + 1, problem))?;
+        recipients.push(line.to_string());
+    }
+    Ok(recipients)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Public keys printed by `age-keygen` (age 1.1.1).
+    const RECIPIENT_A: &str = "age153dvxhe4ztwcf97ft5qf0jthzrzm7namyxvx625x0cn6e952qu3qq4y0hq";
+    const RECIPIENT_B: &str = "age1vru6qhm2mw52p7hham20ys8m4esx5hpzj0fy0s0ganq3mvlktfds8hc7ru";
+
+    #[test]
+    fn real_recipients_pass_the_shape_check() {
+        assert_eq!(check_recipient(RECIPIENT_A), Ok(()));
+        assert_eq!(check_recipient(RECIPIENT_B), Ok(()));
+    }
+
+    #[test]
+    fn malformed_recipients_are_explained() {
+        let typo = RECIPIENT_A.replace("qq4y0hq", "qq4y0hp");
+        assert!(check_recipient(&typo).unwrap_err().contains("checksum"));
+        assert!(check_recipient(&RECIPIENT_A[..40])
+            .unwrap_err()
+            .contains("62 characters"));
+        assert!(check_recipient(&RECIPIENT_A.to_uppercase())
+            .unwrap_err()
+            .contains("lowercase"));
+        assert!(check_recipient(
+            "AGE-SECRET-KEY-1Z00Q2DU2XQ58UYTUKNPPHGVP8KAAMXLZEKXY76FDMA0YMP4GTZHQEKSKD8"
+        )
+        .unwrap_err()
+        .contains("secret key"));
+        assert!(check_recipient("ssh-ed25519 AAAA")
+            .unwrap_err()
+            .contains("SSH"));
+        assert!(check_recipient("").unwrap_err().contains("\"age1\""));
+        let bad_char = format!("{}b{}", &RECIPIENT_A[..10], &RECIPIENT_A[11..]);
+        assert!(check_recipient(&bad_char)
+            .unwrap_err()
+            .contains("position 11"));
+    }
+
+    #[test]
+    fn recipients_files_skip_comments_and_report_lines() {
+        let text = format!("# ops team\n\n{RECIPIENT_A}\n  {RECIPIENT_B}  \n");
+        assert_eq!(
+            parse_recipients_file(&text),
+            Ok(vec![RECIPIENT_A.to_string(), RECIPIENT_B.to_string()])
+        );
+        let (line, problem) = parse_recipients_file("# x\nage1nope\n").unwrap_err();
+        assert_eq!(line, 2);
+        assert!(problem.contains("age1nope"));
+    }
+
+    #[test]
+    fn secret_string_debug_is_redacted() {
+        let secret = SecretString::new("AGE-SECRET-KEY-1HUNTER2".to_string());
+        let debug = format!("{secret:?}");
+        assert_eq!(debug, "SecretString(<redacted>)");
+        assert!(!debug.contains("HUNTER2"));
+        assert_eq!(secret.expose(), "AGE-SECRET-KEY-1HUNTER2");
+        let keys_debug = format!(
+            "{:?}",
+            Some(SecretString::new("AGE-SECRET-KEY-1HUNTER2".to_string()))
+        );
+        assert!(!keys_debug.contains("HUNTER2"));
+    }
+
+    #[test]
+    fn secret_files_are_trimmed_and_failures_say_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("writer.key");
+        std::fs::write(&path, "  s3cret\n").unwrap();
+        let secret = SecretRef::File(path.clone()).load().unwrap();
+        assert_eq!(secret.expose(), "s3cret");
+
+        std::fs::write(&path, "\n").unwrap();
+        let err = SecretRef::File(path.clone())
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is empty"), "{err}");
+
+        let keys = KeysConfig {
+            recipients: vec![RECIPIENT_A.to_string()],
+            writer_key: SecretRef::File(dir.path().join("missing.key")),
+            identity: None,
+        };
+        let err = keys.load_writer_key().unwrap_err().to_string();
+        assert!(err.starts_with("writer key file "), "{err}");
+        assert!(err.contains("missing.key: no such file"), "{err}");
+        assert!(err.contains("lifeboat keys generate --dir DIR"), "{err}");
+        let err = keys.load_identity().unwrap_err().to_string();
+        assert!(err.contains("keys.identity_file"), "{err}");
+    }
+
+    #[test]
+    fn secret_env_vars_are_read_and_described() {
+        let name = "LIFEBOAT_CONFIG_TEST_SECRET_ENV";
+        let secret_ref = SecretRef::Env(name.to_string());
+        assert_eq!(secret_ref.describe(), format!("env {name}"));
+        let err = secret_ref.load().unwrap_err().to_string();
+        assert!(err.contains("not set"), "{err}");
+        // Only this test touches this variable.
+        std::env::set_var(name, "value\n");
+        assert_eq!(secret_ref.load().unwrap().expose(), "value");
+        std::env::remove_var(name);
+    }
+}

@@ -1,0 +1,216 @@
+//! The configuration file, `lifeboat.toml`: reading it, validating it, and the
+//! resolved form every other module runs on.
+//!
+//! Parsing has two stages. `raw` mirrors what the user wrote (every field spanned,
+//! unknown keys rejected); `resolve` (with `region` and `plan`) checks it and
+//! produces [`Config`], in which
+//! relative paths are absolute (resolved against the config file's directory),
+//! defaults are filled in, and cross-references (a plan's regions) are known to
+//! exist. Every error names the file, line, column and key, and says what to do
+//! where that is not obvious. Secrets are never in the file: `[keys]` references
+//! them by file or environment variable ([`SecretRef`]), loaded only when needed.
+//!
+//! The keys are documented for users in `docs/config.md`; keep the two in step.
+
+mod error;
+mod example;
+mod keys;
+mod plan;
+mod raw;
+mod region;
+mod resolve;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{ConfigError, Position};
+pub use example::example;
+pub use keys::{KeysConfig, SecretRef, SecretString};
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The config file, made absolute.
+    pub path: PathBuf,
+    pub cache_dir: PathBuf,
+    /// `sqlite://…` (a relative file made absolute) or `postgres://…`.
+    pub catalog_url: String,
+    pub keys: KeysConfig,
+    /// At least one, names unique, in file order.
+    pub regions: Vec<RegionConfig>,
+    /// Names unique, in file order.
+    pub plans: Vec<PlanConfig>,
+}
+
+/// A named place where a copy of the repository lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionConfig {
+    pub name: String,
+    pub kind: RegionKind,
+    /// Restores read this region first. Exactly one region of a [`Config`] is
+    /// preferred: the one marked so, else the first.
+    pub preferred: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegionKind {
+    /// A directory (absolute).
+    Local { path: PathBuf },
+    S3 {
+        bucket: String,
+        /// The AWS region (or the name an S3-compatible server expects).
+        region: String,
+        /// Key prefix inside the bucket, without leading or trailing `/`; may be empty.
+        prefix: String,
+        /// An S3-compatible server's URL instead of AWS.
+        endpoint: Option<String>,
+        object_lock: Option<ObjectLock>,
+    },
+}
+
+/// S3 Object Lock retention put on every uploaded object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// At least 1.
+    pub days: u32,
+    pub mode: LockMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Governance,
+    Compliance,
+}
+
+/// What to back up, when, where to, and the objectives it is held to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanConfig {
+    pub name: String,
+    /// A cron expression of 5 to 7 fields, not yet parsed.
+    pub schedule: Option<String>,
+    /// A time zone name for `schedule` (UTC when absent), not yet checked.
+    pub zone: Option<String>,
+    /// The regions this plan stores to: the plan's list, else every region in
+    /// config order. Each name is a region of the config.
+    pub regions: Vec<String>,
+    pub source: SourceConfig,
+    pub objectives: Objectives,
+    pub retention: Retention,
+    /// A cron expression for restore tests, not yet parsed.
+    pub verify_schedule: Option<String>,
+}
+
+/// Where a plan's data comes from. New kinds add a variant here and an arm in
+/// `resolve` (with their fields in `raw::RawSource`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceConfig {
+    Dir {
+        /// Absolute.
+        path: PathBuf,
+        /// Glob patterns, non-empty; compiled by the source.
+        exclude: Vec<String>,
+        /// Do not cross into other mounted file systems.
+        one_file_system: bool,
+    },
+}
+
+impl SourceConfig {
+    /// The kind's name as written in the config (`dir`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Dir { .. } => "dir",
+        }
+    }
+}
+
+/// Recovery objectives; every duration is greater than zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Objectives {
+    /// Most data a restore may lose: the age of the newest complete snapshot.
+    pub rpo: Duration,
+    /// Longest a restore may take.
+    pub rto: Duration,
+    /// Longest time between passed DR drills.
+    pub drill_every: Duration,
+}
+
+impl Default for Objectives {
+    fn default() -> Objectives {
+        Objectives {
+            rpo: Duration::from_secs(24 * 3600),
+            rto: Duration::from_secs(2 * 3600),
+            drill_every: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+}
+
+/// How many snapshots to keep per period; `None` means the rule is off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub keep_last: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+}
+
+impl Config {
+    /// Reads and parses the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|io| {
+            let hint = if io.kind() == std::io::ErrorKind::NotFound {
+                "choose the config with --config PATH or LIFEBOAT_CONFIG; docs/config.md has an example"
+            } else {
+                ""
+            };
+            ConfigError::Read {
+                path: path.to_path_buf(),
+                io,
+                hint: hint.to_string(),
+            }
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses config text that was read from `origin`. `origin` appears in error
+    /// messages as given, and its directory anchors relative paths. A
+    /// `keys.recipients_file` is read here; secrets are not.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        resolve::parse(text, origin)
+    }
+
+    /// The plan called `name`; the error lists the plans there are.
+    pub fn plan(&self, name: &str) -> Result<&PlanConfig, ConfigError> {
+        self.plans
+            .iter()
+            .find(|plan| plan.name == name)
+            .ok_or_else(|| ConfigError::UnknownPlan {
+                name: name.to_string(),
+                known: self.plans.iter().map(|plan| plan.name.clone()).collect(),
+            })
+    }
+
+    /// The region called `name`; the error lists the regions there are.
+    pub fn region(&self, name: &str) -> Result<&RegionConfig, ConfigError> {
+        self.regions
+            .iter()
+            .find(|region| region.name == name)
+            .ok_or_else(|| ConfigError::UnknownRegion {
+                name: name.to_string(),
+                known: self.regions.iter().map(|r| r.name.clone()).collect(),
+            })
+    }
+
+    /// The region restores read first.
+    ///
+    /// Panics if `regions` is empty, which a parsed config never is.
+    pub fn preferred_region(&self) -> &RegionConfig {
+        // `resolve` guarantees at least one region and exactly one preferred.
+        self.regions
+            .iter()
+            .find(|region| region.preferred)
+            .unwrap_or(&self.regions[0])
+    }
+}

@@ -1,0 +1,282 @@
+//! Resolving `[[plans]]`: names, schedules, region subsets, sources, objectives
+//! and retention.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::unknown_key_problem;
+use super::raw::{RawObjectives, RawPlan, RawSource};
+use super::resolve::{Resolver, Result};
+use super::{Objectives, PlanConfig, Position, RegionConfig, Retention, SourceConfig};
+
+/// The source kinds this build supports, for error messages.
+const SOURCE_KINDS: &str = "dir";
+const DURATION_EXAMPLES: &str = "expected e.g. \"24h\", \"90m\", \"365d\"";
+
+impl Resolver<'_> {
+    pub(super) fn plans(
+        &self,
+        raw: Option<Spanned<Vec<Spanned<RawPlan>>>>,
+        regions: &[RegionConfig],
+    ) -> Result<Vec<PlanConfig>> {
+        let mut plans = Vec::new();
+        let mut first_line: HashMap<String, usize> = HashMap::new();
+        for (i, raw) in raw
+            .map(Spanned::into_inner)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let key = format!("plans[{i}]");
+            let span = raw.span();
+            let raw = raw.into_inner();
+            let name_value = self.required(
+                raw.name.as_ref(),
+                span.clone(),
+                &key,
+                "name",
+                "every plan needs a name, e.g. name = \"app-data\"",
+            )?;
+            let name = self.name(name_value, &format!("{key}.name"))?;
+            let line = Position::of_offset(self.loc.text, name_value.span().start).line;
+            if let Some(first) = first_line.insert(name.clone(), line) {
+                return Err(self.err(
+                    name_value.span(),
+                    &format!("{key}.name"),
+                    format!("duplicate plan name {name:?} (first defined at line {first}); plan names must be unique"),
+                ));
+            }
+            plans.push(self.plan(raw, name, span, &key, regions)?);
+        }
+        Ok(plans)
+    }
+
+    fn plan(
+        &self,
+        raw: RawPlan,
+        name: String,
+        span: Range<usize>,
+        key: &str,
+        regions: &[RegionConfig],
+    ) -> Result<PlanConfig> {
+        let schedule = self.cron(raw.schedule.as_ref(), &format!("{key}.schedule"))?;
+        let verify_schedule = self.cron(
+            raw.verify_schedule.as_ref(),
+            &format!("{key}.verify_schedule"),
+        )?;
+        let zone = match &raw.zone {
+            Some(zone) if zone.get_ref().is_empty() || zone.get_ref().contains(char::is_whitespace) => {
+                return Err(self.err(
+                    zone.span(),
+                    &format!("{key}.zone"),
+                    format!("invalid time zone {:?} (expected a name such as \"Europe/Paris\"; omit it for UTC)", zone.get_ref()),
+                ))
+            }
+            Some(zone) => Some(zone.get_ref().clone()),
+            None => None,
+        };
+        let plan_regions = match raw.regions {
+            None => regions.iter().map(|r| r.name.clone()).collect(),
+            Some(list) => self.plan_regions(list, key, regions)?,
+        };
+        let Some(source) = raw.source else {
+            return Err(self.err(
+                span,
+                &format!("{key}.source"),
+                format!("missing: plan {name:?} needs a source, e.g. source = {{ kind = \"dir\", path = \"/srv/app\" }}"),
+            ));
+        };
+        let source = self.source(source, &format!("{key}.source"), &name)?;
+        let objectives = match raw.objectives {
+            Some(objectives) => {
+                self.objectives(objectives.into_inner(), &format!("{key}.objectives"))?
+            }
+            None => Objectives::default(),
+        };
+        let retention =
+            raw.retention
+                .map(Spanned::into_inner)
+                .map_or_else(Retention::default, |r| Retention {
+                    keep_last: r.keep_last,
+                    keep_daily: r.keep_daily,
+                    keep_weekly: r.keep_weekly,
+                    keep_monthly: r.keep_monthly,
+                    keep_yearly: r.keep_yearly,
+                });
+        Ok(PlanConfig {
+            name,
+            schedule,
+            zone,
+            regions: plan_regions,
+            source,
+            objectives,
+            retention,
+            verify_schedule,
+        })
+    }
+
+    fn plan_regions(
+        &self,
+        list: Spanned<Vec<Spanned<String>>>,
+        key: &str,
+        regions: &[RegionConfig],
+    ) -> Result<Vec<String>> {
+        if list.get_ref().is_empty() {
+            return Err(self.err(
+                list.span(),
+                &format!("{key}.regions"),
+                "empty: list at least one region, or omit `regions` to store to every region",
+            ));
+        }
+        let mut names: Vec<String> = Vec::new();
+        for (j, region) in list.into_inner().into_iter().enumerate() {
+            let element = format!("{key}.regions[{j}]");
+            let name = region.get_ref();
+            if !regions.iter().any(|r| &r.name == name) {
+                let known: Vec<&str> = regions.iter().map(|r| r.name.as_str()).collect();
+                return Err(self.err(
+                    region.span(),
+                    &element,
+                    format!(
+                        "unknown region {name:?} (the config defines regions: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+            if names.contains(name) {
+                return Err(self.err(
+                    region.span(),
+                    &element,
+                    format!("region {name:?} is listed twice"),
+                ));
+            }
+            names.push(region.into_inner());
+        }
+        Ok(names)
+    }
+
+    fn source(&self, raw: Spanned<RawSource>, key: &str, plan: &str) -> Result<SourceConfig> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let kind = self.required(
+            raw.kind.as_ref(),
+            span.clone(),
+            key,
+            "kind",
+            &format!("plan {plan:?}: supported kinds: {SOURCE_KINDS}"),
+        )?;
+        match kind.get_ref().as_str() {
+            "dir" => {
+                self.source_keys(&raw, key, "dir", &["path", "exclude", "one_file_system"])?;
+                let path = self.required(raw.path.as_ref(), span, key, "path", "a dir source needs path = \"DIR\"")?;
+                let path = self.path(path, &format!("{key}.path"))?;
+                let mut exclude = Vec::new();
+                if let Some(list) = raw.exclude {
+                    for (j, pattern) in list.into_inner().into_iter().enumerate() {
+                        if pattern.get_ref().trim().is_empty() {
+                            return Err(self.err(pattern.span(), &format!("{key}.exclude[{j}]"), "empty exclude pattern"));
+                        }
+                        exclude.push(pattern.into_inner());
+                    }
+                }
+                Ok(SourceConfig::Dir {
+                    path,
+                    exclude,
+                    one_file_system: raw.one_file_system.is_some_and(|v| v.into_inner()),
+                })
+            }
+            other => Err(self.err(
+                kind.span(),
+                &format!("{key}.kind"),
+                format!("plan {plan:?}: unsupported source kind {other:?} (supported kinds: {SOURCE_KINDS})"),
+            )),
+        }
+    }
+
+    /// Rejects keys no source kind has, then keys of another kind than `kind`.
+    fn source_keys(&self, raw: &RawSource, key: &str, kind: &str, allowed: &[&str]) -> Result<()> {
+        if let Some(unknown) = raw.unknown.first() {
+            return Err(self.err(
+                unknown.span(),
+                &format!("{key}.{}", unknown.get_ref()),
+                unknown_key_problem(
+                    unknown.get_ref(),
+                    &format!("a {kind} source has: kind, {}", allowed.join(", ")),
+                ),
+            ));
+        }
+        if let Some((name, span)) = raw
+            .present()
+            .into_iter()
+            .find(|(name, _)| !allowed.contains(name))
+        {
+            return Err(self.err(
+                span,
+                &format!("{key}.{name}"),
+                format!(
+                    "`{name}` does not apply to a {kind} source (a {kind} source has: kind, {})",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn objectives(&self, raw: RawObjectives, key: &str) -> Result<Objectives> {
+        let defaults = Objectives::default();
+        Ok(Objectives {
+            rpo: self.duration(raw.rpo.as_ref(), &format!("{key}.rpo"), defaults.rpo)?,
+            rto: self.duration(raw.rto.as_ref(), &format!("{key}.rto"), defaults.rto)?,
+            drill_every: self.duration(
+                raw.drill_every.as_ref(),
+                &format!("{key}.drill_every"),
+                defaults.drill_every,
+            )?,
+        })
+    }
+
+    fn duration(
+        &self,
+        value: Option<&Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let text = value.get_ref();
+        match humantime::parse_duration(text) {
+            Ok(duration) if duration.is_zero() => Err(self.err(
+                value.span(),
+                key,
+                format!("{text:?}: must be longer than zero"),
+            )),
+            Ok(duration) => Ok(duration),
+            Err(err) => Err(self.err(
+                value.span(),
+                key,
+                format!("invalid duration {text:?}: {err} ({DURATION_EXAMPLES})"),
+            )),
+        }
+    }
+
+    /// A cron expression, checked only for its field count (5 to 7); the
+    /// scheduler parses it.
+    fn cron(&self, value: Option<&Spanned<String>>, key: &str) -> Result<Option<String>> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let fields = value.get_ref().split_whitespace().count();
+        if !(5..=7).contains(&fields) {
+            return Err(self.err(
+                value.span(),
+                key,
+                format!("invalid cron schedule {:?}: {fields} fields, expected 5 to 7 (e.g. \"0 3 * * *\": minute hour day-of-month month day-of-week)", value.get_ref()),
+            ));
+        }
+        Ok(Some(value.get_ref().clone()))
+    }
+}

@@ -1,0 +1,162 @@
+//! What the user wrote: the first stage of parsing `lifeboat.toml`.
+//!
+//! These structs mirror the file one to one. Every field is optional and spanned
+//! so that `resolve` can report a missing or invalid value at its line with a
+//! message of our own; unknown keys are rejected here (`deny_unknown_fields`).
+//! Nothing outside `config` sees these types.
+//!
+//! Kinds (`[[regions]] kind`, a plan's `source.kind`) are kept as strings and the
+//! fields of all kinds sit side by side: which fields a kind allows is checked in
+//! `resolve`, which can then name the kind in the error.
+
+use std::fmt;
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+pub(super) type Text = Option<Spanned<String>>;
+pub(super) type TextList = Option<Spanned<Vec<Spanned<String>>>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub cache_dir: Text,
+    pub catalog: Option<Spanned<RawCatalog>>,
+    pub keys: Option<Spanned<RawKeys>>,
+    pub regions: Option<Spanned<Vec<Spanned<RawRegion>>>>,
+    pub plans: Option<Spanned<Vec<Spanned<RawPlan>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCatalog {
+    pub url: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKeys {
+    pub recipients: TextList,
+    pub recipients_file: Text,
+    pub writer_key_file: Text,
+    pub writer_key_env: Text,
+    pub identity_file: Text,
+    pub identity_env: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRegion {
+    pub name: Text,
+    pub kind: Text,
+    pub preferred: Option<Spanned<bool>>,
+    // kind = "local"
+    pub path: Text,
+    // kind = "s3"
+    pub bucket: Text,
+    pub region: Text,
+    pub prefix: Text,
+    pub endpoint: Text,
+    pub object_lock_days: Option<Spanned<u32>>,
+    pub object_lock_mode: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlan {
+    pub name: Text,
+    pub schedule: Text,
+    pub zone: Text,
+    pub regions: TextList,
+    pub source: Option<Spanned<RawSource>>,
+    pub objectives: Option<Spanned<RawObjectives>>,
+    pub retention: Option<Spanned<RawRetention>>,
+    pub verify_schedule: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawObjectives {
+    pub rpo: Text,
+    pub rto: Text,
+    pub drill_every: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetention {
+    pub keep_last: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+}
+
+/// A plan's `source` table.
+///
+/// Deserialized by hand rather than with `deny_unknown_fields`: keys no kind knows
+/// are collected in `unknown`, so that `resolve` can first say "unsupported source
+/// kind" for `{ kind = "postgres", database = "app" }` instead of complaining
+/// about `database`. To add a kind: add its fields here, in the visitor and in
+/// [`Self::present`], then a variant to `SourceConfig` and an arm in `resolve`.
+#[derive(Debug, Default)]
+pub(super) struct RawSource {
+    pub kind: Text,
+    // kind = "dir"
+    pub path: Text,
+    pub exclude: TextList,
+    pub one_file_system: Option<Spanned<bool>>,
+    /// Keys that no source kind has, in file order.
+    pub unknown: Vec<Spanned<String>>,
+}
+
+impl RawSource {
+    /// The keys present in the table other than `kind`, with their spans.
+    pub fn present(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        let mut present = Vec::new();
+        if let Some(v) = &self.path {
+            present.push(("path", v.span()));
+        }
+        if let Some(v) = &self.exclude {
+            present.push(("exclude", v.span()));
+        }
+        if let Some(v) = &self.one_file_system {
+            present.push(("one_file_system", v.span()));
+        }
+        present
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSource {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RawSourceVisitor)
+    }
+}
+
+struct RawSourceVisitor;
+
+impl<'de> Visitor<'de> for RawSourceVisitor {
+    type Value = RawSource;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a table such as { kind = \"dir\", path = \"/srv/app\" }")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawSource, A::Error> {
+        let mut source = RawSource::default();
+        while let Some(key) = map.next_key::<Spanned<String>>()? {
+            match key.get_ref().as_str() {
+                "kind" => source.kind = Some(map.next_value()?),
+                "path" => source.path = Some(map.next_value()?),
+                "exclude" => source.exclude = Some(map.next_value()?),
+                "one_file_system" => source.one_file_system = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    source.unknown.push(key);
+                }
+            }
+        }
+        Ok(source)
+    }
+}

@@ -1,0 +1,292 @@
+//! Resolving `[[regions]]`: names, kinds and their locations, the preferred region.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use toml::Spanned;
+
+use super::raw::RawRegion;
+use super::resolve::{Resolver, Result};
+use super::{LockMode, ObjectLock, Position, RegionConfig, RegionKind};
+
+impl Resolver<'_> {
+    pub(super) fn regions(
+        &self,
+        raw: Option<Spanned<Vec<Spanned<RawRegion>>>>,
+    ) -> Result<Vec<RegionConfig>> {
+        const NONE: &str = "no regions: add at least one [[regions]] table with `name`, `kind` and its location (see docs/config.md)";
+        let raw = match raw {
+            None => return Err(self.err(0..0, "regions", NONE)),
+            Some(list) if list.get_ref().is_empty() => {
+                return Err(self.err(list.span(), "regions", NONE))
+            }
+            Some(list) => list,
+        };
+        let mut regions: Vec<RegionConfig> = Vec::new();
+        let mut first_line: HashMap<String, usize> = HashMap::new();
+        let mut preferred: Option<usize> = None;
+        for (i, raw) in raw.into_inner().into_iter().enumerate() {
+            let key = format!("regions[{i}]");
+            let span = raw.span();
+            let raw = raw.into_inner();
+            let name_value = self.required(
+                raw.name.as_ref(),
+                span.clone(),
+                &key,
+                "name",
+                "every region needs a name, e.g. name = \"us-west-2\"",
+            )?;
+            let name = self.name(name_value, &format!("{key}.name"))?;
+            let line = Position::of_offset(self.loc.text, name_value.span().start).line;
+            if let Some(first) = first_line.insert(name.clone(), line) {
+                return Err(self.err(
+                    name_value.span(),
+                    &format!("{key}.name"),
+                    format!("duplicate region name {name:?} (first defined at line {first}); region names must be unique"),
+                ));
+            }
+            let is_preferred = raw.preferred.as_ref().is_some_and(|p| *p.get_ref());
+            if is_preferred {
+                if let (Some(earlier), Some(flag)) = (preferred, &raw.preferred) {
+                    return Err(self.err(
+                        flag.span(),
+                        &format!("{key}.preferred"),
+                        format!("only one region can be preferred, and regions[{earlier}] ({:?}) already is", regions[earlier].name),
+                    ));
+                }
+                preferred = Some(i);
+            }
+            let kind = self.region_kind(&raw, span, &key)?;
+            regions.push(RegionConfig {
+                name,
+                kind,
+                preferred: is_preferred,
+            });
+        }
+        if preferred.is_none() {
+            regions[0].preferred = true;
+        }
+        Ok(regions)
+    }
+
+    fn region_kind(&self, raw: &RawRegion, span: Range<usize>, key: &str) -> Result<RegionKind> {
+        let kind = self.required(
+            raw.kind.as_ref(),
+            span.clone(),
+            key,
+            "kind",
+            "set kind = \"local\" or kind = \"s3\"",
+        )?;
+        let s3_only = [
+            ("bucket", raw.bucket.as_ref().map(Spanned::span)),
+            ("region", raw.region.as_ref().map(Spanned::span)),
+            ("prefix", raw.prefix.as_ref().map(Spanned::span)),
+            ("endpoint", raw.endpoint.as_ref().map(Spanned::span)),
+            (
+                "object_lock_days",
+                raw.object_lock_days.as_ref().map(Spanned::span),
+            ),
+            (
+                "object_lock_mode",
+                raw.object_lock_mode.as_ref().map(Spanned::span),
+            ),
+        ];
+        let local_only = [("path", raw.path.as_ref().map(Spanned::span))];
+        let misplaced = |keys: &[(&str, Option<Range<usize>>)], this: &str, other: &str| {
+            match keys.iter().find_map(|(name, span)| Some((*name, span.clone()?))) {
+                Some((name, span)) => Err(self.err(
+                    span,
+                    &format!("{key}.{name}"),
+                    format!("`{name}` is for kind = \"{other}\" regions, and this one has kind = \"{this}\""),
+                )),
+                None => Ok(()),
+            }
+        };
+        match kind.get_ref().as_str() {
+            "local" => {
+                misplaced(&s3_only, "local", "s3")?;
+                let path = self.required(
+                    raw.path.as_ref(),
+                    span,
+                    key,
+                    "path",
+                    "a local region needs path = \"DIR\"",
+                )?;
+                Ok(RegionKind::Local {
+                    path: self.path(path, &format!("{key}.path"))?,
+                })
+            }
+            "s3" => {
+                misplaced(&local_only, "s3", "local")?;
+                self.s3(raw, span, key)
+            }
+            other => Err(self.err(
+                kind.span(),
+                &format!("{key}.kind"),
+                format!("unknown region kind {other:?} (supported kinds: local, s3)"),
+            )),
+        }
+    }
+
+    fn s3(&self, raw: &RawRegion, span: Range<usize>, key: &str) -> Result<RegionKind> {
+        let bucket = self.required(
+            raw.bucket.as_ref(),
+            span.clone(),
+            key,
+            "bucket",
+            "an s3 region needs bucket = \"NAME\"",
+        )?;
+        let region = self.required(
+            raw.region.as_ref(),
+            span,
+            key,
+            "region",
+            "an s3 region needs region = \"us-west-2\" (its AWS region)",
+        )?;
+        let name = bucket.get_ref();
+        let bucket_ok = (3..=63).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-'))
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !bucket_ok {
+            return Err(self.err(
+                bucket.span(),
+                &format!("{key}.bucket"),
+                format!("invalid bucket name {name:?}: S3 bucket names are 3 to 63 lowercase letters, digits, `.` and `-`, starting and ending with a letter or digit"),
+            ));
+        }
+        let endpoint = match &raw.endpoint {
+            Some(endpoint) => {
+                let url = endpoint.get_ref();
+                let rest = url
+                    .strip_prefix("https://")
+                    .or_else(|| url.strip_prefix("http://"));
+                if rest.is_none_or(|rest| rest.is_empty() || rest.contains(char::is_whitespace)) {
+                    return Err(self.err(
+                        endpoint.span(),
+                        &format!("{key}.endpoint"),
+                        format!("invalid endpoint {url:?} (expected a URL such as \"http://127.0.0.1:9000\")"),
+                    ));
+                }
+                Some(url.clone())
+            }
+            None => None,
+        };
+        let region_name = region.get_ref();
+        let region_ok = if endpoint.is_some() {
+            !region_name.is_empty() && !region_name.contains(char::is_whitespace)
+        } else {
+            is_aws_region(region_name)
+        };
+        if !region_ok {
+            return Err(self.err(
+                region.span(),
+                &format!("{key}.region"),
+                format!("invalid AWS region {region_name:?} (expected e.g. \"us-west-2\"; for an S3-compatible server set `endpoint` and use the region name it expects)"),
+            ));
+        }
+        let prefix = match &raw.prefix {
+            Some(prefix) => {
+                let text = prefix.get_ref().trim_end_matches('/');
+                if text.starts_with('/') || text.contains("//") {
+                    return Err(self.err(
+                        prefix.span(),
+                        &format!("{key}.prefix"),
+                        format!("invalid prefix {:?}: no leading `/` and no empty segments (e.g. \"lifeboat/prod\")", prefix.get_ref()),
+                    ));
+                }
+                text.to_string()
+            }
+            None => String::new(),
+        };
+        let object_lock =
+            match (&raw.object_lock_days, &raw.object_lock_mode) {
+                (None, None) => None,
+                (None, Some(mode)) => return Err(self.err(
+                    mode.span(),
+                    &format!("{key}.object_lock_mode"),
+                    "object_lock_mode needs object_lock_days (how long each object stays locked)",
+                )),
+                (Some(days), mode) => {
+                    if *days.get_ref() == 0 {
+                        return Err(self.err(
+                            days.span(),
+                            &format!("{key}.object_lock_days"),
+                            "must be at least 1 (omit it to upload without Object Lock retention)",
+                        ));
+                    }
+                    let mode = match mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+                        None | Some(("governance", _)) => LockMode::Governance,
+                        Some(("compliance", _)) => LockMode::Compliance,
+                        Some((other, span)) => {
+                            return Err(self.err(
+                                span,
+                                &format!("{key}.object_lock_mode"),
+                                format!(
+                            "unknown mode {other:?} (expected \"governance\" or \"compliance\")"
+                        ),
+                            ))
+                        }
+                    };
+                    Some(ObjectLock {
+                        days: *days.get_ref(),
+                        mode,
+                    })
+                }
+            };
+        Ok(RegionKind::S3 {
+            bucket: name.clone(),
+            region: region_name.clone(),
+            prefix,
+            endpoint,
+            object_lock,
+        })
+    }
+}
+
+/// `us-west-2`, `us-gov-west-1`, `ap-southeast-3`: two letters, words, a number.
+fn is_aws_region(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('-').collect();
+    let [first, middle @ .., last] = parts.as_slice() else {
+        return false;
+    };
+    first.len() == 2
+        && first.chars().all(|c| c.is_ascii_lowercase())
+        && !middle.is_empty()
+        && middle
+            .iter()
+            .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase()))
+        && !last.is_empty()
+        && last.chars().all(|c| c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_region_shapes() {
+        for ok in [
+            "us-west-2",
+            "us-east-2",
+            "us-gov-west-1",
+            "ap-southeast-3",
+            "eu-central-1",
+        ] {
+            assert!(is_aws_region(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "us-west",
+            "US-WEST-2",
+            "uswest2",
+            "us--2",
+            "west-2",
+            "us-west-2a",
+        ] {
+            assert!(!is_aws_region(bad), "{bad}");
+        }
+    }
+}
