@@ -1,0 +1,13 @@
+//! lifeboat: a backup and disaster-recovery orchestrator.
+//!
+//! The binary is glue; this library does the work. [`config`] parses lifeboat.toml,
+//! [`storage`] turns regions into repository backends, [`source`] reads what is backed up,
+//! [`engine`] runs operations over the repository engine (`lifeboat-repo`), and [`cli`]
+//! maps command lines onto engine calls and errors onto exit codes.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod source;
+pub mod storage;

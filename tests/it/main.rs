@@ -1,0 +1,4 @@
+//! lifeboat's one integration-test binary (every extra binary relinks the whole dependency
+//! graph). Each area is a module; shared helpers live in `common`.
+
+mod common;
