@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install what the tests need, idempotently and quietly when it is already there.
+# Debian packages: age (the format is checked against its CLI), zstd (the recovery
+# script in docs/FORMAT.md uses it). Other areas append their needs below.
+set -euo pipefail
+
+need_apt=()
+command -v age >/dev/null 2>&1 || need_apt+=(age)
+command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "deps: installing ${need_apt[*]} (apt)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
