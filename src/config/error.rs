@@ -142,7 +142,7 @@ impl Locator<'_> {
     /// Turns a toml error into a located one, naming the key it concerns and
     /// rephrasing serde's wording where a better one is known.
     pub fn toml_error(&self, err: &toml::de::Error) -> ConfigError {
-        let message = err.message().trim_end().to_string();
+        let message = plain_words(err.message());
         let Some(span) = err.span() else {
             return ConfigError::Invalid {
                 file: self.file.to_path_buf(),
@@ -151,8 +151,12 @@ impl Locator<'_> {
                 problem: message,
             };
         };
-        let key = key_path_at(self.text, span.start).unwrap_or_default();
-        let problem = match unknown_field(&message) {
+        let unknown = unknown_field(&message);
+        // Should the tree walk fail, an unknown key still names itself.
+        let key = key_path_at(self.text, span.start)
+            .or_else(|| unknown.map(|(name, _)| name.to_string()))
+            .unwrap_or_default();
+        let problem = match unknown {
             Some((name, expected)) => {
                 let mut problem = unknown_key_problem(name, expected);
                 if key.contains('.') && TOP_LEVEL_KEYS.contains(&name) {
@@ -166,6 +170,20 @@ impl Locator<'_> {
         };
         self.error(span, key, problem)
     }
+}
+
+/// serde's message in the user's terms: no Rust type names, on one line.
+fn plain_words(message: &str) -> String {
+    let mut message = message.trim_end().replace('\n', "; ");
+    if let Some(at) = message.find("expected struct Raw") {
+        message.replace_range(at.., "expected a table");
+    }
+    message
+        .replace(
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        )
+        .replace("expected a boolean", "expected true or false")
 }
 
 /// The keys of the file's top level, which TOML assigns to the last table
@@ -313,7 +331,14 @@ impl<'de> Visitor<'de> for NodeVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
         let mut entries = Vec::new();
-        while let Some(key) = map.next_key::<Spanned<String>>()? {
+        loop {
+            // A TOML datetime reaches us as a one-entry map whose key is no
+            // spanned string; it is a leaf like any other scalar.
+            let key = match map.next_key::<Spanned<String>>() {
+                Ok(Some(key)) => key,
+                Ok(None) => break,
+                Err(_) => return Ok(Node::Leaf),
+            };
             let value = map.next_value::<Spanned<Node>>()?;
             entries.push((key, value));
         }

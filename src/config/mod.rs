@@ -161,7 +161,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|io| {
             let hint = if io.kind() == std::io::ErrorKind::NotFound {
-                "choose the config with --config PATH or LIFEBOAT_CONFIG; docs/config.md has an example"
+                "choose the config with --config PATH or LIFEBOAT_CONFIG, or start from `lifeboat config example --dir DIR`"
             } else {
                 ""
             };

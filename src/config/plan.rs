@@ -274,7 +274,7 @@ impl Resolver<'_> {
             return Err(self.err(
                 value.span(),
                 key,
-                format!("invalid cron schedule {:?}: {fields} fields, expected 5 to 7 (e.g. \"0 3 * * *\": minute hour day-of-month month day-of-week)", value.get_ref()),
+                format!("invalid cron schedule {:?}: {fields} field{}, expected 5 to 7 (e.g. \"0 3 * * *\": minute hour day-of-month month day-of-week)", value.get_ref(), if fields == 1 { "" } else { "s" }),
             ));
         }
         Ok(Some(value.get_ref().clone()))

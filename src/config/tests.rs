@@ -249,6 +249,13 @@ fn unknown_top_level_key() {
 }
 
 #[test]
+fn unknown_key_next_to_a_datetime_is_still_named() {
+    let text = format!("{}\n[[plans]]\nname = \"p\"\nsource = {{ kind = \"dir\", path = \"/p\" }}\nstarted = 2024-05-27\n", minimal());
+    let message = error_at(&text, 13, "plans[0].started");
+    assert!(message.contains("unknown key `started`"), "{message}");
+}
+
+#[test]
 fn unknown_key_in_a_region() {
     let text = minimal().replace("kind = \"local\"", "kind = \"local\"\nbukket = \"x\"");
     let message = error_at(&text, 8, "regions[0].bukket");
@@ -274,6 +281,10 @@ fn wrong_type() {
     );
     let message = error_at(&text, 13, "plans[0].retention.keep_daily");
     assert!(message.contains("invalid type"), "{message}");
+    // serde's wording leaks no Rust type names.
+    let text = minimal().replace("[keys]", "keys = 1\n[keyz]");
+    let message = error_at(&text, 1, "keys");
+    assert!(message.ends_with("expected a table"), "{message}");
 }
 
 #[test]
