@@ -73,10 +73,12 @@ impl Role {
         }
     }
 
-    fn key(self) -> &'static str {
+    /// The config key that references the secret by file instead.
+    fn file_key(self) -> &'static str {
         match self {
-            Role::Secret | Role::WriterKey => "writer_key",
-            Role::Identity => "identity",
+            Role::Secret => "the matching *_file key",
+            Role::WriterKey => "keys.writer_key_file",
+            Role::Identity => "keys.identity_file",
         }
     }
 }
@@ -124,8 +126,8 @@ impl SecretRef {
                 Ok(value) => SecretString::new(value),
                 Err(std::env::VarError::NotPresent) => {
                     return Err(fail(format!(
-                        "not set (export {name}, or use keys.{}_file instead)",
-                        role.key()
+                        "not set (export {name}, or use {} instead)",
+                        role.file_key()
                     )))
                 }
                 Err(std::env::VarError::NotUnicode(_)) => {
