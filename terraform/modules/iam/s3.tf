@@ -39,11 +39,13 @@ data "aws_iam_policy_document" "s3_read" {
     actions   = ["s3:ListBucket"]
     resources = local.bucket_arns
 
-    # Listing is confined to the repository prefix (ListObjectsV2 with Prefix).
+    # A listing with a Prefix must stay inside the repository. Requests without
+    # one are allowed: HeadBucket (lifeboat times a round trip with it) is
+    # authorized as s3:ListBucket without a prefix, and the bucket is lifeboat's alone.
     dynamic "condition" {
       for_each = var.repository_prefix == "" ? [] : [var.repository_prefix]
       content {
-        test     = "StringLike"
+        test     = "StringLikeIfExists"
         variable = "s3:prefix"
         values   = ["${condition.value}*"]
       }
@@ -55,18 +57,21 @@ data "aws_iam_policy_document" "s3_read" {
     sid    = "ReadBucketSettings"
     effect = "Allow"
     actions = [
-      "s3:GetBucketLocation",
       "s3:GetBucketObjectLockConfiguration",
       "s3:GetBucketVersioning",
     ]
     resources = local.bucket_arns
   }
 
-  # GetObject also authorizes HeadObject and ranged reads.
+  # GetObject also authorizes HeadObject and ranged reads. HeadObject and GetObject
+  # return an object's lock mode and retain-until date only with GetObjectRetention.
   statement {
-    sid       = "ReadRepositoryObjects"
-    effect    = "Allow"
-    actions   = ["s3:GetObject"]
+    sid    = "ReadRepositoryObjects"
+    effect = "Allow"
+    actions = [
+      "s3:GetObject",
+      "s3:GetObjectRetention",
+    ]
     resources = local.repository_object_arns
   }
 
@@ -91,16 +96,13 @@ data "aws_iam_policy_document" "s3_read" {
 }
 
 data "aws_iam_policy_document" "s3_write" {
-  # Uploads (single and multipart) into the repository prefix. If an upload sets
+  # Uploads into the repository prefix. If an upload sets
   # its own retention, it must be the bucket's mode and about object_lock_days:
   # a stolen key can neither weaken the lock nor lock junk away for decades.
   statement {
-    sid    = "WriteRepositoryObjects"
-    effect = "Allow"
-    actions = [
-      "s3:AbortMultipartUpload",
-      "s3:PutObject",
-    ]
+    sid       = "WriteRepositoryObjects"
+    effect    = "Allow"
+    actions   = ["s3:PutObject"]
     resources = local.repository_object_arns
 
     condition {
