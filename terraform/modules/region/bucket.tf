@@ -93,11 +93,15 @@ resource "aws_s3_bucket_lifecycle_configuration" "repository" {
 
   # No rule here has an `expiration { days = ... }` for current objects: a pack
   # still referenced by a snapshot must never disappear behind lifeboat's back.
+  # The rules apply to the whole bucket, written `filter { prefix = "" }`: some
+  # AWS provider versions warn about an empty `filter {}`.
   rule {
     id     = "noncurrent-versions"
     status = "Enabled"
 
-    filter {}
+    filter {
+      prefix = ""
+    }
 
     noncurrent_version_expiration {
       noncurrent_days = var.noncurrent_version_expiration_days
@@ -108,7 +112,9 @@ resource "aws_s3_bucket_lifecycle_configuration" "repository" {
     id     = "expired-delete-markers"
     status = "Enabled"
 
-    filter {}
+    filter {
+      prefix = ""
+    }
 
     expiration {
       expired_object_delete_marker = true
@@ -119,7 +125,9 @@ resource "aws_s3_bucket_lifecycle_configuration" "repository" {
     id     = "incomplete-multipart-uploads"
     status = "Enabled"
 
-    filter {}
+    filter {
+      prefix = ""
+    }
 
     abort_incomplete_multipart_upload {
       days_after_initiation = var.abort_incomplete_multipart_upload_days
