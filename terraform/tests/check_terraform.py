@@ -218,6 +218,11 @@ def check_variants(workdir: Path) -> None:
     result = apply(root, None, vars=vars_)
     check(result is not None and result.retcode != 0, "repository_prefix \"/lifeboat\" is refused by the variable validation")
 
+    root = build_stub_root(workdir / "emptytrust")
+    vars_.update(repository_prefix="lifeboat/", trusted_principal_arns='{"writer": []}')
+    result = apply(root, None, vars=vars_)
+    check(result is not None and result.retcode != 0 and "trusted_principal_arns" in str(result.error) + str(result.value), "a role trusted by nobody (empty list) is refused by the variable validation")
+
 
 def hcl_like_tfvars(path: Path) -> dict:
     """The top-level string and number assignments of example.tfvars, and bucket_names.

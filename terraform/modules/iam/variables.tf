@@ -56,6 +56,11 @@ variable "trusted_principal_arns" {
     condition     = alltrue([for role in keys(var.trusted_principal_arns) : contains(["writer", "maintainer", "restorer", "drill", "rds"], role)])
     error_message = "trusted_principal_arns keys must be among writer, maintainer, restorer, drill, rds."
   }
+
+  validation {
+    condition     = alltrue([for arns in values(var.trusted_principal_arns) : length(arns) > 0])
+    error_message = "trusted_principal_arns lists at least one principal per role given (leave a role out to trust the account)."
+  }
 }
 
 variable "permissions_boundary_arn" {
