@@ -23,6 +23,8 @@ hcl_requirements="python-hcl2==8.1.4"
 
 export CHECKPOINT_DISABLE=1 TF_IN_AUTOMATION=1 TF_INPUT=0
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+# Unbuffered: checkov forks workers, which would otherwise print a parent's pending output twice.
+export PYTHONUNBUFFERED=1
 
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
   echo "terraform/check.sh: needs Python >= 3.11 as $python (tomllib); set PYTHON=..." >&2
