@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use fastcdc::v2020::{Normalization, StreamCDC};
+use fastcdc::v2020::{FastCDC, Normalization, StreamCDC};
 
 use crate::error::{RepoError, Result};
 use crate::repo::ChunkerParams;
@@ -34,6 +34,47 @@ pub fn seed(chunk_key: &[u8; 32]) -> u64 {
     u64::from_le_bytes(k[..8].try_into().expect("8 bytes"))
 }
 
+/// Chunk a file whose size is believed to be `size_hint`: small files are read whole and cut
+/// in memory (no per-file 4 MiB stream buffer, which dominates trees of small files); others
+/// stream. Both paths cut at identical boundaries.
+pub fn chunk_file<R: Read>(
+    mut reader: R,
+    size_hint: u64,
+    params: &ChunkerParams,
+    seed: u64,
+    mut f: impl FnMut(Vec<u8>) -> Result<()>,
+) -> Result<(u64, blake3::Hash)> {
+    if size_hint > params.max as u64 {
+        return chunk_stream(reader, params, seed, f);
+    }
+    let mut buf = Vec::with_capacity(size_hint as usize + 1);
+    (&mut reader).take(params.max as u64 + 1).read_to_end(&mut buf)?;
+    if buf.len() > params.max as usize {
+        // The file grew past the in-memory limit while we read it: stream the rest.
+        return chunk_stream(std::io::Cursor::new(buf).chain(reader), params, seed, f);
+    }
+    let hash = blake3::hash(&buf);
+    let total = buf.len() as u64;
+    if buf.len() <= params.min as usize {
+        if !buf.is_empty() {
+            f(buf)?;
+        }
+        return Ok((total, hash));
+    }
+    let cuts: Vec<(usize, usize)> =
+        FastCDC::with_level_and_seed(&buf, params.min, params.avg, params.max, Normalization::Level1, seed)
+            .map(|c| (c.offset, c.length))
+            .collect();
+    if cuts.len() == 1 {
+        f(buf)?;
+    } else {
+        for (off, len) in cuts {
+            f(buf[off..off + len].to_vec())?;
+        }
+    }
+    Ok((total, hash))
+}
+
 /// Chunk `reader`, calling `f` with each chunk in order. Returns total length and BLAKE3.
 pub fn chunk_stream<R: Read>(
     reader: R,
@@ -61,4 +102,46 @@ pub fn chunk_stream<R: Read>(
         f(chunk.data)?;
     }
     Ok((total, hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cuts_stream(data: &[u8], p: &ChunkerParams) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        chunk_stream(data, p, 7, |c| {
+            out.push(c);
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn in_memory_and_streaming_cut_identically() {
+        let p = ChunkerParams { min: 1024, avg: 4096, max: 16384 };
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+        for len in [0usize, 10, 1024, 1025, 9000, 16384, 16385, 200_000] {
+            let d = &data[..len];
+            let mut mem = Vec::new();
+            let (n, h) = chunk_file(d, len as u64, &p, 7, |c| {
+                mem.push(c);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(n, len as u64);
+            assert_eq!(h, blake3::hash(d));
+            assert_eq!(mem, cuts_stream(d, &p), "length {len}");
+            assert_eq!(mem.concat(), d);
+        }
+        // A file that is bigger than its stat said still chunks correctly.
+        let mut grown = Vec::new();
+        chunk_file(&data[..], 100, &p, 7, |c| {
+            grown.push(c);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(grown, cuts_stream(&data, &p));
+    }
 }

@@ -43,6 +43,9 @@ pub struct RestoreReport {
     pub verified_files: u64,
 }
 
+/// One chunk to write: where it is in its pack, which file (index into the plan) and where.
+type Want = (PackEntry, usize, u64);
+
 struct Entry {
     path: PathBuf,
     node: Node,
@@ -208,7 +211,7 @@ pub async fn restore_tree(
     }
 
     // Files: create, size, and group every chunk by the pack that holds it.
-    let mut by_pack: HashMap<Id, Vec<(PackEntry, usize, u64)>> = HashMap::new();
+    let mut by_pack: HashMap<Id, Vec<Want>> = HashMap::new();
     let mut total = 0u64;
     for (fi, f) in plan.files.iter().enumerate() {
         cancel.check()?;
@@ -251,7 +254,7 @@ pub async fn restore_tree(
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 4);
-    let mut packs: Vec<(Id, Vec<(PackEntry, usize, u64)>)> = by_pack.into_iter().collect();
+    let mut packs: Vec<(Id, Vec<Want>)> = by_pack.into_iter().collect();
     packs.sort_by_key(|(id, _)| *id);
     let n_packs = packs.len() as u64;
     let mut queue = packs.into_iter();
