@@ -63,6 +63,7 @@ pub async fn backup(
     let handle = tokio::runtime::Handle::current();
     let time = now_epoch();
     let repo2 = repo.clone();
+    let cancel_for_estimate = cancel.clone();
     let (outcome, warnings) = tokio::task::spawn_blocking(move || -> Result<_> {
         let mut writer = BackupWriter::start(repo2.clone(), index, &targets, handle, cancel, progress)?;
         let (root, stats, warnings, new_cache, location) = match &plan.source {
@@ -72,6 +73,11 @@ pub async fn backup(
                     excludes: Excludes::new(exclude).with_context(|| format!("plan {}: source.exclude", plan.name))?,
                     one_file_system: *one_file_system,
                 };
+                let src = std::sync::Arc::new(src);
+                {
+                    let (src, progress, cancel) = (src.clone(), writer.progress().clone(), cancel_for_estimate.clone());
+                    std::thread::spawn(move || crate::source::dir::estimate(&src, &progress, &cancel));
+                }
                 let old = FilesCache::load(&cache_path);
                 let params = repo2.config.chunker;
                 let seed = chunker::seed(repo2.writer().chunk_key());

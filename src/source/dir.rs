@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use lifeboat_repo::chunker::chunk_stream;
+use lifeboat_repo::chunker::chunk_file;
 use lifeboat_repo::pack::BlobKind;
 use lifeboat_repo::repo::ChunkerParams;
 use lifeboat_repo::snapshot::Stats;
@@ -239,7 +239,7 @@ impl<'a> DirArchiver<'a> {
         let f = fs::File::open(abs).with_context(|| format!("open {}", abs.display()))?;
         let mut chunks = Vec::new();
         let writer = &mut *self.writer;
-        let (len, hash) = chunk_stream(f, &self.params, self.seed, |data| {
+        let (len, hash) = chunk_file(f, size, &self.params, self.seed, |data| {
             progress.add_done(data.len() as u64);
             chunks.push(writer.add(BlobKind::Data, data)?);
             Ok(())
@@ -279,4 +279,33 @@ fn is_not_found(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
     })
+}
+
+/// Count the bytes a backup of `src` will cover (same excludes), so progress can show an
+/// ETA. Cheap: a walk with `lstat` only. Errors are skipped; this is only an estimate.
+pub fn estimate(
+    src: &DirSource,
+    progress: &lifeboat_repo::Progress,
+    cancel: &lifeboat_repo::Cancel,
+) {
+    let mut stack = vec![(src.root.clone(), PathBuf::new())];
+    while let Some((abs, rel)) = stack.pop() {
+        if cancel.is_cancelled() {
+            return;
+        }
+        let Ok(rd) = fs::read_dir(&abs) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Ok(m) = e.metadata() else { continue };
+            let child_rel = rel.join(&name);
+            if src.excludes.is_excluded(&child_rel, &name, m.is_dir()) {
+                continue;
+            }
+            if m.is_dir() {
+                stack.push((abs.join(&name), child_rel));
+            } else if m.is_file() {
+                progress.add_total(m.len());
+            }
+        }
+    }
 }
