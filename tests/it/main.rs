@@ -2,3 +2,4 @@
 //! graph). Each area is a module; shared helpers live in `common`.
 
 mod common;
+mod roundtrip;
