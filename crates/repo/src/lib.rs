@@ -16,6 +16,7 @@ pub mod keys;
 pub mod pack;
 pub mod progress;
 pub mod reader;
+pub mod replicate;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;

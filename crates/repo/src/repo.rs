@@ -184,7 +184,7 @@ pub async fn init(
     Ok((config, created))
 }
 
-fn parse_config(bytes: &[u8], region: &str) -> Result<RepoConfig> {
+pub(crate) fn parse_config(bytes: &[u8], region: &str) -> Result<RepoConfig> {
     let cfg: RepoConfig = serde_json::from_slice(bytes)
         .map_err(|e| RepoError::Corrupt(format!("region {region}: config object: {e}")))?;
     if cfg.format != FORMAT_NAME {

@@ -2,3 +2,4 @@
 //! and its dependencies are linked once (see STYLE.md).
 
 mod backend;
+mod replicate;
