@@ -76,21 +76,38 @@ pub struct SealedBlob {
     pub payload: Vec<u8>,
 }
 
-/// Compress a chunk with zstd at `level`; keep it raw when that does not save ≥ 1/32.
-pub fn compress(data: &[u8], level: i32) -> Result<(Compression, Vec<u8>)> {
-    let z = zstd::bulk::compress(data, level)?;
-    if z.len() + data.len() / 32 < data.len() {
-        Ok((Compression::Zstd, z))
+/// Compress a chunk with zstd; keep it raw when that does not save ≥ 1/32. The compressor
+/// (one per worker thread) is reused: creating a zstd context per chunk costs more than
+/// compressing a small file.
+pub fn compress(z: &mut zstd::bulk::Compressor<'_>, data: &[u8]) -> Result<(Compression, Vec<u8>)> {
+    let out = z.compress(data)?;
+    if out.len() + data.len() / 32 < data.len() {
+        Ok((Compression::Zstd, out))
     } else {
         Ok((Compression::None, data.to_vec()))
     }
+}
+
+thread_local! {
+    /// One decompression context per thread, reused across chunks.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Undo [`compress`], checking the raw length.
 pub fn decompress(entry: &PackEntry, stored: &[u8]) -> Result<Vec<u8>> {
     let raw = match entry.compression {
         Compression::None => stored.to_vec(),
-        Compression::Zstd => zstd::bulk::decompress(stored, entry.raw_length as usize)
+        Compression::Zstd => DECOMPRESSOR
+            .with(|d| {
+                let mut d = d.borrow_mut();
+                if d.is_none() {
+                    *d = Some(zstd::bulk::Decompressor::new()?);
+                }
+                d.as_mut()
+                    .expect("just set")
+                    .decompress(stored, entry.raw_length as usize)
+            })
             .map_err(|e| RepoError::Corrupt(format!("chunk {}: zstd: {e}", entry.id.short())))?,
     };
     if raw.len() != entry.raw_length as usize {

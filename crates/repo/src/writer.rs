@@ -337,9 +337,13 @@ fn compress_loop(
     level: i32,
     shared: Arc<Mutex<Shared>>,
 ) {
+    let mut z = match zstd::bulk::Compressor::new(level) {
+        Ok(z) => z,
+        Err(e) => return set_fatal(&shared, e),
+    };
     for job in rx {
         let raw_length = job.data.len() as u32;
-        match compress(&job.data, level) {
+        match compress(&mut z, &job.data) {
             Ok((compression, payload)) => {
                 let blob = SealedBlob {
                     id: job.id,
