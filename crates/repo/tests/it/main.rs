@@ -3,3 +3,6 @@
 
 mod backend;
 mod replicate;
+mod fixture;
+mod malicious;
+mod pipeline;
