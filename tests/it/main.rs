@@ -4,3 +4,4 @@
 mod common;
 mod roundtrip;
 mod crash;
+mod faults;
