@@ -5,3 +5,5 @@ mod common;
 mod roundtrip;
 mod crash;
 mod faults;
+mod keys;
+mod config;
