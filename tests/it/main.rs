@@ -7,3 +7,4 @@ mod crash;
 mod faults;
 mod keys;
 mod config;
+mod format;
