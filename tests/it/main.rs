@@ -8,3 +8,4 @@ mod faults;
 mod keys;
 mod config;
 mod format;
+mod dedup;
