@@ -1,6 +1,7 @@
 //! Damaged storage in one region: a pack with a flipped byte, a pack deleted. Restores fall
 //! back per object to the other region and say which object and region; verification finds
-//! the bad copy and names it (exit 4). Damage in every region fails the restore loudly.
+//! the bad copy and names it (exit 4). Damage in every region fails the restore loudly. A
+//! region unreachable at backup time gives a degraded snapshot (exit 3), visible as such.
 
 use std::path::{Path, PathBuf};
 
@@ -174,5 +175,55 @@ fn deleted_pack_in_one_region_falls_back_and_fails_verify() {
     assert!(
         text.contains(&format!("PROBLEM us-west-2: {name}")),
         "{text}"
+    );
+}
+
+#[test]
+fn region_outage_at_backup_time_is_degraded_exit_3() {
+    let ws = Workspace::new();
+    write(&ws.path("data/a.txt"), b"alpha\n");
+    ws.init();
+    let east = ws.region("us-east-2");
+    let away = ws.path("us-east-2.unplugged");
+    std::fs::rename(&east, &away).unwrap();
+
+    let out = ws.run(&["backup", "app-data", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "degraded backup: {stderr}");
+    assert!(
+        stderr.contains("DEGRADED") && stderr.contains("us-east-2"),
+        "{stderr}"
+    );
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(b["degraded"], true, "{b}");
+    assert_eq!(b["complete_in"], serde_json::json!(["us-west-2"]), "{b}");
+    assert_eq!(b["failed_regions"][0]["region"], "us-east-2", "{b}");
+    assert!(
+        !east.exists(),
+        "the backup must not create a missing region's directory"
+    );
+
+    // Visible as degraded; restorable from the region that has it.
+    let list = ws.json(&["snapshots"]);
+    assert_eq!(list[0]["complete"], false, "{list}");
+    assert_eq!(
+        list[0]["regions"],
+        serde_json::json!(["us-west-2"]),
+        "{list}"
+    );
+    let to = ws.path("restored");
+    ws.ok(&["restore", "app-data", "--to", to.to_str().unwrap()]);
+    assert_eq!(std::fs::read(to.join("a.txt")).unwrap(), b"alpha\n");
+
+    // The region is back: it is a valid repository lacking exactly that snapshot.
+    std::fs::rename(&away, &east).unwrap();
+    let report = json_exit(&ws, &["verify"], 4);
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{report}");
+    assert_eq!(problems[0]["region"], "us-east-2", "{report}");
+    assert_eq!(
+        problems[0]["object"],
+        format!("snapshots/{}", b["snapshot"].as_str().unwrap()),
+        "{report}"
     );
 }
