@@ -6,8 +6,11 @@
 //! maps command lines onto engine calls and errors onto exit codes.
 #![forbid(unsafe_code)]
 
+pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod engine;
+pub mod objectives;
 pub mod source;
 pub mod storage;

@@ -15,10 +15,11 @@ use serde_json::json;
 use super::progress::Bar;
 use super::render::{bytes, rate, table, time};
 use super::{exit, load_config, Cli, Command, ConfigCommand, KeysCommand};
+use crate::catalog::RunKind;
 use crate::engine::{self, KeyNeed, RestoreRequest};
 
 /// Cancel on SIGINT or SIGTERM: the operation stops at the next chunk, commits nothing.
-fn cancel_on_signals() -> Cancel {
+pub(super) fn cancel_on_signals() -> Cancel {
     let cancel = Cancel::new();
     let c = cancel.clone();
     tokio::spawn(async move {
@@ -39,7 +40,7 @@ fn cancel_on_signals() -> Cancel {
     cancel
 }
 
-fn print_json(v: &serde_json::Value) {
+pub(super) fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -73,6 +74,15 @@ pub async fn run(cli: &Cli) -> Result<u8> {
             restore(cli, &req, *json).await
         }
         Command::Verify { read_data, json } => verify_cmd(cli, *read_data, *json).await,
+        Command::Status { json } => super::status::run(cli, *json).await,
+        Command::Daemon(args) => super::daemon::daemon(cli, args).await,
+        Command::RunDue(args) => super::daemon::run_due(cli, args).await,
+        Command::Catalog(c) => super::catalog::run(cli, c).await,
+        Command::Audit {
+            verify,
+            limit,
+            json,
+        } => super::audit::run(cli, *verify, *limit, *json).await,
     }
 }
 
@@ -154,8 +164,10 @@ async fn backup(cli: &Cli, plan: &str, json: bool) -> Result<u8> {
     let config = load_config(cli)?;
     let progress = Arc::new(Progress::default());
     let bar = Bar::start(&format!("backup {plan}"), progress.clone(), !json);
+    let history = super::history::History::begin(&config, RunKind::Backup, Some(plan)).await;
     let res = engine::backup(&config, plan, progress, cancel_on_signals()).await;
     bar.finish();
+    history.end_backup(&res).await;
     let r = res?;
     let m = &r.outcome.manifest;
     let mut failed = r.unavailable.clone();
@@ -270,8 +282,10 @@ async fn restore(cli: &Cli, req: &RestoreRequest, json: bool) -> Result<u8> {
     let config = load_config(cli)?;
     let progress = Arc::new(Progress::default());
     let bar = Bar::start(&format!("restore {}", req.plan), progress.clone(), !json);
+    let history = super::history::History::begin(&config, RunKind::Restore, Some(&req.plan)).await;
     let res = engine::restore(&config, req, progress, cancel_on_signals()).await;
     bar.finish();
+    history.end_restore(&res).await;
     let r = res?;
     let secs = r.duration.as_secs_f64();
     if json {

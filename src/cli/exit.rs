@@ -15,6 +15,10 @@ pub const DEGRADED: u8 = 3;
 pub const VERIFY_FAILED: u8 = 4;
 /// Key problem: the identity is missing on this host, or a key does not fit the repository.
 pub const KEYS: u8 = 5;
+/// `status`: some objective is at risk (warning), none is breached.
+pub const STATUS_WARNING: u8 = 10;
+/// `status`: an objective is breached (RPO, RTO projection, or drill overdue).
+pub const STATUS_BREACH: u8 = 11;
 /// Interrupted (SIGINT/SIGTERM); nothing partial is visible.
 pub const INTERRUPTED: u8 = 130;
 

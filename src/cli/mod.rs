@@ -9,10 +9,15 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 
+mod audit;
+pub mod catalog;
 mod commands;
+pub mod daemon;
 pub mod exit;
+mod history;
 mod progress;
 mod render;
+mod status;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,7 +29,8 @@ mod render;
 Configuration comes from --config, $LIFEBOAT_CONFIG, ./lifeboat.toml or /etc/lifeboat/lifeboat.toml \
 (first found). Start with `lifeboat keys generate --dir keys` and `lifeboat config example`.",
     after_help = "Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 backup degraded (not in every region), \
-4 verification failed, 5 key problem (missing identity, wrong key), 130 interrupted."
+4 verification failed (also: audit chain broken), 5 key problem (missing identity, wrong key), \
+10 status warning, 11 status breach (objectives not met), 130 interrupted."
 )]
 pub struct Cli {
     /// Path to lifeboat.toml.
@@ -111,6 +117,31 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Per plan: RPO age, RTO evidence, drill age and region health. Exit 0 healthy,
+    /// 10 warning, 11 breach.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run scheduled plans as they come due; serve /metrics; send alerts. Stops cleanly on
+    /// SIGTERM.
+    Daemon(daemon::DaemonArgs),
+    /// Run every plan that is due now, once, and exit (for system cron or a Kubernetes CronJob).
+    RunDue(daemon::RunDueArgs),
+    /// The catalog database: rebuild it from a region, list what it knows.
+    #[command(subcommand)]
+    Catalog(catalog::CatalogCommand),
+    /// The audit trail of commands that read, restored or changed backups.
+    Audit {
+        /// Check the hash chain; exit 4 if an entry was modified or deleted.
+        #[arg(long)]
+        verify: bool,
+        /// Only the newest N entries (the chain is always verified whole).
+        #[arg(long, value_name = "N")]
+        limit: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,7 +218,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    match rt.block_on(commands::run(&cli)) {
+    let outcome = rt.block_on(async {
+        let outcome = commands::run(&cli).await;
+        audit::record(&cli, &outcome).await;
+        outcome
+    });
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("lifeboat: error: {e:#}");

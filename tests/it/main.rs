@@ -1,11 +1,17 @@
 //! lifeboat's one integration-test binary (every extra binary relinks the whole dependency
 //! graph). Each area is a module; shared helpers live in `common`.
 
+mod catalog;
 mod common;
-mod roundtrip;
-mod crash;
-mod faults;
-mod keys;
 mod config;
-mod format;
+mod crash;
+mod daemon;
 mod dedup;
+mod deploy;
+mod faults;
+mod format;
+mod keys;
+mod logs;
+mod ops;
+mod pg;
+mod roundtrip;

@@ -1,0 +1,199 @@
+//! The catalog: lifeboat's run history and its cache of what each region holds, in SQLite
+//! (the embedded default, a file created on first use) or PostgreSQL (shared by several
+//! lifeboat instances).
+//!
+//! One set of migrations (`migrations/`, embedded in the binary) serves both through sqlx's
+//! `Any` driver with runtime queries only, so nothing needs a database at build time. To
+//! keep one SQL text valid on both, queries use `$N` placeholders, flags are BIGINT 0/1,
+//! times are epoch seconds, and ids are made here ([`new_id`]). The catalog is never the
+//! source of truth: `snapshots` can be rebuilt from any region ([`sync`]); losing the rest
+//! loses history, not backups.
+//!
+//! Connections to PostgreSQL use plain TCP (no TLS support is compiled in): point
+//! `catalog.url` at a server on localhost, a private network or a TLS-terminating proxy.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Row, SqlSafeStr};
+
+pub mod audit;
+pub mod evidence;
+pub mod leases;
+pub mod record;
+pub mod runs;
+pub mod snapshots;
+pub mod sync;
+
+pub use runs::{Phase, RunEnd, RunKind, RunRecord};
+pub use snapshots::SnapshotRow;
+pub use sync::sync;
+
+/// The schema, oldest first. A new migration appends a file and a line here; released
+/// migrations are never edited (sqlx checks their checksums).
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "catalog",
+    include_str!("../../migrations/0001_catalog.sql"),
+)];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// An open, migrated catalog. Cheap to clone (a connection pool).
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Catalog {
+    /// Open the catalog at `url` (`sqlite://FILE`, `sqlite::memory:`, `postgres://…`),
+    /// creating a SQLite file and its directory when missing, and apply pending migrations.
+    pub async fn open(url: &str) -> Result<Catalog> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            anyhow::bail!("unsupported catalog URL (expected sqlite://FILE or postgres://HOST/DB)");
+        };
+        let mut url = url.to_string();
+        let mut max = 4;
+        if backend == Backend::Sqlite {
+            let rest = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
+            let file = rest.split('?').next().unwrap_or_default();
+            if file == ":memory:" {
+                // Every connection would get its own empty database.
+                max = 1;
+            } else {
+                if let Some(dir) = std::path::Path::new(file).parent() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("create catalog directory {}", dir.display()))?;
+                }
+                if !rest.contains('?') {
+                    url.push_str("?mode=rwc");
+                }
+            }
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(&url)
+            .await
+            .with_context(|| format!("open catalog {}", redact_url(&url)))?;
+        if backend == Backend::Sqlite {
+            // WAL lets `status` read while a backup writes; the busy timeout (sqlx's default
+            // 5 s) covers writers from other processes.
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await
+                .context("catalog: enable WAL")?;
+        }
+        let catalog = Catalog { pool, backend };
+        catalog.migrate().await?;
+        Ok(catalog)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    (*description).into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        let migrator = Migrator::with_migrations(migrations);
+        // SQLite has no migration lock: two processes opening a new catalog at once may
+        // race, and the loser's retry then finds the migration applied.
+        let mut attempt = 0;
+        loop {
+            match migrator.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 3 && self.backend == Backend::Sqlite => {
+                    tracing::debug!(error = %e, "catalog: migration raced; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => return Err(e).context("catalog: apply migrations"),
+            }
+        }
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+/// The URL without a password, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// A new random id (128 bits, hex).
+pub fn new_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    crate::engine::now_epoch()
+}
+
+/// The host name and process id, naming a lease holder in messages and rows.
+pub fn holder_name() -> String {
+    format!(
+        "{}:{}:{}",
+        crate::engine::hostname(),
+        std::process::id(),
+        &new_id()[..8]
+    )
+}
+
+pub(crate) fn get_opt_i64(row: &AnyRow, col: &str) -> Result<Option<i64>> {
+    row.try_get::<Option<i64>, _>(col)
+        .with_context(|| format!("catalog column {col}"))
+}
+
+pub(crate) fn get_i64(row: &AnyRow, col: &str) -> Result<i64> {
+    row.try_get::<i64, _>(col)
+        .with_context(|| format!("catalog column {col}"))
+}
+
+pub(crate) fn get_str(row: &AnyRow, col: &str) -> Result<String> {
+    row.try_get::<String, _>(col)
+        .with_context(|| format!("catalog column {col}"))
+}
+
+pub(crate) fn get_opt_str(row: &AnyRow, col: &str) -> Result<Option<String>> {
+    row.try_get::<Option<String>, _>(col)
+        .with_context(|| format!("catalog column {col}"))
+}

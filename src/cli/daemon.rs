@@ -1,0 +1,159 @@
+//! `lifeboat daemon` and `lifeboat run-due`: the unattended entry points over
+//! [`crate::daemon`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::{exit, load_config, Cli};
+use crate::catalog::Catalog;
+use crate::daemon::alerts::{Alerter, Format, Webhook};
+use crate::daemon::runner::{alert_once, DaemonOptions};
+use crate::daemon::{run_daemon, ExecOptions, Executor};
+
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Further tries after a failed backup, waiting --backoff, doubled each time.
+    #[arg(long, default_value_t = 2)]
+    retries: u32,
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    backoff: Duration,
+    /// Longest one backup attempt may take; it is then stopped (nothing partial is kept).
+    #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Webhook for alerts, generic JSON (the URL may hold a token: prefer the variable).
+    #[arg(
+        long = "webhook",
+        value_name = "URL",
+        env = "LIFEBOAT_WEBHOOK_URL",
+        hide_env_values = true
+    )]
+    webhooks: Vec<String>,
+    /// Slack-compatible webhook for alerts.
+    #[arg(
+        long = "slack-webhook",
+        value_name = "URL",
+        env = "LIFEBOAT_SLACK_WEBHOOK_URL",
+        hide_env_values = true
+    )]
+    slack_webhooks: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    #[command(flatten)]
+    exec: ExecArgs,
+    /// Address for /metrics and /healthz; "none" to not serve them.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9187")]
+    listen: String,
+    /// Longest time between two looks at the schedule.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    tick: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunDueArgs {
+    #[command(flatten)]
+    exec: ExecArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+async fn executor(cli: &Cli, args: &ExecArgs) -> Result<(Executor, Alerter)> {
+    let config = load_config(cli)?;
+    let catalog = Catalog::open(&config.catalog_url).await?;
+    let options = ExecOptions {
+        retries: args.retries,
+        backoff: args.backoff,
+        timeout: args.timeout,
+        ..ExecOptions::default()
+    };
+    let mut webhooks = Vec::new();
+    for (urls, format) in [
+        (&args.webhooks, Format::Json),
+        (&args.slack_webhooks, Format::Slack),
+    ] {
+        for url in urls {
+            anyhow::ensure!(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "webhook URLs start with http:// or https://"
+            );
+            webhooks.push(Webhook {
+                url: url.clone(),
+                format,
+            });
+        }
+    }
+    let alerter = Alerter {
+        catalog: catalog.clone(),
+        webhooks,
+    };
+    Ok((Executor::new(Arc::new(config), catalog, options), alerter))
+}
+
+pub async fn daemon(cli: &Cli, args: &DaemonArgs) -> Result<u8> {
+    let (exec, alerter) = executor(cli, &args.exec).await?;
+    let listen =
+        match args.listen.as_str() {
+            "none" | "" => None,
+            a => Some(a.parse().with_context(|| {
+                format!("--listen {a:?}: expected HOST:PORT, e.g. 127.0.0.1:9187")
+            })?),
+        };
+    let cancel = super::commands::cancel_on_signals();
+    let opts = DaemonOptions {
+        tick: args.tick.max(Duration::from_millis(100)),
+        listen,
+        alerter: Some(alerter),
+    };
+    run_daemon(exec, opts, cancel).await?;
+    // SIGTERM is how a service manager stops the daemon: a clean stop, exit 0.
+    Ok(exit::OK)
+}
+
+pub async fn run_due(cli: &Cli, args: &RunDueArgs) -> Result<u8> {
+    let (exec, alerter) = executor(cli, &args.exec).await?;
+    let cancel = super::commands::cancel_on_signals();
+    let runs = exec.run_due(crate::catalog::now(), &cancel).await?;
+    if let Err(e) = alert_once(&exec, &alerter).await {
+        tracing::error!(error = %format!("{e:#}"), "alerts failed");
+    }
+    if args.json {
+        super::commands::print_json(&json!({ "runs": runs }));
+    } else if runs.is_empty() {
+        println!("nothing is due");
+    } else {
+        for r in &runs {
+            println!(
+                "{}: {}{}{}",
+                r.plan,
+                r.outcome,
+                r.snapshot
+                    .as_deref()
+                    .map(|s| format!(" snapshot {}", &s[..12]))
+                    .unwrap_or_default(),
+                r.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    let code = runs.iter().map(|r| match r.outcome.as_str() {
+        "cancelled" => exit::INTERRUPTED,
+        "failed" => exit::FAILURE,
+        "degraded" => exit::DEGRADED,
+        _ => exit::OK,
+    });
+    // The most serious: interrupted, then failure, then degraded.
+    Ok(code
+        .max_by_key(|c| match *c {
+            exit::INTERRUPTED => 3,
+            exit::FAILURE => 2,
+            exit::DEGRADED => 1,
+            _ => 0,
+        })
+        .unwrap_or(exit::OK))
+}

@@ -1,0 +1,59 @@
+//! Recording what a command did in the catalog, best effort: a backup or restore must not
+//! fail because the history cannot be written (the object store is the source of truth), so
+//! catalog problems are logged as warnings here and the command goes on.
+
+use anyhow::Result;
+
+use crate::catalog::{self, Catalog, RunKind};
+use crate::config::Config;
+use crate::engine::{BackupReport, RestoreResult};
+
+/// Open the configured catalog, or warn and return `None`.
+pub async fn open(config: &Config) -> Option<Catalog> {
+    match Catalog::open(&config.catalog_url).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "catalog unavailable: this run is not recorded");
+            None
+        }
+    }
+}
+
+/// A run being recorded (or not, when the catalog is unavailable).
+pub struct History {
+    catalog: Option<Catalog>,
+    run: Option<String>,
+}
+
+impl History {
+    pub async fn begin(config: &Config, kind: RunKind, plan: Option<&str>) -> History {
+        let catalog = open(config).await;
+        let run = match &catalog {
+            Some(c) => warn(c.begin_run(kind, plan, None).await),
+            None => None,
+        };
+        History { catalog, run }
+    }
+
+    pub async fn end_backup(&self, res: &Result<BackupReport>) {
+        if let (Some(c), Some(id)) = (&self.catalog, &self.run) {
+            warn(catalog::record::backup(c, id, res, 1).await);
+        }
+    }
+
+    pub async fn end_restore(&self, res: &Result<RestoreResult>) {
+        if let (Some(c), Some(id)) = (&self.catalog, &self.run) {
+            warn(catalog::record::restore(c, id, res).await);
+        }
+    }
+}
+
+fn warn<T>(r: Result<T>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "catalog: could not record the run");
+            None
+        }
+    }
+}

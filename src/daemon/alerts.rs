@@ -1,0 +1,293 @@
+//! Alerts: webhook notifications when a plan's promise is at risk — a failed run, a
+//! degraded snapshot, an RPO breach, an RTO projection breach, an overdue drill — once when
+//! the incident opens and once when it clears.
+//!
+//! Incidents are rows of the catalog's `incidents` table, claimed with an atomic insert, so
+//! daemons sharing a PostgreSQL catalog notify once between them. A notification that no
+//! webhook accepted un-claims its incident, so the next tick tries again.
+//!
+//! Webhook URLs carry tokens (Slack's do): they come from the environment or the command
+//! line, never from lifeboat.toml, and are never logged (only their host is).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::catalog::{get_str, Catalog};
+use crate::objectives::{Level, PlanStatus};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `{"event": "firing"|"resolved", "kind", "plan", "message", "at", "host"}`.
+    Json,
+    /// `{"text": "…"}`, what Slack incoming webhooks (and Mattermost, Teams connectors
+    /// in Slack mode) accept.
+    Slack,
+}
+
+/// A webhook target. `Debug` shows only the host: the URL may hold a token.
+#[derive(Clone)]
+pub struct Webhook {
+    pub url: String,
+    pub format: Format,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Webhook({:?}, {})", self.format, host_of(&self.url))
+    }
+}
+
+fn host_of(url: &str) -> String {
+    url.split("://")
+        .nth(1)
+        .and_then(|r| r.split(['/', '?']).next())
+        .map(|h| h.rsplit('@').next().unwrap_or(h).to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Something wrong now. `key` identifies the incident across ticks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Condition {
+    pub key: String,
+    pub plan: String,
+    /// `run_failed`, `degraded_snapshot`, `rpo_breach`, `rto_breach`, `drill_overdue`.
+    pub kind: String,
+    pub message: String,
+}
+
+/// What is wrong, from the plans' status. Pure.
+pub fn conditions(statuses: &[PlanStatus]) -> Vec<Condition> {
+    let mut out = Vec::new();
+    for st in statuses {
+        let mut add = |kind: &str, message: String| {
+            out.push(Condition {
+                key: format!("{}/{kind}", st.plan),
+                plan: st.plan.clone(),
+                kind: kind.into(),
+                message,
+            })
+        };
+        if let Some(run) = &st.last_backup {
+            if run.phase == "failed" {
+                add(
+                    "run_failed",
+                    format!(
+                        "last backup failed: {}",
+                        run.error.as_deref().unwrap_or("unknown error")
+                    ),
+                );
+            }
+        }
+        let bad: Vec<String> = st
+            .regions
+            .iter()
+            .filter(|r| r.health != "ok")
+            .map(|r| {
+                format!(
+                    "{} ({})",
+                    r.region,
+                    r.detail.as_deref().unwrap_or(&r.health)
+                )
+            })
+            .collect();
+        if !bad.is_empty() {
+            add(
+                "degraded_snapshot",
+                format!("newest snapshot not in every region: {}", bad.join(", ")),
+            );
+        }
+        if st.rpo.level == Level::Breach {
+            add("rpo_breach", st.rpo.note.clone().unwrap_or_default());
+        }
+        if st.rto.level == Level::Breach {
+            add("rto_breach", st.rto.note.clone().unwrap_or_default());
+        }
+        if st.drill.level == Level::Breach {
+            add("drill_overdue", st.drill.note.clone().unwrap_or_default());
+        }
+    }
+    out
+}
+
+/// One notification sent (or that would have been, without webhooks).
+#[derive(Debug, Clone, Serialize)]
+pub struct Notification {
+    /// `firing` or `resolved`.
+    pub event: String,
+    #[serde(flatten)]
+    pub condition: Condition,
+}
+
+pub struct Alerter {
+    pub catalog: Catalog,
+    pub webhooks: Vec<Webhook>,
+}
+
+impl Alerter {
+    /// Open incidents for new conditions and clear the ones gone, notifying each change.
+    pub async fn reconcile(&self, current: &[Condition], now: i64) -> Result<Vec<Notification>> {
+        let open = self.open_incidents().await?;
+        let mut sent = Vec::new();
+        for c in current
+            .iter()
+            .filter(|c| !open.iter().any(|o| o.key == c.key))
+        {
+            if !self.claim(c, now).await? {
+                continue; // another daemon opened it
+            }
+            let n = Notification {
+                event: "firing".into(),
+                condition: c.clone(),
+            };
+            tracing::warn!(plan = %c.plan, kind = %c.kind, message = %c.message, "alert: incident opened");
+            if self.notify(&n).await {
+                sent.push(n);
+            } else {
+                self.unclaim(&c.key).await?;
+            }
+        }
+        for o in open
+            .iter()
+            .filter(|o| !current.iter().any(|c| c.key == o.key))
+        {
+            if !self.unclaim(&o.key).await? {
+                continue;
+            }
+            let n = Notification {
+                event: "resolved".into(),
+                condition: o.clone(),
+            };
+            tracing::info!(plan = %o.plan, kind = %o.kind, "alert: incident cleared");
+            // A lost "resolved" is not retried: the incident is gone either way.
+            self.notify(&n).await;
+            sent.push(n);
+        }
+        Ok(sent)
+    }
+
+    async fn open_incidents(&self) -> Result<Vec<Condition>> {
+        let rows = sqlx::query("SELECT key, plan, kind, message FROM incidents ORDER BY key")
+            .fetch_all(self.catalog.pool())
+            .await
+            .context("catalog: incidents")?;
+        rows.iter()
+            .map(|r| {
+                Ok(Condition {
+                    key: get_str(r, "key")?,
+                    plan: crate::catalog::get_opt_str(r, "plan")?.unwrap_or_default(),
+                    kind: get_str(r, "kind")?,
+                    message: get_str(r, "message")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim(&self, c: &Condition, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO incidents (key, plan, kind, opened_at, message) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(c.key.clone())
+        .bind(c.plan.clone())
+        .bind(c.kind.clone())
+        .bind(now)
+        .bind(c.message.clone())
+        .execute(self.catalog.pool())
+        .await
+        .context("catalog: open incident")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn unclaim(&self, key: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM incidents WHERE key = $1")
+            .bind(key.to_string())
+            .execute(self.catalog.pool())
+            .await
+            .context("catalog: close incident")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Send to every webhook; true when at least one accepted it, or none is configured.
+    async fn notify(&self, n: &Notification) -> bool {
+        if self.webhooks.is_empty() {
+            return true;
+        }
+        let mut any = false;
+        for hook in &self.webhooks {
+            match post(hook, &payload(hook.format, n)).await {
+                Ok(()) => any = true,
+                Err(e) => {
+                    tracing::error!(webhook = ?hook, error = %format!("{e:#}"), "alert: webhook failed")
+                }
+            }
+        }
+        any
+    }
+}
+
+/// The request body for `format`.
+pub fn payload(format: Format, n: &Notification) -> serde_json::Value {
+    let c = &n.condition;
+    match format {
+        Format::Json => json!({
+            "event": n.event,
+            "kind": c.kind,
+            "plan": c.plan,
+            "message": c.message,
+            "at": crate::catalog::now(),
+            "host": crate::engine::hostname(),
+            "source": "lifeboat",
+        }),
+        Format::Slack => {
+            let title = c.kind.replace('_', " ");
+            let text = if n.event == "firing" {
+                format!(
+                    ":rotating_light: lifeboat: *{title}* for plan `{}`: {}",
+                    c.plan, c.message
+                )
+            } else {
+                format!(
+                    ":white_check_mark: lifeboat: *{title}* for plan `{}` cleared",
+                    c.plan
+                )
+            };
+            json!({ "text": text })
+        }
+    }
+}
+
+/// POST `body` as JSON to the webhook, over http:// or https:// (rustls with the system's
+/// root certificates). Any 2xx is success.
+pub async fn post(hook: &Webhook, body: &serde_json::Value) -> Result<()> {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider)
+        .context("load the system's root certificates")?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let request = hyper::Request::post(hook.url.as_str())
+        .header("content-type", "application/json")
+        .header(
+            "user-agent",
+            concat!("lifeboat/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Full::new(Bytes::from(body.to_string())))
+        .context("webhook request (check the URL)")?;
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .context("webhook: no answer within 10 s")?
+        .context("webhook: send")?;
+    let status = response.status();
+    let _ = tokio::time::timeout(Duration::from_secs(5), response.into_body().collect()).await;
+    anyhow::ensure!(status.is_success(), "webhook answered {status}");
+    Ok(())
+}

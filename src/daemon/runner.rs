@@ -1,0 +1,126 @@
+//! The daemon loop: every tick, refresh the objectives status (metrics, alerts) and start
+//! each due plan that is not already running here; on cancellation (SIGTERM), stop
+//! starting runs, let running backups stop at their next chunk (committing nothing), record
+//! them as cancelled and return.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::Result;
+use lifeboat_repo::Cancel;
+use tokio::task::JoinSet;
+
+use super::alerts::{conditions, Alerter};
+use super::{due_plans, metrics, Executor, PlanRun};
+use crate::catalog;
+
+pub struct DaemonOptions {
+    /// Longest sleep between two looks at the schedule.
+    pub tick: Duration,
+    /// Where to serve /metrics and /healthz (None: not served).
+    pub listen: Option<std::net::SocketAddr>,
+    pub alerter: Option<Alerter>,
+}
+
+/// Run until `cancel` fires; returns the runs it finished.
+pub async fn run_daemon(
+    exec: Executor,
+    opts: DaemonOptions,
+    cancel: Cancel,
+) -> Result<Vec<PlanRun>> {
+    let metrics_task = match opts.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("metrics: listen on {addr}: {e}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                exec.metrics.clone(),
+                (opts.tick * 3).max(Duration::from_secs(60)),
+            )))
+        }
+        None => None,
+    };
+    let mut running: HashSet<String> = HashSet::new();
+    let mut tasks: JoinSet<(String, Result<PlanRun>)> = JoinSet::new();
+    let mut finished = Vec::new();
+    tracing::info!(holder = %exec.holder, plans = exec.config.plans.len(), "daemon started");
+    while !cancel.is_cancelled() {
+        let now = catalog::now();
+        match exec.metrics.refresh(&exec.config, &exec.catalog, now).await {
+            Ok(statuses) => {
+                if let Some(alerter) = &opts.alerter {
+                    if let Err(e) = alerter.reconcile(&conditions(&statuses), now).await {
+                        tracing::error!(error = %format!("{e:#}"), "alerts: reconcile failed");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "status refresh failed"),
+        }
+        match due_plans(&exec.config, &exec.catalog, now).await {
+            Ok(due) => {
+                for d in due {
+                    if !running.insert(d.plan.clone()) {
+                        continue;
+                    }
+                    let (exec, cancel) = (exec.clone(), cancel.clone());
+                    tasks.spawn(async move {
+                        let r = exec.run_plan(&d, &cancel).await;
+                        (d.plan, r)
+                    });
+                }
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "schedule check failed"),
+        }
+        // Sleep until the tick ends or a run finishes (its plan may be due again).
+        let sleep = super::sleep_or_cancel(opts.tick, &cancel);
+        tokio::select! {
+            _ = sleep => {}
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                collect(joined, &mut running, &mut finished);
+            }
+        }
+    }
+    tracing::warn!(
+        running = tasks.len(),
+        "stopping: waiting for running backups to stop"
+    );
+    while let Some(joined) = tasks.join_next().await {
+        collect(joined, &mut running, &mut finished);
+    }
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    tracing::info!("daemon stopped");
+    Ok(finished)
+}
+
+fn collect(
+    joined: std::result::Result<(String, Result<PlanRun>), tokio::task::JoinError>,
+    running: &mut HashSet<String>,
+    finished: &mut Vec<PlanRun>,
+) {
+    match joined {
+        Ok((plan, Ok(run))) => {
+            running.remove(&plan);
+            finished.push(run);
+        }
+        Ok((plan, Err(e))) => {
+            running.remove(&plan);
+            tracing::error!(plan = %plan, error = %format!("{e:#}"), "run failed to start or record");
+        }
+        Err(e) => tracing::error!(error = %e, "run task panicked"),
+    }
+}
+
+/// Run an alerter once against the current status (for `run-due`, which has no loop).
+pub async fn alert_once(exec: &Executor, alerter: &Alerter) -> Result<()> {
+    let now = catalog::now();
+    let statuses = exec
+        .metrics
+        .refresh(&exec.config, &exec.catalog, now)
+        .await?;
+    alerter.reconcile(&conditions(&statuses), now).await?;
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! A throwaway PostgreSQL server for the catalog tests: one cluster per test process,
+//! created with Debian's `initdb` in a temporary directory owned by the `postgres` user
+//! (PostgreSQL refuses to run as root), listening on a free port on 127.0.0.1 with trust
+//! authentication, and removed by a watchdog when the test process exits. Each test gets its
+//! own database.
+//!
+//! A test that needs it FAILS when PostgreSQL is not installed: run `make deps`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub struct PgServer {
+    pub port: u16,
+}
+
+fn bin_dir() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .filter(|p| p.join("initdb").exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): run `make deps`")
+    })
+}
+
+fn as_postgres(program: &Path) -> Command {
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if is_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start() -> PgServer {
+    let bin = bin_dir();
+    let dir = std::env::temp_dir().join(format!("lifeboat-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data");
+    // The postgres user owns the cluster directory.
+    let owner = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(&dir)
+        .status()
+        .expect("chown");
+    assert!(
+        owner.success(),
+        "chown {} to postgres failed",
+        dir.display()
+    );
+    let out = as_postgres(&bin.join("initdb"))
+        .args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "-D",
+        ])
+        .arg(&data)
+        .output()
+        .expect("run initdb");
+    assert!(
+        out.status.success(),
+        "initdb failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = free_port();
+    let opts = format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+        dir.display()
+    );
+    let out = as_postgres(&bin.join("pg_ctl"))
+        .args(["-w", "-t", "60", "-D"])
+        .arg(&data)
+        .args(["-l"])
+        .arg(dir.join("log"))
+        .args(["-o", &opts, "start"])
+        .output()
+        .expect("run pg_ctl");
+    assert!(
+        out.status.success(),
+        "pg_ctl start failed: {}{}\nlog: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+    );
+    // Stop and remove the cluster when this test process exits, however it exits.
+    let watchdog = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+         runuser -u postgres -- {pg_ctl} -D {data} -m immediate stop >/dev/null 2>&1 || \
+         {pg_ctl} -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir}",
+        pid = std::process::id(),
+        pg_ctl = bin.join("pg_ctl").display(),
+        data = data.display(),
+        dir = dir.display(),
+    );
+    // Never waited on: it must outlive this process to clean up after it.
+    #[allow(clippy::zombie_processes)]
+    Command::new("sh")
+        .args(["-c", &watchdog])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the PostgreSQL watchdog");
+    PgServer { port }
+}
+
+pub fn server() -> &'static PgServer {
+    static SERVER: OnceLock<PgServer> = OnceLock::new();
+    SERVER.get_or_init(start)
+}
+
+/// A fresh, empty database on the shared server; returns its URL.
+pub fn database() -> String {
+    let server = server();
+    let name = format!("lb_{}", next());
+    let psql = bin_dir().join("psql");
+    let out = as_postgres(&psql)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+        ])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "create database: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!("postgres://postgres@127.0.0.1:{}/{name}", server.port)
+}
+
+fn next() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
