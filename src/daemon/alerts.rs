@@ -291,3 +291,111 @@ pub async fn post(hook: &Webhook, body: &serde_json::Value) -> Result<()> {
     anyhow::ensure!(status.is_success(), "webhook answered {status}");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objectives::{DrillStatus, LastBackup, RegionHealth, RpoStatus, RtoStatus};
+
+    fn status(level: Level) -> PlanStatus {
+        PlanStatus {
+            plan: "app".into(),
+            level,
+            rpo: RpoStatus {
+                level,
+                target_seconds: 86_400,
+                age_seconds: None,
+                snapshot: None,
+                snapshot_time: None,
+                note: Some("no snapshot yet".into()),
+            },
+            rto: RtoStatus {
+                level,
+                target_seconds: 7200,
+                last_test_at: None,
+                last_test_seconds: None,
+                last_test_passed: None,
+                projected_seconds: Some(9000.0),
+                current_bytes: None,
+                note: Some("projected restore 2h 30m exceeds RTO 2h 0m".into()),
+            },
+            drill: DrillStatus {
+                level,
+                every_seconds: 1,
+                last_at: None,
+                age_seconds: None,
+                note: Some("drill overdue".into()),
+            },
+            regions: vec![
+                RegionHealth {
+                    region: "west".into(),
+                    health: "ok".into(),
+                    detail: None,
+                },
+                RegionHealth {
+                    region: "east".into(),
+                    health: "degraded".into(),
+                    detail: Some("lacks the newest snapshot".into()),
+                },
+            ],
+            last_backup: Some(LastBackup {
+                phase: "failed".into(),
+                started_at: 0,
+                ended_at: Some(1),
+                error: Some("disk full".into()),
+            }),
+        }
+    }
+
+    #[test]
+    fn every_kind_of_incident_is_raised_with_a_stable_key() {
+        let c = conditions(&[status(Level::Breach)]);
+        let kinds: Vec<&str> = c.iter().map(|c| c.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "run_failed",
+                "degraded_snapshot",
+                "rpo_breach",
+                "rto_breach",
+                "drill_overdue"
+            ]
+        );
+        assert_eq!(c[0].key, "app/run_failed");
+        assert!(c[0].message.contains("disk full"));
+        assert!(c[1].message.contains("east (lacks the newest snapshot)"));
+        // Warnings are not incidents; a healthy plan raises nothing.
+        let mut ok = status(Level::Warning);
+        ok.last_backup = None;
+        ok.regions.truncate(1);
+        assert!(conditions(&[ok]).is_empty());
+    }
+
+    #[test]
+    fn payloads() {
+        let n = Notification {
+            event: "firing".into(),
+            condition: Condition {
+                key: "app/rpo_breach".into(),
+                plan: "app".into(),
+                kind: "rpo_breach".into(),
+                message: "old".into(),
+            },
+        };
+        let j = payload(Format::Json, &n);
+        assert_eq!(j["event"], "firing");
+        assert_eq!(j["kind"], "rpo_breach");
+        let s = payload(Format::Slack, &n);
+        assert!(s["text"].as_str().unwrap().contains("rpo breach"));
+        let hook = Webhook {
+            url: "https://user:pw@hooks.example.com/services/T0/SECRET".into(),
+            format: Format::Slack,
+        };
+        let shown = format!("{hook:?}");
+        assert!(
+            !shown.contains("SECRET") && !shown.contains("pw"),
+            "{shown}"
+        );
+        assert!(shown.contains("hooks.example.com"));
+    }
+}

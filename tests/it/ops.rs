@@ -249,6 +249,41 @@ fn run_due_runs_what_is_due_once() {
 }
 
 #[test]
+fn run_due_stops_an_attempt_at_its_timeout() {
+    let ws = ready();
+    // Incompressible, so the backup takes long enough to be stopped.
+    let mut x: u64 = 0x2545F4914F6CDD1D;
+    let data: Vec<u8> = (0..(64usize << 20) / 8)
+        .flat_map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x.to_le_bytes()
+        })
+        .collect();
+    write(&ws.path("data/big.bin"), &data);
+    let out = ws.run(&["run-due", "--timeout", "1ms", "--retries", "0", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(v["runs"][0]["outcome"], "failed");
+    assert!(
+        v["runs"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1ms"),
+        "{v}"
+    );
+    // Nothing partial is visible.
+    let snaps = json(&ws.ok(&["snapshots", "--json"]));
+    assert_eq!(snaps.as_array().unwrap().len(), 0);
+}
+
+#[test]
 fn audit_trail_records_and_detects_tampering() {
     let ws = ready();
     ws.ok(&["backup", "app-data"]);
