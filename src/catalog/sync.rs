@@ -46,15 +46,19 @@ pub async fn sync(config: &Config, catalog: &Catalog, from: Option<&str>) -> Res
             anyhow::bail!("region {name}: {e}");
         }
     }
-    let entries = repo.list_snapshots().await.context("list snapshots")?;
-    // Which regions hold each manifest, per region that answered.
+    let (entries, list_failed) = repo
+        .list_snapshots_detailed()
+        .await
+        .context("list snapshots")?;
+    // Which regions hold each manifest, per region that answered its listing.
     let mut listed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut unreachable = Vec::new();
+    let mut unreachable = list_failed;
     for (region, state) in repo.regions.iter().zip(&repo.states) {
         match state {
-            RegionState::Ok => {
+            RegionState::Ok if !unreachable.iter().any(|(r, _)| r == &region.name) => {
                 listed.entry(region.name.clone()).or_default();
             }
+            RegionState::Ok => {}
             RegionState::Unavailable(e) => unreachable.push((region.name.clone(), e.clone())),
         }
     }

@@ -61,19 +61,59 @@ pub async fn run(cli: &Cli) -> Result<u8> {
             to,
             include,
             overwrite,
+            force,
+            jobs,
+            scratch,
             json,
         } => {
+            let args = super::restore_stream::Args {
+                plan,
+                snapshot,
+                from: from.as_deref(),
+                to: to.as_deref(),
+                include: include.as_deref(),
+                overwrite: *overwrite,
+                force: *force,
+                jobs: *jobs,
+                scratch: scratch.as_deref(),
+                json: *json,
+            };
+            if let Some(code) = super::restore_stream::run(cli, &args).await? {
+                return Ok(code);
+            }
             let req = RestoreRequest {
                 plan: plan.clone(),
                 snapshot: snapshot.clone(),
                 from: from.clone(),
-                to: to.clone(),
+                to: to
+                    .as_deref()
+                    .map(Into::into)
+                    .context("--to DIR: where to restore")?,
                 include: include.clone(),
                 overwrite: *overwrite,
             };
             restore(cli, &req, *json).await
         }
-        Command::Verify { read_data, json } => verify_cmd(cli, *read_data, *json).await,
+        Command::Verify {
+            restore: true,
+            plan,
+            snapshot,
+            from,
+            scratch,
+            json,
+            ..
+        } => {
+            let req = engine::RestoreTestRequest {
+                plan: plan.clone(),
+                snapshot: snapshot.clone(),
+                from: from.clone(),
+                scratch: scratch.clone(),
+            };
+            super::verify_restore::run(cli, &req, *json).await
+        }
+        Command::Verify {
+            read_data, json, ..
+        } => verify_cmd(cli, *read_data, *json).await,
         Command::Status { json } => super::status::run(cli, *json).await,
         Command::Daemon(args) => super::daemon::daemon(cli, args).await,
         Command::RunDue(args) => super::daemon::run_due(cli, args).await,

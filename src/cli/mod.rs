@@ -17,7 +17,9 @@ pub mod exit;
 mod history;
 mod progress;
 mod render;
+mod restore_stream;
 mod status;
+pub mod verify_restore;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -87,7 +89,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Restore a snapshot into a directory; every chunk and file is verified on the way.
+    /// Restore a snapshot: a directory plan into a directory, a postgres plan into a
+    /// database, a command plan into its restore_command; every chunk is verified on the way.
     Restore {
         /// The plan's name.
         plan: String,
@@ -97,23 +100,55 @@ pub enum Command {
         /// Region to read from first (falls back per object to the others).
         #[arg(long, value_name = "REGION")]
         from: Option<String>,
-        /// Target directory; must be empty or absent unless --overwrite.
-        #[arg(long, value_name = "DIR")]
-        to: PathBuf,
+        /// Directory plans: the target directory (empty or absent unless --overwrite).
+        /// Postgres plans: postgres://USER@HOST:PORT/DB, an existing empty database. Postgres
+        /// and command plans: "-" writes the raw stream to stdout, a path writes it to a new
+        /// file. Command plans without --to: the plan's restore_command reads the stream.
+        #[arg(long, value_name = "DIR|URL|-")]
+        to: Option<String>,
         /// Restore only this path of the snapshot (relative to the backed-up directory).
         #[arg(long, value_name = "PATH")]
         include: Option<PathBuf>,
-        /// Restore into a non-empty directory, replacing entries with the same names.
+        /// Restore into a non-empty directory or over an existing file, replacing entries
+        /// with the same names.
         #[arg(long)]
         overwrite: bool,
+        /// Postgres: restore into a non-empty database (pg_restore --clean --if-exists).
+        #[arg(long)]
+        force: bool,
+        /// Postgres: parallel pg_restore with N jobs; the dump is first written to a file in
+        /// --scratch (default: the cache directory), which needs room for the whole dump.
+        #[arg(long, value_name = "N")]
+        jobs: Option<u32>,
+        /// Postgres --jobs: where the temporary dump file goes.
+        #[arg(long, value_name = "DIR")]
+        scratch: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
-    /// Check every region: structure always; with --read-data, download and check packs.
+    /// Check every region: structure always; with --read-data, download and check packs;
+    /// with --restore, restore into scratch space, compare and time it (a restore test).
     Verify {
         /// Read and check all packs, or PERCENT of them chosen at random (needs the identity).
         #[arg(long, value_name = "PERCENT", num_args = 0..=1, default_missing_value = "100")]
         read_data: Option<f64>,
+        /// Restore test: restore each plan's newest snapshot into scratch space (a temporary
+        /// directory, a scratch database, the verify_command), compare it with what the
+        /// backup recorded, record duration and outcome in the catalog. Exit 4 on a difference.
+        #[arg(long)]
+        restore: bool,
+        /// Restore test of this plan only.
+        #[arg(long, requires = "restore")]
+        plan: Option<String>,
+        /// Restore test of this snapshot (id, prefix or "latest"; needs --plan).
+        #[arg(long, requires = "plan")]
+        snapshot: Option<String>,
+        /// Restore test: region to read first.
+        #[arg(long, value_name = "REGION", requires = "restore")]
+        from: Option<String>,
+        /// Restore test: parent of the scratch directories (default: the cache directory).
+        #[arg(long, value_name = "DIR", requires = "restore")]
+        scratch: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },

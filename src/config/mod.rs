@@ -114,13 +114,44 @@ pub enum SourceConfig {
         /// Do not cross into other mounted file systems.
         one_file_system: bool,
     },
+    /// `pg_dump` of one database, streamed into the repository.
+    Postgres {
+        /// `postgres://user@host:port/db[?params]`, never with a password in it.
+        url: String,
+        /// The password, given to `pg_dump` only through `PGPASSWORD`; `None`: libpq's own
+        /// lookup (`~/.pgpass`, `PGPASSWORD`, `PGPASSFILE`).
+        password: Option<SecretRef>,
+        /// SQL probes recorded at backup time and compared after a test restore; names unique.
+        probes: Vec<SqlProbe>,
+        /// Where restore tests create scratch databases (a maintenance database URL);
+        /// `None`: the `postgres` database on the source's server.
+        scratch_url: Option<String>,
+    },
+    /// The stdout of a command, restored by piping it into another.
+    Command {
+        /// argv, non-empty; run without a shell.
+        command: Vec<String>,
+        /// argv of the command that reads the stream on stdin; non-empty.
+        restore_command: Vec<String>,
+        /// argv of the restore test's command: stream on stdin, `LIFEBOAT_SCRATCH_DIR` set.
+        verify_command: Option<Vec<String>>,
+    },
+}
+
+/// A query whose result is recorded at backup time and must match after a restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlProbe {
+    pub name: String,
+    pub sql: String,
 }
 
 impl SourceConfig {
-    /// The kind's name as written in the config (`dir`).
+    /// The kind's name as written in the config (`dir`, `postgres`, `command`).
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Dir { .. } => "dir",
+            SourceConfig::Postgres { .. } => "postgres",
+            SourceConfig::Command { .. } => "command",
         }
     }
 }

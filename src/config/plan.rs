@@ -8,12 +8,14 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::unknown_key_problem;
-use super::raw::{RawObjectives, RawPlan, RawSource};
+use super::raw::{RawObjectives, RawPlan, RawSource, TextList};
 use super::resolve::{Resolver, Result};
-use super::{Objectives, PlanConfig, Position, RegionConfig, Retention, SourceConfig};
+use super::{
+    Objectives, PlanConfig, Position, RegionConfig, Retention, SecretRef, SourceConfig, SqlProbe,
+};
 
 /// The source kinds this build supports, for error messages.
-const SOURCE_KINDS: &str = "dir";
+const SOURCE_KINDS: &str = "dir, postgres, command";
 const DURATION_EXAMPLES: &str = "expected e.g. \"24h\", \"90m\", \"365d\"";
 
 impl Resolver<'_> {
@@ -188,12 +190,112 @@ impl Resolver<'_> {
                     one_file_system: raw.one_file_system.is_some_and(|v| v.into_inner()),
                 })
             }
+            "postgres" => {
+                self.source_keys(&raw, key, "postgres", &["url", "password_env", "password_file", "probes", "scratch_url"])?;
+                let url = self.required(raw.url.as_ref(), span, key, "url", "a postgres source needs url = \"postgres://USER@HOST:5432/DB\"")?;
+                let url = self.pg_url(url, &format!("{key}.url"))?;
+                let scratch_url = match &raw.scratch_url {
+                    Some(v) => Some(self.pg_url(v, &format!("{key}.scratch_url"))?),
+                    None => None,
+                };
+                let password = match (raw.password_file, raw.password_env) {
+                    (Some(_), Some(env)) => {
+                        return Err(self.err(env.span(), &format!("{key}.password_env"), "set only one of `password_file` and `password_env`"))
+                    }
+                    (Some(file), None) => Some(SecretRef::File(self.path(&file, &format!("{key}.password_file"))?)),
+                    (None, Some(env)) => Some(SecretRef::Env(self.env_name(&env, &format!("{key}.password_env"))?)),
+                    (None, None) => None,
+                };
+                let mut probes: Vec<SqlProbe> = Vec::new();
+                for (j, probe) in raw.probes.map(Spanned::into_inner).unwrap_or_default().into_iter().enumerate() {
+                    let pkey = format!("{key}.probes[{j}]");
+                    let pspan = probe.span();
+                    let probe = probe.into_inner();
+                    let name = self.required(probe.name.as_ref(), pspan.clone(), &pkey, "name", "each probe needs a name, e.g. name = \"active users\"")?;
+                    let sql = self.required(probe.sql.as_ref(), pspan, &pkey, "sql", "each probe needs the query, e.g. sql = \"select count(*) from users\"")?;
+                    if name.get_ref().trim().is_empty() {
+                        return Err(self.err(name.span(), &format!("{pkey}.name"), "empty probe name"));
+                    }
+                    if probes.iter().any(|p| &p.name == name.get_ref()) {
+                        return Err(self.err(name.span(), &format!("{pkey}.name"), format!("duplicate probe name {:?}", name.get_ref())));
+                    }
+                    let text = sql.get_ref().trim().trim_end_matches(';').trim();
+                    if text.is_empty() {
+                        return Err(self.err(sql.span(), &format!("{pkey}.sql"), "empty query"));
+                    }
+                    probes.push(SqlProbe { name: name.get_ref().clone(), sql: text.to_string() });
+                }
+                Ok(SourceConfig::Postgres { url, password, probes, scratch_url })
+            }
+            "command" => {
+                self.source_keys(&raw, key, "command", &["command", "restore_command", "verify_command"])?;
+                let command = self.argv(raw.command, span.clone(), key, "command", "the command whose stdout is backed up, e.g. command = [\"etcdctl\", \"snapshot\", \"save\", \"/dev/stdout\"]")?;
+                let restore_command = self.argv(raw.restore_command, span.clone(), key, "restore_command", "the command that reads the stream on stdin when restoring, e.g. restore_command = [\"sh\", \"-c\", \"mysql app\"]")?;
+                let verify_command = match raw.verify_command {
+                    Some(list) => Some(self.argv(Some(list), span, key, "verify_command", "")?),
+                    None => None,
+                };
+                Ok(SourceConfig::Command { command, restore_command, verify_command })
+            }
             other => Err(self.err(
                 kind.span(),
                 &format!("{key}.kind"),
                 format!("plan {plan:?}: unsupported source kind {other:?} (supported kinds: {SOURCE_KINDS})"),
             )),
         }
+    }
+
+    /// A command line given as a list: present, non-empty, no empty program name.
+    fn argv(
+        &self,
+        list: TextList,
+        span: Range<usize>,
+        table: &str,
+        name: &str,
+        hint: &str,
+    ) -> Result<Vec<String>> {
+        let list = self.required(list.as_ref(), span, table, name, hint)?;
+        let key = format!("{table}.{name}");
+        if list.get_ref().is_empty() {
+            return Err(self.err(list.span(), &key, "empty: give the program and its arguments as a list, e.g. [\"pg_dumpall\", \"--globals-only\"]"));
+        }
+        if list.get_ref()[0].get_ref().trim().is_empty() {
+            return Err(self.err(
+                list.get_ref()[0].span(),
+                &format!("{key}[0]"),
+                "empty program name",
+            ));
+        }
+        Ok(list.get_ref().iter().map(|a| a.get_ref().clone()).collect())
+    }
+
+    /// A `postgres://` URL without a password (secrets never live in the config).
+    fn pg_url(&self, value: &Spanned<String>, key: &str) -> Result<String> {
+        let url = value.get_ref();
+        let Some(rest) = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))
+        else {
+            return Err(self.err(
+                value.span(),
+                key,
+                format!(
+                    "{url:?} is not a PostgreSQL URL (expected \"postgres://USER@HOST:5432/DB\")"
+                ),
+            ));
+        };
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        let in_userinfo = authority
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+        let in_query = rest
+            .split_once('?')
+            .is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("password=")));
+        if in_userinfo || in_query {
+            let plan_key = key.rsplit_once('.').map_or(key, |(table, _)| table);
+            return Err(self.err(value.span(), key, format!("the URL contains a password; secrets are never written in the config: remove it and set {plan_key}.password_env (an environment variable's name) or {plan_key}.password_file, or use ~/.pgpass")));
+        }
+        Ok(url.clone())
     }
 
     /// Rejects keys no source kind has, then keys of another kind than `kind`.

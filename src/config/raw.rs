@@ -93,6 +93,14 @@ pub(super) struct RawRetention {
     pub keep_yearly: Option<u32>,
 }
 
+/// One `probes` entry of a postgres source.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProbe {
+    pub name: Text,
+    pub sql: Text,
+}
+
 /// A plan's `source` table.
 ///
 /// Deserialized by hand rather than with `deny_unknown_fields`: keys no kind knows
@@ -107,6 +115,16 @@ pub(super) struct RawSource {
     pub path: Text,
     pub exclude: TextList,
     pub one_file_system: Option<Spanned<bool>>,
+    // kind = "postgres"
+    pub url: Text,
+    pub password_env: Text,
+    pub password_file: Text,
+    pub probes: Option<Spanned<Vec<Spanned<RawProbe>>>>,
+    pub scratch_url: Text,
+    // kind = "command"
+    pub command: TextList,
+    pub restore_command: TextList,
+    pub verify_command: TextList,
     /// Keys that no source kind has, in file order.
     pub unknown: Vec<Spanned<String>>,
 }
@@ -123,6 +141,30 @@ impl RawSource {
         }
         if let Some(v) = &self.one_file_system {
             present.push(("one_file_system", v.span()));
+        }
+        let texts = [
+            ("url", &self.url),
+            ("password_env", &self.password_env),
+            ("password_file", &self.password_file),
+            ("scratch_url", &self.scratch_url),
+        ];
+        for (name, v) in texts {
+            if let Some(v) = v {
+                present.push((name, v.span()));
+            }
+        }
+        if let Some(v) = &self.probes {
+            present.push(("probes", v.span()));
+        }
+        let lists = [
+            ("command", &self.command),
+            ("restore_command", &self.restore_command),
+            ("verify_command", &self.verify_command),
+        ];
+        for (name, v) in lists {
+            if let Some(v) = v {
+                present.push((name, v.span()));
+            }
         }
         present
     }
@@ -151,6 +193,14 @@ impl<'de> Visitor<'de> for RawSourceVisitor {
                 "path" => source.path = Some(map.next_value()?),
                 "exclude" => source.exclude = Some(map.next_value()?),
                 "one_file_system" => source.one_file_system = Some(map.next_value()?),
+                "url" => source.url = Some(map.next_value()?),
+                "password_env" => source.password_env = Some(map.next_value()?),
+                "password_file" => source.password_file = Some(map.next_value()?),
+                "probes" => source.probes = Some(map.next_value()?),
+                "scratch_url" => source.scratch_url = Some(map.next_value()?),
+                "command" => source.command = Some(map.next_value()?),
+                "restore_command" => source.restore_command = Some(map.next_value()?),
+                "verify_command" => source.verify_command = Some(map.next_value()?),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     source.unknown.push(key);

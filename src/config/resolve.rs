@@ -287,33 +287,38 @@ impl Resolver<'_> {
             (Some(file), None) => Ok(Some(SecretRef::File(
                 self.path(&file, &format!("keys.{stem}_file"))?,
             ))),
-            (None, Some(env)) => {
-                let key = format!("keys.{stem}_env");
-                let name = env.get_ref();
-                if name.starts_with("AGE-SECRET-KEY") || name.len() > 100 {
-                    return Err(self.err(env.span(), &key, "this looks like the secret itself: put the *name* of an environment variable that holds it (e.g. \"LIFEBOAT_WRITER_KEY\")"));
-                }
-                if let Some(bare) = name.strip_prefix('$') {
-                    return Err(self.err(
-                        env.span(),
-                        &key,
-                        format!("write the variable's name without `$`: {bare:?}"),
-                    ));
-                }
-                let valid = name.chars().enumerate().all(|(i, c)| {
-                    c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
-                });
-                if name.is_empty() || !valid {
-                    return Err(self.err(
-                        env.span(),
-                        &key,
-                        format!("invalid environment variable name {name:?} (letters, digits and `_`, not starting with a digit)"),
-                    ));
-                }
-                Ok(Some(SecretRef::Env(env.into_inner())))
-            }
+            (None, Some(env)) => Ok(Some(SecretRef::Env(
+                self.env_name(&env, &format!("keys.{stem}_env"))?,
+            ))),
             (None, None) => Ok(None),
         }
+    }
+
+    /// The name of an environment variable that holds a secret (not the secret itself).
+    pub(super) fn env_name(&self, env: &Spanned<String>, key: &str) -> Result<String> {
+        let name = env.get_ref();
+        if name.starts_with("AGE-SECRET-KEY") || name.len() > 100 {
+            return Err(self.err(env.span(), key, "this looks like the secret itself: put the *name* of an environment variable that holds it (e.g. \"LIFEBOAT_WRITER_KEY\")"));
+        }
+        if let Some(bare) = name.strip_prefix('$') {
+            return Err(self.err(
+                env.span(),
+                key,
+                format!("write the variable's name without `$`: {bare:?}"),
+            ));
+        }
+        let valid = name
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if name.is_empty() || !valid {
+            return Err(self.err(
+                env.span(),
+                key,
+                format!("invalid environment variable name {name:?} (letters, digits and `_`, not starting with a digit)"),
+            ));
+        }
+        Ok(name.clone())
     }
 
     /// A region or plan name: `[A-Za-z0-9._-]+`, starting with a letter or

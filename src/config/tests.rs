@@ -377,16 +377,19 @@ fn inline_writer_key_is_refused_with_a_hint() {
 #[test]
 fn unsupported_source_kind_names_the_plan_and_the_supported_kinds() {
     let text = format!(
-        "{}\n[[plans]]\nname = \"db\"\nsource = {{ kind = \"postgres\", database = \"app\" }}\n",
+        "{}\n[[plans]]\nname = \"db\"\nsource = {{ kind = \"mysql\", database = \"app\" }}\n",
         minimal()
     );
     let message = error_at(&text, 12, "plans[0].source.kind");
     assert!(message.contains("plan \"db\""), "{message}");
     assert!(
-        message.contains("unsupported source kind \"postgres\""),
+        message.contains("unsupported source kind \"mysql\""),
         "{message}"
     );
-    assert!(message.contains("supported kinds: dir"), "{message}");
+    assert!(
+        message.contains("supported kinds: dir, postgres, command"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -581,5 +584,145 @@ fn example_round_trips() {
     assert_eq!(plan.regions, ["us-west-2", "us-east-2"]);
     assert!(
         matches!(&plan.source, SourceConfig::Dir { path, .. } if *path == dir.path().join("data"))
+    );
+}
+
+fn with_source(source: &str) -> String {
+    format!(
+        "{}\n[[plans]]\nname = \"db\"\nsource = {{ {source} }}\n",
+        minimal()
+    )
+}
+
+#[test]
+fn postgres_sources_resolve_with_secrets_by_reference() {
+    let config = parse(&with_source(
+        r#"kind = "postgres", url = "postgres://app@db:5432/app", password_env = "APP_PGPASSWORD", probes = [{ name = "active users", sql = "select count(*) from users where active;" }], scratch_url = "postgres://admin@db/postgres""#,
+    ))
+    .unwrap();
+    assert_eq!(
+        config.plans[0].source,
+        SourceConfig::Postgres {
+            url: "postgres://app@db:5432/app".into(),
+            password: Some(SecretRef::Env("APP_PGPASSWORD".into())),
+            probes: vec![SqlProbe {
+                name: "active users".into(),
+                sql: "select count(*) from users where active".into(),
+            }],
+            scratch_url: Some("postgres://admin@db/postgres".into()),
+        }
+    );
+    assert_eq!(config.plans[0].source.kind(), "postgres");
+    let config = parse(&with_source(
+        r#"kind = "postgres", url = "postgresql://app@db/app", password_file = "pg.pass""#,
+    ))
+    .unwrap();
+    let SourceConfig::Postgres { password, .. } = &config.plans[0].source else {
+        panic!("not postgres")
+    };
+    assert_eq!(
+        password,
+        &Some(SecretRef::File(PathBuf::from("/etc/lifeboat/pg.pass")))
+    );
+}
+
+#[test]
+fn postgres_source_errors_name_the_key() {
+    let message = error_at(
+        &with_source(r#"kind = "postgres", url = "postgres://app:hunter2@db/app""#),
+        12,
+        "plans[0].source.url",
+    );
+    assert!(message.contains("password_env"), "{message}");
+    assert!(message.contains("password_file"), "{message}");
+    error_at(
+        &with_source(r#"kind = "postgres", url = "postgres://db/app?password=x""#),
+        12,
+        "plans[0].source.url",
+    );
+    error_at(
+        &with_source(r#"kind = "postgres", url = "mysql://db/app""#),
+        12,
+        "plans[0].source.url",
+    );
+    error_at(
+        &with_source(r#"kind = "postgres""#),
+        12,
+        "plans[0].source.url",
+    );
+    error_at(
+        &with_source(
+            r#"kind = "postgres", url = "postgres://db/app", password_env = "A", password_file = "f""#,
+        ),
+        12,
+        "plans[0].source.password_env",
+    );
+    error_at(
+        &with_source(r#"kind = "postgres", url = "postgres://db/app", password_env = "$A""#),
+        12,
+        "plans[0].source.password_env",
+    );
+    let dup = r#"kind = "postgres", url = "postgres://db/app", probes = [{ name = "a", sql = "select 1" }, { name = "a", sql = "select 2" }]"#;
+    error_at(&with_source(dup), 12, "plans[0].source.probes[1].name");
+    let empty =
+        r#"kind = "postgres", url = "postgres://db/app", probes = [{ name = "a", sql = " ; " }]"#;
+    error_at(&with_source(empty), 12, "plans[0].source.probes[0].sql");
+    let unknown =
+        r#"kind = "postgres", url = "postgres://db/app", probes = [{ name = "a", query = "x" }]"#;
+    assert!(parse(&with_source(unknown)).is_err());
+    error_at(
+        &with_source(r#"kind = "postgres", url = "postgres://db/app", path = "/x""#),
+        12,
+        "plans[0].source.path",
+    );
+}
+
+#[test]
+fn command_sources_need_a_command_and_a_restore_command() {
+    let config = parse(&with_source(
+        r#"kind = "command", command = ["etcdctl", "snapshot", "save", "/dev/stdout"], restore_command = ["sh", "-c", "cat > /tmp/x"]"#,
+    ))
+    .unwrap();
+    assert_eq!(
+        config.plans[0].source,
+        SourceConfig::Command {
+            command: vec![
+                "etcdctl".into(),
+                "snapshot".into(),
+                "save".into(),
+                "/dev/stdout".into()
+            ],
+            restore_command: vec!["sh".into(), "-c".into(), "cat > /tmp/x".into()],
+            verify_command: None,
+        }
+    );
+    error_at(
+        &with_source(r#"kind = "command", restore_command = ["x"]"#),
+        12,
+        "plans[0].source.command",
+    );
+    error_at(
+        &with_source(r#"kind = "command", command = ["x"]"#),
+        12,
+        "plans[0].source.restore_command",
+    );
+    error_at(
+        &with_source(r#"kind = "command", command = [], restore_command = ["x"]"#),
+        12,
+        "plans[0].source.command",
+    );
+    error_at(
+        &with_source(
+            r#"kind = "command", command = ["x"], restore_command = ["x"], verify_command = [""]"#,
+        ),
+        12,
+        "plans[0].source.verify_command[0]",
+    );
+    error_at(
+        &with_source(
+            r#"kind = "command", command = ["x"], restore_command = ["x"], url = "postgres://db/a""#,
+        ),
+        12,
+        "plans[0].source.url",
     );
 }

@@ -20,6 +20,7 @@ use crate::config::Config;
 
 pub mod alerts;
 pub mod metrics;
+pub mod restore_tests;
 pub mod runner;
 pub mod schedule;
 
@@ -131,6 +132,12 @@ impl Executor {
                 break;
             }
             out.push(self.run_plan(&d, cancel).await?);
+        }
+        for d in restore_tests::due_restore_tests(&self.config, &self.catalog, now).await? {
+            if cancel.is_cancelled() {
+                break;
+            }
+            out.push(self.run_restore_test(&d, cancel).await?);
         }
         Ok(out)
     }

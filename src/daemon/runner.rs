@@ -73,6 +73,22 @@ pub async fn run_daemon(
             }
             Err(e) => tracing::error!(error = %format!("{e:#}"), "schedule check failed"),
         }
+        // Restore tests (`verify_schedule`) run beside backups, one per plan at a time.
+        match super::restore_tests::due_restore_tests(&exec.config, &exec.catalog, now).await {
+            Ok(due) => {
+                for d in due {
+                    let key = super::restore_tests::occurrence_key(&d.plan);
+                    if !running.insert(key.clone()) {
+                        continue;
+                    }
+                    let (exec, cancel) = (exec.clone(), cancel.clone());
+                    tasks.spawn(async move { (key, exec.run_restore_test(&d, &cancel).await) });
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "restore test schedule check failed")
+            }
+        }
         // Sleep until the tick ends or a run finishes (its plan may be due again).
         let sleep = super::sleep_or_cancel(opts.tick, &cancel);
         tokio::select! {

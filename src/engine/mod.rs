@@ -12,9 +12,13 @@ use crate::config::Config;
 
 pub mod backup;
 pub mod restore;
+pub mod restore_test;
+pub mod stream;
 
 pub use backup::{backup, BackupReport};
 pub use restore::{restore, RestoreRequest, RestoreResult};
+pub use restore_test::{restore_tests, RestoreTestOutcome, RestoreTestRequest};
+pub use stream::{restore_stream, StreamRestoreRequest, StreamTarget};
 
 /// What the engine needs from the key configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

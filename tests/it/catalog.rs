@@ -19,6 +19,7 @@ fn manifest(plan: &str, time: i64) -> Manifest {
         host: "h".into(),
         time,
         end_time: time + 5,
+        committed_ns: 0,
         source: SourceInfo {
             kind: "dir".into(),
             location: "/srv".into(),

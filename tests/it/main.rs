@@ -2,6 +2,7 @@
 //! graph). Each area is a module; shared helpers live in `common`.
 
 mod catalog;
+mod command;
 mod common;
 mod config;
 mod crash;
@@ -14,4 +15,5 @@ mod keys;
 mod logs;
 mod ops;
 mod pg;
+mod pgsource;
 mod roundtrip;

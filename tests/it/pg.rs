@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// Roles in this group authenticate with a password (scram-sha-256); see [`password_role`].
+pub const PASSWORD_GROUP: &str = "lb_password_auth";
+
 pub struct PgServer {
     pub port: u16,
 }
@@ -90,6 +93,15 @@ fn start() -> PgServer {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // Members of PASSWORD_GROUP must give a password (tests of wrong passwords); everyone
+    // else is trusted. The group need not exist yet: membership is checked per connection.
+    let hba = data.join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+    std::fs::write(
+        &hba,
+        format!("host all +{PASSWORD_GROUP} 127.0.0.1/32 scram-sha-256\n{rules}"),
+    )
+    .expect("write pg_hba.conf");
     let port = free_port();
     let opts = format!(
         "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
@@ -135,6 +147,34 @@ fn start() -> PgServer {
 pub fn server() -> &'static PgServer {
     static SERVER: OnceLock<PgServer> = OnceLock::new();
     SERVER.get_or_init(start)
+}
+
+/// A login role that must authenticate with `password`, owning database `db` (created);
+/// returns the database URL without the password.
+pub fn password_role(role: &str, password: &str) -> String {
+    let server = server();
+    let db = format!("{role}_db");
+    let statements = [
+        format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{PASSWORD_GROUP}') \
+             THEN CREATE ROLE {PASSWORD_GROUP} NOLOGIN; END IF; END $$"
+        ),
+        format!("CREATE ROLE {role} LOGIN PASSWORD '{password}' IN ROLE {PASSWORD_GROUP}"),
+        format!("CREATE DATABASE {db} OWNER {role}"),
+    ];
+    for statement in &statements {
+        let out = as_postgres(&bin_dir().join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
+            .arg(statement)
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "{statement}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    format!("postgres://{role}@127.0.0.1:{}/{db}", server.port)
 }
 
 /// A fresh, empty database on the shared server; returns its URL.

@@ -315,7 +315,6 @@ fn restore_refuses_non_empty_target_without_overwrite() {
 /// `latest` is the last snapshot taken, even when several are taken within one second
 /// (a retry, or a manual run right after the scheduled one).
 #[test]
-#[ignore = "bug: manifests carry whole-second times and Repository::list_snapshots (crates/repo/src/repo.rs) sorts by (time, end_time) only, so snapshots taken within one second tie and `latest` picks one by random id order"]
 fn latest_is_the_last_backup_even_within_one_second() {
     let ws = Workspace::new();
     ws.init();

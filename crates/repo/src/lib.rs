@@ -20,6 +20,7 @@ pub mod replicate;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;
+pub mod stream;
 pub mod tree;
 pub mod verify;
 pub mod writer;

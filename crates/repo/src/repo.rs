@@ -441,11 +441,43 @@ impl Repository {
         )))
     }
 
-    /// Load every index file of every available region.
+    /// List `prefix` in every available region. A region whose listing fails is left out
+    /// (and named in the second result) as long as one region answers: one region failing
+    /// must not stop a restore or a backup that the other region can serve.
+    pub async fn list_everywhere(
+        &self,
+        prefix: &str,
+    ) -> Result<(
+        Vec<(usize, Vec<crate::backend::ObjectInfo>)>,
+        Vec<(String, String)>,
+    )> {
+        let mut listed = Vec::new();
+        let mut failed = Vec::new();
+        for i in self.read_order() {
+            match self.regions[i].backend.list(prefix).await {
+                Ok(objects) => listed.push((i, objects)),
+                Err(e) => {
+                    tracing::warn!(region = %self.regions[i].name, prefix, error = %e, "listing failed; using the other regions");
+                    failed.push((self.regions[i].name.clone(), e.to_string()));
+                }
+            }
+        }
+        if listed.is_empty() {
+            let detail: Vec<String> = failed.iter().map(|(r, e)| format!("{r}: {e}")).collect();
+            return Err(RepoError::Invalid(format!(
+                "no region could list {prefix}: {}",
+                detail.join("; ")
+            )));
+        }
+        Ok((listed, failed))
+    }
+
+    /// Load every index file of every available region that can be listed. A region that
+    /// cannot be listed contributes nothing, so nothing counts as stored there.
     pub async fn load_index(&self) -> Result<Index> {
         let mut names: BTreeMap<String, u64> = BTreeMap::new();
-        for i in self.read_order() {
-            for o in self.regions[i].backend.list("index/").await? {
+        for (i, objects) in self.list_everywhere("index/").await?.0 {
+            for o in objects {
                 *names.entry(o.name).or_default() |= 1 << i;
             }
         }
@@ -483,9 +515,18 @@ impl Repository {
 
     /// Every snapshot in any available region, oldest first, with the regions holding it.
     pub async fn list_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        Ok(self.list_snapshots_detailed().await?.0)
+    }
+
+    /// Like [`list_snapshots`](Self::list_snapshots), and also the regions whose listing
+    /// failed (their `regions` membership is unknown, not "absent").
+    pub async fn list_snapshots_detailed(
+        &self,
+    ) -> Result<(Vec<SnapshotEntry>, Vec<(String, String)>)> {
         let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for i in self.read_order() {
-            for o in self.regions[i].backend.list("snapshots/").await? {
+        let (listed, failed) = self.list_everywhere("snapshots/").await?;
+        for (i, objects) in listed {
+            for o in objects {
                 names
                     .entry(o.name)
                     .or_default()
@@ -509,8 +550,14 @@ impl Repository {
                 regions,
             });
         }
-        out.sort_by_key(|s| (s.manifest.time, s.manifest.end_time));
-        Ok(out)
+        out.sort_by_key(|s| {
+            (
+                s.manifest.time,
+                s.manifest.committed_ns,
+                s.manifest.end_time,
+            )
+        });
+        Ok((out, failed))
     }
 
     /// Find a snapshot by full id, unique id prefix, or `latest` (of `plan` when given).

@@ -20,6 +20,10 @@ pub struct Manifest {
     pub time: i64,
     /// End of the backup.
     pub end_time: i64,
+    /// When the manifest was sealed, nanoseconds since the epoch (set by the writer at
+    /// commit): orders snapshots taken within the same second. 0 in older manifests.
+    #[serde(default)]
+    pub committed_ns: i64,
     pub source: SourceInfo,
     /// The root tree blob.
     pub root: Id,

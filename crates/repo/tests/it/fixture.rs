@@ -117,6 +117,7 @@ pub fn manifest(root: Id) -> Manifest {
         host: "test-host".into(),
         time: 1_700_000_000,
         end_time: 1_700_000_001,
+        committed_ns: 0,
         source: SourceInfo {
             kind: "test".into(),
             location: "memory".into(),

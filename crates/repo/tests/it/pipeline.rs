@@ -200,7 +200,6 @@ async fn crash_between_index_and_manifest_shows_nothing_and_packs_are_reused() {
 /// region is a read too. Here r0 answers `get` but every `list` fails — a role missing
 /// `s3:ListBucket`, or an outage that starts after the repository was opened.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: Repository::list_snapshots and load_index (crates/repo/src/repo.rs) return the first region's list error instead of falling back, so one region failing `list` after open fails every restore and backup"]
 async fn listing_failure_in_one_region_falls_back_to_the_other() {
     let t = TestRepo::new(2).await;
     let repo = t.open().await;

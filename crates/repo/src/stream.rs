@@ -1,0 +1,196 @@
+//! Stream snapshots: one byte stream (a database dump, a command's stdout) stored as an
+//! ordinary snapshot whose root tree holds a single file node, and read back in order.
+//!
+//! Writing chunks the stream as it arrives ([`store_stream`]); nothing is spooled to disk.
+//! Reading ([`copy_stream`]) fetches the node's chunks in stream order through a small window
+//! of open packs (prefetched ahead, dropped after their last use), verifies every chunk
+//! (age authentication, keyed hash, length) before a byte of it reaches the sink, and checks
+//! the whole stream's length and BLAKE3 at the end. Memory is bounded by the window
+//! ([`PACK_WINDOW`] packs of ~16 MiB), never by the size of the stream.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsStr;
+use std::io::Read;
+use std::sync::Arc;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::chunker::chunk_stream;
+use crate::error::{RepoError, Result};
+use crate::pack::{BlobKind, OpenPack, PackEntry};
+use crate::progress::{Cancel, Progress};
+use crate::reader::{fetch_pack, BlobReader};
+use crate::repo::{ChunkerParams, Repository};
+use crate::tree::{Node, NodeKind, Tree};
+use crate::writer::BackupWriter;
+use crate::{Id, Index};
+
+/// Open packs held at once while reading a stream (prefetched ones included).
+pub const PACK_WINDOW: usize = 4;
+/// Beyond this many open packs (a stream whose chunks alternate between many old packs),
+/// the one needed last is dropped and fetched again when its turn comes.
+const MAX_OPEN_PACKS: usize = 8;
+
+/// Chunk `reader` into `writer` and return the file node `name` describing it (size, BLAKE3,
+/// chunks in order). Bytes read are counted in the writer's progress as they arrive.
+pub fn store_stream<R: Read>(
+    writer: &mut BackupWriter,
+    name: &str,
+    reader: R,
+    params: &ChunkerParams,
+    seed: u64,
+) -> Result<Node> {
+    let progress = writer.progress().clone();
+    let mut chunks = Vec::new();
+    let (size, hash) = chunk_stream(reader, params, seed, |chunk| {
+        progress.add_done(chunk.len() as u64);
+        chunks.push(writer.add(BlobKind::Data, chunk)?);
+        Ok(())
+    })?;
+    let mut node = Node::new(OsStr::new(name), NodeKind::File);
+    node.mode = 0o600;
+    node.mtime_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    node.size = size;
+    node.hash = Some(hash.to_hex().to_string());
+    node.chunks = chunks;
+    Ok(node)
+}
+
+/// Store the root tree of a stream snapshot: one directory holding `node`.
+pub fn store_root(writer: &mut BackupWriter, node: Node) -> Result<Id> {
+    writer.add_tree(&mut Tree { nodes: vec![node] })
+}
+
+/// The file node of a stream snapshot's root tree; an error if the tree is not one file.
+pub async fn stream_node(reader: &BlobReader, root: Id) -> Result<Node> {
+    let bytes = reader.read(&root).await?;
+    let tree = Tree::parse(&bytes, &format!("root tree {}", root.short()))?;
+    let mut files = tree.nodes.into_iter().filter(|n| n.kind == NodeKind::File);
+    match (files.next(), files.next()) {
+        (Some(node), None) => Ok(node),
+        _ => Err(RepoError::Invalid(format!(
+            "snapshot root {} is not a stream snapshot (one file); restore it into a directory",
+            root.short()
+        ))),
+    }
+}
+
+/// Write the content of `node` into `sink` in order, verifying every chunk before it is
+/// written and the whole stream (length and BLAKE3) at the end. On a verification error the
+/// sink has received only verified bytes, but not all of them: a consumer must treat the
+/// error as "the stream is incomplete". Needs the identity. Returns the bytes written.
+pub async fn copy_stream<W: AsyncWrite + Unpin>(
+    repo: &Arc<Repository>,
+    index: &Index,
+    node: &Node,
+    sink: &mut W,
+    progress: &Progress,
+    cancel: &Cancel,
+) -> Result<u64> {
+    repo.identity("restore")?;
+    let name = node.name.clone().unwrap_or_else(|| "stream".to_string());
+    let mut plan: Vec<(Id, PackEntry)> = Vec::with_capacity(node.chunks.len());
+    for (i, c) in node.chunks.iter().enumerate() {
+        plan.push(index.get(c).ok_or_else(|| {
+            RepoError::Corrupt(format!(
+                "{name}: chunk {i} ({}) is in no region's index (run `lifeboat verify`)",
+                c.short()
+            ))
+        })?);
+    }
+    let mut last_use: HashMap<Id, usize> = HashMap::new();
+    let mut order: Vec<Id> = Vec::new();
+    for (i, (pack, _)) in plan.iter().enumerate() {
+        if last_use.insert(*pack, i).is_none() {
+            order.push(*pack);
+        }
+    }
+    let chunk_key = *repo.writer().chunk_key();
+    let mut next_fetch = 0usize;
+    let mut inflight: VecDeque<(Id, tokio::task::JoinHandle<Result<Arc<OpenPack>>>)> =
+        VecDeque::new();
+    let mut open: HashMap<Id, Arc<OpenPack>> = HashMap::new();
+    let mut hasher = blake3::Hasher::new();
+    let mut written = 0u64;
+    let mut failed_at: Option<usize> = None;
+    let result = async {
+        for (i, (pack_id, entry)) in plan.iter().enumerate() {
+            cancel.check()?;
+            failed_at = Some(i);
+            while next_fetch < order.len() && inflight.len() + open.len() < PACK_WINDOW {
+                let id = order[next_fetch];
+                next_fetch += 1;
+                let repo = repo.clone();
+                inflight.push_back((id, tokio::spawn(async move { fetch_pack(&repo, id).await })));
+            }
+            let pack = match open.get(pack_id) {
+                Some(p) => p.clone(),
+                None => loop {
+                    let (id, fetched) = match inflight.pop_front() {
+                        Some((id, task)) => (
+                            id,
+                            task.await
+                                .map_err(|e| RepoError::Invalid(format!("fetch task: {e}")))??,
+                        ),
+                        None => (*pack_id, fetch_pack(repo, *pack_id).await?),
+                    };
+                    progress.add_transferred(fetched.plain.len() as u64);
+                    open.insert(id, fetched.clone());
+                    if id == *pack_id {
+                        break fetched;
+                    }
+                },
+            };
+            let raw = pack.blob(&chunk_key, entry).map_err(|e| match e {
+                RepoError::Corrupt(m) => RepoError::Corrupt(format!("{name}: chunk {i}: {m}")),
+                other => other,
+            })?;
+            hasher.update(&raw);
+            sink.write_all(&raw).await?;
+            written += raw.len() as u64;
+            progress.add_done(raw.len() as u64);
+            if last_use.get(pack_id) == Some(&i) {
+                open.remove(pack_id);
+            }
+            while open.len() > MAX_OPEN_PACKS {
+                let furthest = open
+                    .keys()
+                    .filter(|k| *k != pack_id)
+                    .max_by_key(|k| last_use.get(*k).copied().unwrap_or(0))
+                    .copied();
+                match furthest {
+                    Some(k) => open.remove(&k),
+                    None => break,
+                };
+            }
+        }
+        sink.flush().await?;
+        Ok::<(), RepoError>(())
+    }
+    .await;
+    for (_, task) in inflight {
+        task.abort();
+    }
+    result.map_err(|e| match e {
+        RepoError::Corrupt(m) if !m.starts_with(&name) => {
+            RepoError::Corrupt(format!("{name}: chunk {}: {m}", failed_at.unwrap_or(0)))
+        }
+        other => other,
+    })?;
+    if written != node.size {
+        return Err(RepoError::Corrupt(format!(
+            "{name}: {written} bytes restored, the snapshot says {}",
+            node.size
+        )));
+    }
+    let got = hasher.finalize().to_hex().to_string();
+    if node.hash.as_deref() != Some(got.as_str()) {
+        return Err(RepoError::Corrupt(format!(
+            "{name}: restored content hash {got} differs from the snapshot's {}",
+            node.hash.as_deref().unwrap_or("(none)")
+        )));
+    }
+    Ok(written)
+}

@@ -1,0 +1,303 @@
+//! The `postgres` source: one database, dumped by `pg_dump` straight into the repository,
+//! with **probes** recorded from the very snapshot the dump reads.
+//!
+//! A backup opens a `REPEATABLE READ READ ONLY` transaction, exports its snapshot
+//! (`pg_export_snapshot()`), counts the rows of every user table and runs the plan's SQL
+//! probes in that transaction, then runs `pg_dump --snapshot=<id>`, so the counts and the
+//! dump describe the same instant; the transaction ends after `pg_dump` finishes.
+//!
+//! Format: `pg_dump --format=custom --compress=0`. Custom format keeps `pg_restore`'s
+//! selective restore (`-t`, `-n`, `-L`) and, from a file, parallel restore (`-j`); no
+//! compression because lifeboat compresses every chunk itself, and uncompressed bytes are
+//! what content-defined chunking can deduplicate from one day's dump to the next (a
+//! compressed dump changes everywhere after the first changed row). See docs/postgres.md.
+//!
+//! Secrets: the URL never holds a password (the config refuses one); a configured password
+//! reaches `pg_dump`/`pg_restore` only through their `PGPASSWORD` environment variable and
+//! lifeboat's own connection through sqlx's options, never a command line, a log or a
+//! manifest. Without one, libpq's own lookup applies (`~/.pgpass`, `PGPASSWORD`).
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use anyhow::{Context, Result};
+use serde_json::{json, Map, Value};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{Connection, Row};
+
+use crate::config::{SecretString, SqlProbe};
+
+/// The name of the dump inside a postgres snapshot's root tree.
+pub const DUMP_NAME: &str = "postgres.dump";
+/// Appended to "pg_dump: command not found".
+pub const CLIENT_HINT: &str = " (install the PostgreSQL client tools, e.g. `apt-get install postgresql-client`, at least the server's major version; `make deps` in this repository)";
+
+/// A database to connect to: URL without a password, and the password if configured.
+pub struct PgTarget<'a> {
+    pub url: &'a str,
+    pub password: Option<&'a SecretString>,
+}
+
+impl PgTarget<'_> {
+    fn options(&self) -> Result<PgConnectOptions> {
+        let mut opts = PgConnectOptions::from_str(self.url)
+            .with_context(|| format!("invalid PostgreSQL URL {}", redact(self.url)))?;
+        if let Some(p) = self.password {
+            opts = opts.password(p.expose());
+        }
+        Ok(opts.application_name("lifeboat"))
+    }
+
+    /// Connect, with an error that says which server and user, and what to check.
+    pub async fn connect(&self) -> Result<PgConnection> {
+        let opts = self.options()?;
+        PgConnection::connect_with(&opts).await.map_err(|e| {
+            let hint = match &e {
+                sqlx::Error::Database(d) if d.code().as_deref() == Some("28P01") => {
+                    " (wrong password: check the plan's source.password_env / password_file, or ~/.pgpass)"
+                }
+                sqlx::Error::Database(d) if d.code().as_deref() == Some("3D000") => {
+                    " (no such database)"
+                }
+                sqlx::Error::Io(_) => " (is the server running and reachable?)",
+                _ => "",
+            };
+            anyhow::anyhow!(
+                "connect to PostgreSQL {} as {}: {e}{hint}",
+                redact(self.url),
+                opts.get_username()
+            )
+        })
+    }
+
+    /// Environment for a libpq child (`pg_dump`, `pg_restore`): the password, when configured.
+    pub fn child_env(&self, cmd: &mut std::process::Command) {
+        if let Some(p) = self.password {
+            cmd.env("PGPASSWORD", p.expose());
+        }
+    }
+}
+
+/// The URL with any password removed, for messages.
+pub fn redact(url: &str) -> String {
+    crate::catalog::redact_url(url)
+}
+
+/// `url` pointing at database `db` instead (same server, user and parameters).
+pub fn with_database(url: &str, db: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let query = tail.find('?').map(|i| &tail[i..]).unwrap_or("");
+    format!("{scheme}://{authority}/{db}{query}")
+}
+
+/// The database name of a URL, if it names one.
+pub fn database_of(url: &str) -> Option<String> {
+    PgConnectOptions::from_str(url)
+        .ok()
+        .and_then(|o| o.get_database().map(str::to_string))
+}
+
+/// `"schema"."name"`, quoted for SQL.
+pub fn quote_ident(schema: &str, name: &str) -> String {
+    format!(
+        "\"{}\".\"{}\"",
+        schema.replace('"', "\"\""),
+        name.replace('"', "\"\"")
+    )
+}
+
+/// Ordinary and partitioned-leaf tables outside the system schemas, as (schema, name).
+pub async fn user_tables(conn: &mut PgConnection) -> Result<Vec<(String, String)>> {
+    let rows = sqlx::query(
+        "SELECT n.nspname::text AS schema, c.relname::text AS name FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+         AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+         AND c.relpersistence <> 't' \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .context("list tables")?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("schema")?, r.try_get("name")?)))
+        .collect()
+}
+
+/// Row counts of every user table, keyed `schema.table`.
+pub async fn row_counts(conn: &mut PgConnection) -> Result<BTreeMap<String, i64>> {
+    let mut counts = BTreeMap::new();
+    for (schema, name) in user_tables(conn).await? {
+        let sql = format!("SELECT count(*) FROM {}", quote_ident(&schema, &name));
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&mut *conn)
+            .await
+            .with_context(|| format!("count rows of {schema}.{name}"))?;
+        counts.insert(format!("{schema}.{name}"), n);
+    }
+    Ok(counts)
+}
+
+/// A SQL probe's result as canonical text: its rows as a JSON array (PostgreSQL renders it,
+/// so the same data gives the same text on any server).
+pub async fn run_probe(conn: &mut PgConnection, sql: &str) -> Result<String> {
+    let wrapped = format!("SELECT coalesce(json_agg(t)::text, '[]') FROM ({sql}) AS t");
+    sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(wrapped))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(anyhow::Error::new)
+}
+
+/// An open dump transaction: the snapshot `pg_dump` must use, and the probes taken in it.
+pub struct DumpSession {
+    conn: PgConnection,
+    pub snapshot: String,
+    pub probes: Map<String, Value>,
+}
+
+/// Open the dump transaction, export its snapshot and take the probes.
+pub async fn begin_dump(target: &PgTarget<'_>, probes: &[SqlProbe]) -> Result<DumpSession> {
+    let mut conn = target.connect().await?;
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut conn)
+        .await
+        .context("begin the dump transaction")?;
+    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+        .fetch_one(&mut conn)
+        .await
+        .context("export the dump snapshot")?;
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&mut conn)
+        .await
+        .context("server version")?;
+    let counts = row_counts(&mut conn).await?;
+    let mut sql = Map::new();
+    for p in probes {
+        let result = run_probe(&mut conn, &p.sql)
+            .await
+            .with_context(|| format!("SQL probe {:?}", p.name))?;
+        sql.insert(p.name.clone(), json!({ "sql": p.sql, "result": result }));
+    }
+    let mut map = Map::new();
+    map.insert("server_version".into(), json!(version));
+    map.insert("dump_format".into(), json!("pg_dump custom, uncompressed"));
+    map.insert("tables".into(), json!(counts));
+    if !sql.is_empty() {
+        map.insert("sql".into(), Value::Object(sql));
+    }
+    Ok(DumpSession {
+        conn,
+        snapshot,
+        probes: map,
+    })
+}
+
+impl DumpSession {
+    /// End the read-only transaction (after `pg_dump` has finished with the snapshot).
+    pub async fn end(mut self) {
+        let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+        let _ = self.conn.close().await;
+    }
+}
+
+/// `pg_dump` of `target` in the exported `snapshot`, writing the archive to stdout.
+pub fn pg_dump_command(target: &PgTarget<'_>, snapshot: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new("pg_dump");
+    cmd.args(["--format=custom", "--compress=0", "--no-password"])
+        .arg(format!("--snapshot={snapshot}"))
+        .arg(format!("--dbname={}", target.url));
+    target.child_env(&mut cmd);
+    cmd
+}
+
+/// Up to five user relations of the connected database, to refuse a non-empty target.
+pub async fn existing_relations(conn: &mut PgConnection) -> Result<(i64, Vec<String>)> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+         AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .context("inspect the target database")?;
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n \
+         ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S') \
+         AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+         AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+         ORDER BY 1 LIMIT 5",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .context("inspect the target database")?;
+    Ok((count, names))
+}
+
+/// Compare what a restored database holds with the probes recorded at backup time. Every
+/// difference is one line naming the table or probe; empty means they match.
+pub async fn compare_probes(
+    conn: &mut PgConnection,
+    recorded: &Map<String, Value>,
+) -> Result<Vec<String>> {
+    let mut diffs = Vec::new();
+    let expected: BTreeMap<String, i64> = recorded
+        .get("tables")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_i64().unwrap_or(-1)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let got = row_counts(conn).await?;
+    for (table, want) in &expected {
+        match got.get(table) {
+            None => diffs.push(format!(
+                "table {table}: missing after restore ({want} rows at backup)"
+            )),
+            Some(n) if n != want => diffs.push(format!(
+                "table {table}: {n} rows after restore, {want} at backup"
+            )),
+            Some(_) => {}
+        }
+    }
+    for (table, n) in &got {
+        if !expected.contains_key(table) {
+            diffs.push(format!(
+                "table {table}: present after restore ({n} rows), not at backup"
+            ));
+        }
+    }
+    if let Some(sql) = recorded.get("sql").and_then(Value::as_object) {
+        for (name, probe) in sql {
+            let query = probe.get("sql").and_then(Value::as_str).unwrap_or_default();
+            let want = probe
+                .get("result")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            match run_probe(conn, query).await {
+                Ok(result) if result == want => {}
+                Ok(result) => diffs.push(format!(
+                    "probe {name:?}: {result} after restore, {want} at backup"
+                )),
+                Err(e) => diffs.push(format!("probe {name:?}: failed after restore: {e}")),
+            }
+        }
+    }
+    Ok(diffs)
+}
+
+/// Run one statement that cannot run in a transaction (CREATE/DROP DATABASE).
+pub async fn admin(target: &PgTarget<'_>, sql: String) -> Result<()> {
+    let mut conn = target.connect().await?;
+    let res = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+        .execute(&mut conn)
+        .await;
+    let _ = conn.close().await;
+    res.with_context(|| sql)?;
+    Ok(())
+}
