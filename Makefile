@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEMO ?= $(CURDIR)/target/demo
 LB := $(CURDIR)/target/debug/lifeboat
 
-.PHONY: all build demo deps test test-rust test-terraform bench lint fmt clean-demo
+.PHONY: all build demo deps test test-rust test-terraform bench bench-pg lint fmt clean-demo
 
 all: build
 
@@ -58,9 +58,14 @@ test-rust:
 test-terraform:
 	bash terraform/check.sh
 
-## bench: release build, peers side by side (restic), ratios.
+## bench: release build, peers side by side (restic), ratios; then the PostgreSQL case.
 bench:
 	bash tests/bench/run.sh
+	bash tests/bench/pg.sh
+
+## bench-pg: only the PostgreSQL case (pgbench database; pg_dump | zstd and restic --stdin beside).
+bench-pg:
+	bash tests/bench/pg.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
