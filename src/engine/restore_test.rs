@@ -292,9 +292,13 @@ async fn pg_test(
         url: &admin_url,
         password: password.as_ref(),
     };
-    postgres::admin(&admin, format!("CREATE DATABASE \"{name}\""))
-        .await
-        .context("create the scratch database (the scratch_url user needs CREATEDB)")?;
+    // template0: nothing a site added to template1 can collide with the dump's objects.
+    postgres::admin(
+        &admin,
+        format!("CREATE DATABASE \"{name}\" TEMPLATE template0"),
+    )
+    .await
+    .context("create the scratch database (the scratch_url user needs CREATEDB)")?;
     let scratch_db_url = postgres::with_database(&admin_url, &name);
     let scratch_db = PgTarget {
         url: &scratch_db_url,
@@ -315,11 +319,15 @@ async fn pg_test(
         Ok::<(), anyhow::Error>(())
     }
     .await;
-    let dropped = postgres::admin(
+    let mut dropped = postgres::admin(
         &admin,
         format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
     )
     .await;
+    if dropped.is_err() {
+        // Before PostgreSQL 13 there is no FORCE; our own connections are closed by now.
+        dropped = postgres::admin(&admin, format!("DROP DATABASE IF EXISTS \"{name}\"")).await;
+    }
     if let Err(e) = dropped {
         tracing::error!(database = %name, error = %format!("{e:#}"), "could not drop the scratch database; drop it by hand");
         outcome.differences.push(format!(
