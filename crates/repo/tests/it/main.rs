@@ -6,3 +6,4 @@ mod replicate;
 mod fixture;
 mod malicious;
 mod pipeline;
+mod stream;
