@@ -271,7 +271,11 @@ fn run_due_runs_a_scheduled_restore_test_once_and_status_shows_it() {
     assert_eq!(rto["last_test_passed"], true, "{rto}");
     let v = ws.json(&["run-due"]);
     assert!(
-        !v["runs"].as_array().unwrap().iter().any(|r| r["plan"] == "cmd#restore-test"),
+        !v["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["plan"] == "cmd#restore-test"),
         "ran twice: {v}"
     );
 }
