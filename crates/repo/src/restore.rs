@@ -250,6 +250,7 @@ pub async fn restore_tree(
 
     let paths: Arc<Vec<PathBuf>> =
         Arc::new(plan.files.iter().map(|f| target.join(&f.path)).collect());
+    let names: Arc<Vec<PathBuf>> = Arc::new(plan.files.iter().map(|f| f.path.clone()).collect());
     let chunk_key = *repo.writer().chunk_key();
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -264,20 +265,29 @@ pub async fn restore_tree(
             let Some((pack_id, wants)) = queue.next() else {
                 break;
             };
-            let (repo, paths, progress, cancel) = (
+            let (repo, paths, names, progress, cancel) = (
                 repo.clone(),
                 paths.clone(),
+                names.clone(),
                 progress.clone(),
                 cancel.clone(),
             );
             set.spawn(async move {
                 cancel.check()?;
-                let pack = fetch_pack(&repo, pack_id).await?;
+                // A damaged pack is reported with the files it would have filled.
+                let pack = fetch_pack(&repo, pack_id)
+                    .await
+                    .map_err(|e| name_files(e, &wants, &names))?;
                 progress.add_transferred(pack.plain.len() as u64);
                 tokio::task::spawn_blocking(move || -> Result<()> {
                     let mut open: Option<(usize, File)> = None;
                     for (entry, fi, offset) in wants {
-                        let raw = pack.blob(&chunk_key, &entry)?;
+                        let raw = pack.blob(&chunk_key, &entry).map_err(|e| match e {
+                            RepoError::Corrupt(m) => {
+                                RepoError::Corrupt(format!("{}: {m}", names[fi].display()))
+                            }
+                            other => other,
+                        })?;
                         if open.as_ref().is_none_or(|(i, _)| *i != fi) {
                             open = Some((fi, open_for_write(&paths[fi])?));
                         }
@@ -342,6 +352,25 @@ pub async fn restore_tree(
         report.dirs += 1;
     }
     Ok(report)
+}
+
+/// `e`, when it says data is corrupt, with the files that needed the pack's chunks.
+fn name_files(e: RepoError, wants: &[Want], names: &[PathBuf]) -> RepoError {
+    let RepoError::Corrupt(m) = e else {
+        return e;
+    };
+    let mut files: Vec<usize> = wants.iter().map(|(_, fi, _)| *fi).collect();
+    files.dedup();
+    let shown: Vec<String> = files
+        .iter()
+        .take(5)
+        .map(|&fi| names[fi].display().to_string())
+        .collect();
+    let more = match files.len().saturating_sub(shown.len()) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    RepoError::Corrupt(format!("files {}{more}: {m}", shown.join(", ")))
 }
 
 pub(crate) fn hash_file(path: &Path) -> Result<String> {
