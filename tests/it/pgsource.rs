@@ -417,3 +417,45 @@ fn pgsource_wrong_password_is_a_clear_error_and_the_password_is_never_shown() {
     assert_eq!(out.status.code(), Some(5), "{text}");
     assert!(text.contains("LB_TEST_PGPASSWORD"), "{text}");
 }
+
+#[test]
+fn pgsource_compare_probes_names_every_table_and_probe_that_differs() {
+    use lifeboat::source::postgres::{compare_probes, PgTarget};
+    let db = pg::database();
+    psql(&db, SCHEMA);
+    let recorded = serde_json::json!({
+        "tables": {
+            "public.users": 5,
+            "public.orders": 500,
+            "public.gone": 7,
+            "billing.Invoices": 30,
+        },
+        "sql": {
+            "active users": { "sql": "select count(*) from users where active", "result": "[{\"count\":99}]" },
+            "names": { "sql": "select name from users where id = 1", "result": "[{\"name\":\"Zoë\"}]" },
+        },
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let diffs = rt.block_on(async {
+        let target = PgTarget {
+            url: &db,
+            password: None,
+        };
+        let mut conn = target.connect().await.unwrap();
+        compare_probes(&mut conn, recorded.as_object().unwrap())
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        diffs,
+        vec![
+            "table public.gone: missing after restore (7 rows at backup)".to_string(),
+            "table public.users: 4 rows after restore, 5 at backup".to_string(),
+            "probe \"active users\": [{\"count\":3}] after restore, [{\"count\":99}] at backup"
+                .to_string(),
+        ]
+    );
+}
