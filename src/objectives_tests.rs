@@ -30,6 +30,7 @@ fn snap(id: &str, time: i64, present: &[&str], bytes: i64) -> SnapshotRow {
         plan: "app".into(),
         time,
         end_time: time + 60,
+        committed_ns: 0,
         host: "h".into(),
         source: "dir:/srv".into(),
         files: 1,

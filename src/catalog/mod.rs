@@ -33,11 +33,18 @@ pub use sync::sync;
 
 /// The schema, oldest first. A new migration appends a file and a line here; released
 /// migrations are never edited (sqlx checks their checksums).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "catalog",
-    include_str!("../../migrations/0001_catalog.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "catalog",
+        include_str!("../../migrations/0001_catalog.sql"),
+    ),
+    (
+        2,
+        "snapshot commit order",
+        include_str!("../../migrations/0002_snapshot_commit_order.sql"),
+    ),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -158,9 +165,14 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// A new random id (128 bits, hex).
+/// A new id: 32 hex digits, the creation time in nanoseconds then 64 random bits, so ids
+/// sort by creation time (runs started within the same second keep their order).
 pub fn new_id() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!("{nanos:016x}{}", hex::encode(rand::random::<[u8; 8]>()))
 }
 
 /// Seconds since the Unix epoch.

@@ -15,6 +15,8 @@ pub struct SnapshotRow {
     pub plan: String,
     pub time: i64,
     pub end_time: i64,
+    /// When the manifest was sealed (ns): orders snapshots of the same second.
+    pub committed_ns: i64,
     pub host: String,
     pub source: String,
     pub files: i64,
@@ -46,7 +48,8 @@ impl Catalog {
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO snapshots (id, region, plan, time, end_time, host, source, files, bytes, \
-             stored_bytes, present, seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             stored_bytes, present, seen_at, committed_ns) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (id, region) DO UPDATE SET present = excluded.present, seen_at = excluded.seen_at",
         )
         .bind(id.to_string())
@@ -64,6 +67,7 @@ impl Catalog {
         .bind(manifest.stats.stored_bytes as i64)
         .bind(i64::from(present))
         .bind(now())
+        .bind(manifest.committed_ns)
         .execute(self.pool())
         .await
         .context("catalog: record snapshot")?;
@@ -97,9 +101,9 @@ impl Catalog {
     /// Snapshots, oldest first (by time, then id), optionally of one plan.
     pub async fn snapshots(&self, plan: Option<&str>) -> Result<Vec<SnapshotRow>> {
         let rows = sqlx::query(
-            "SELECT id, region, plan, time, end_time, host, source, files, bytes, stored_bytes, \
-             present, verified, verified_at FROM snapshots WHERE ($1 = '' OR plan = $1) \
-             ORDER BY time, end_time, id, region",
+            "SELECT id, region, plan, time, end_time, committed_ns, host, source, files, bytes, \
+             stored_bytes, present, verified, verified_at FROM snapshots \
+             WHERE ($1 = '' OR plan = $1) ORDER BY time, committed_ns, end_time, id, region",
         )
         .bind(plan.unwrap_or_default().to_string())
         .fetch_all(self.pool())
@@ -132,6 +136,7 @@ fn snapshot_row(row: &AnyRow, id: String) -> Result<SnapshotRow> {
         plan: get_str(row, "plan")?,
         time: get_i64(row, "time")?,
         end_time: get_i64(row, "end_time")?,
+        committed_ns: get_i64(row, "committed_ns")?,
         host: get_str(row, "host")?,
         source: get_str(row, "source")?,
         files: get_i64(row, "files")?,
