@@ -48,6 +48,12 @@ pub async fn run(cli: &Cli, a: &Args<'_>) -> Result<Option<u8>> {
         "--include applies to directory plans; a {kind} snapshot is one stream"
     );
     let is_url = |t: &str| t.starts_with("postgres://") || t.starts_with("postgresql://");
+    if let Some(url) = a.to.filter(|t| is_url(t)) {
+        anyhow::ensure!(
+            crate::source::postgres::redact(url) == url && !url.contains("password="),
+            "--to: the URL contains a password, which would show in `ps` and the shell history: remove it and set PGPASSWORD or use ~/.pgpass"
+        );
+    }
     let target = match (&plan.source, a.to) {
         (_, Some("-")) => StreamTarget::Stdout,
         (SourceConfig::Postgres { .. }, Some(url)) if is_url(url) => StreamTarget::Postgres {

@@ -5,7 +5,8 @@
 #   day 1   `pgbench -i -s SCALE` (≈ 100 MB of dump per 10 of scale), then each tool backs up
 #   day 2   after `pgbench -t TX` transactions, each tool backs up again: time, and how much
 #           each repository grew (the dump is always whole; growth is what deduplication
-#           could not avoid)
+#           could not avoid); lifeboat's raw bytes in new chunks say how much of the dump
+#           deduplicated before compression
 #   restore each tool restores day 2 into a fresh database (pg_restore / psql), timed
 #
 # Knobs: BENCH_PG_SCALE=30  BENCH_PG_TX=2000  BENCH_DIR=target/bench
@@ -90,7 +91,8 @@ for day in 1 2; do
     echo "dump$day $DUMP" >> "$WORK/sizes"
     log "day $day: dump $DUMP bytes"
     before_lb=$(size "$REGION"); before_restic=$(size "$WORK/restic")
-    timed "lifeboat_backup$day" "$LB" backup pg >/dev/null
+    timed "lifeboat_backup$day" "$LB" backup pg --json > "$WORK/lb$day.json"
+    echo "lifeboat_new$day $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stats"]["new_bytes"])' "$WORK/lb$day.json")" >> "$WORK/sizes"
     timed "zstd_backup$day" sh -c "pg_dump -Fc -Z0 -d '$DB' | zstd -q -3 -T0 -f -o '$WORK/day$day.dump.zst'"
     timed "restic_backup$day" sh -c "pg_dump -Fc -Z0 -d '$DB' | restic backup -q --stdin --stdin-filename bench.dump >/dev/null"
     echo "lifeboat_growth$day $(( $(size "$REGION") - before_lb ))" >> "$WORK/sizes"
@@ -142,6 +144,8 @@ for r in rows:
     print(f"{r['tool']:<9} {r['backup1_s']:>7.1f} {r['backup1_MBps']:>6.0f} {r['growth1_MB']:>7.1f} "
           f"{r['backup2_s']:>7.1f} {r['backup2_MBps']:>6.0f} {r['growth2_MB']:>9.1f} "
           f"{r['restore_s']:>10.1f} {r['restore_MBps']:>6.0f} {max(r['backup1_rss_MB'], r['restore_rss_MB']):>7.0f}")
+print(f"lifeboat raw bytes in new chunks: day 1 {mb(s['lifeboat_new1']):.0f} MB, day 2 {mb(s['lifeboat_new2']):.0f} MB "
+      f"({100 * s['lifeboat_new2'] / s['dump2']:.0f}% of the day-2 dump was not deduplicated)")
 print("zstd: a whole compressed dump per day (its '+MB' is that file); backup and restore times"
       " include pg_dump / pg_restore for every tool.")
 json.dump({"scale": int(scale), "transactions": int(tx), "sizes": s, "results": rows}, open(out, "w"), indent=2)

@@ -138,6 +138,10 @@ fn pgsource_backup_change_backup_restore_each_and_restore_test() {
     assert!(refused.contains("--force"), "{refused}");
     ws.ok(&["restore", "appdb", "--to", &target, "--force"]);
     assert_eq!(state(&target), day2);
+    let with_password = target.replace("postgres@", "postgres:hunter2@");
+    let refused = ws.fails(&["restore", "appdb", "--to", &with_password], 1);
+    assert!(refused.contains("PGPASSWORD"), "{refused}");
+    assert!(!refused.contains("hunter2"), "{refused}");
 
     // --to - writes the raw pg_restore archive to stdout.
     let out = ws.run(&["restore", "appdb", "--to", "-"]);
