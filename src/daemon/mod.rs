@@ -80,8 +80,15 @@ pub async fn due_plans(config: &Config, catalog: &Catalog, now: i64) -> Result<V
         let Some(expr) = &plan.schedule else {
             continue;
         };
-        let schedule = Schedule::parse(expr, plan.zone.as_deref())
-            .with_context(|| format!("plan {}", plan.name))?;
+        // One plan's bad schedule must not stop the others (`daemon` and `run-due` refuse
+        // to start with one; see `check_schedules`).
+        let schedule = match Schedule::parse(expr, plan.zone.as_deref()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(plan = %plan.name, error = %format!("{e:#}"), "plan skipped");
+                continue;
+            }
+        };
         let last = last_for(catalog, &plan.name).await?;
         if let Some(at) = due(&schedule, last, now) {
             out.push(Due {
@@ -91,6 +98,23 @@ pub async fn due_plans(config: &Config, catalog: &Catalog, now: i64) -> Result<V
         }
     }
     Ok(out)
+}
+
+/// Parse every plan's `schedule` and `verify_schedule` (with its zone); the error names
+/// the plan and the key.
+pub fn check_schedules(config: &Config) -> Result<()> {
+    for plan in &config.plans {
+        for (key, expr) in [
+            ("schedule", &plan.schedule),
+            ("verify_schedule", &plan.verify_schedule),
+        ] {
+            if let Some(expr) = expr {
+                Schedule::parse(expr, plan.zone.as_deref())
+                    .with_context(|| format!("plan {}: {key}", plan.name))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn last_for(catalog: &Catalog, plan: &str) -> Result<Option<i64>> {

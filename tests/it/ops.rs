@@ -249,6 +249,18 @@ fn run_due_runs_what_is_due_once() {
 }
 
 #[test]
+fn run_due_refuses_an_invalid_schedule() {
+    let ws = ready();
+    set_schedule(&ws, "0 25 * * *");
+    let out = ws.run(&["run-due"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("plan app-data: schedule"), "{err}");
+    let runs = json(&ws.ok(&["catalog", "runs", "--json"]));
+    assert_eq!(runs.as_array().unwrap().len(), 0);
+}
+
+#[test]
 fn run_due_stops_an_attempt_at_its_timeout() {
     let ws = ready();
     // Incompressible, so the backup takes long enough to be stopped.
