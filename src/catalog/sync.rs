@@ -29,6 +29,9 @@ pub struct SyncReport {
 }
 
 pub async fn sync(config: &Config, catalog: &Catalog, from: Option<&str>) -> Result<SyncReport> {
+    // Rows written after this (by a backup committing while we list) are newer than our
+    // listing and must survive it.
+    let started = super::now();
     let all = crate::storage::regions(config)?;
     let read_from: Vec<_> = match from {
         Some(name) => {
@@ -95,7 +98,9 @@ pub async fn sync(config: &Config, catalog: &Catalog, from: Option<&str>) -> Res
         let known: BTreeSet<String> = entries.iter().map(|e| e.id.to_hex()).collect();
         for row in catalog.snapshots(None).await? {
             if !known.contains(&row.id) {
-                catalog.delete_snapshot_row(&row.id, region).await?;
+                catalog
+                    .delete_snapshot_row(&row.id, region, started)
+                    .await?;
             }
         }
     }
@@ -111,10 +116,17 @@ pub async fn sync(config: &Config, catalog: &Catalog, from: Option<&str>) -> Res
 }
 
 impl Catalog {
-    pub async fn delete_snapshot_row(&self, id: &str, region: &str) -> Result<()> {
-        sqlx::query("DELETE FROM snapshots WHERE id = $1 AND region = $2")
+    /// Delete the row of `id` in `region` unless it was written at or after `seen_before`.
+    pub async fn delete_snapshot_row(
+        &self,
+        id: &str,
+        region: &str,
+        seen_before: i64,
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM snapshots WHERE id = $1 AND region = $2 AND seen_at < $3")
             .bind(id.to_string())
             .bind(region.to_string())
+            .bind(seen_before)
             .execute(self.pool())
             .await
             .context("catalog: delete snapshot row")?;

@@ -51,6 +51,10 @@ pub struct DaemonArgs {
     /// Longest time between two looks at the schedule.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     tick: Duration,
+    /// Re-read which snapshots each region holds this often ("0s" never), so a region that
+    /// loses data out of band shows as degraded.
+    #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
+    sync_every: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,6 +112,7 @@ pub async fn daemon(cli: &Cli, args: &DaemonArgs) -> Result<u8> {
         tick: args.tick.max(Duration::from_millis(100)),
         listen,
         alerter: Some(alerter),
+        sync_every: (!args.sync_every.is_zero()).then_some(args.sync_every),
     };
     run_daemon(exec, opts, cancel).await?;
     // SIGTERM is how a service manager stops the daemon: a clean stop, exit 0.

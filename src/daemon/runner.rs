@@ -20,6 +20,9 @@ pub struct DaemonOptions {
     /// Where to serve /metrics and /healthz (None: not served).
     pub listen: Option<std::net::SocketAddr>,
     pub alerter: Option<Alerter>,
+    /// Rebuild the catalog's snapshot rows from the regions this often (None: never), so a
+    /// region losing snapshots out of band shows in `status`, metrics and alerts.
+    pub sync_every: Option<Duration>,
 }
 
 /// Run until `cancel` fires; returns the runs it finished.
@@ -46,8 +49,26 @@ pub async fn run_daemon(
     let mut tasks: JoinSet<(String, Result<PlanRun>)> = JoinSet::new();
     let mut finished = Vec::new();
     tracing::info!(holder = %exec.holder, plans = exec.config.plans.len(), "daemon started");
+    let mut sync_task: Option<tokio::task::JoinHandle<()>> = None;
+    let mut last_sync: Option<std::time::Instant> = None;
     while !cancel.is_cancelled() {
         let now = catalog::now();
+        if let Some(every) = opts.sync_every {
+            let idle = sync_task.as_ref().is_none_or(|t| t.is_finished());
+            if idle && last_sync.is_none_or(|t| t.elapsed() >= every) {
+                last_sync = Some(std::time::Instant::now());
+                let (config, catalog) = (exec.config.clone(), exec.catalog.clone());
+                sync_task = Some(tokio::spawn(async move {
+                    match catalog::sync(&config, &catalog, None).await {
+                        Ok(r) => tracing::info!(
+                            snapshots = r.snapshots,
+                            "catalog synced from the regions"
+                        ),
+                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "catalog sync failed"),
+                    }
+                }));
+            }
+        }
         match exec.metrics.refresh(&exec.config, &exec.catalog, now).await {
             Ok(statuses) => {
                 if let Some(alerter) = &opts.alerter {
@@ -106,6 +127,10 @@ pub async fn run_daemon(
         collect(joined, &mut running, &mut finished);
     }
     if let Some(t) = metrics_task {
+        t.abort();
+    }
+    // A sync only reads the regions; the next one redoes an interrupted one.
+    if let Some(t) = sync_task {
         t.abort();
     }
     tracing::info!("daemon stopped");

@@ -337,3 +337,35 @@ fn webhooks_fire_once_per_incident_and_when_it_clears() {
     run_due(&ws);
     assert_eq!(got.lock().unwrap().len(), 8, "nothing more once cleared");
 }
+
+#[test]
+fn daemon_sync_notices_a_region_losing_a_snapshot() {
+    let ws = ready();
+    ws.ok(&["backup", "app-data"]);
+    let status = || {
+        json(&String::from_utf8_lossy(
+            &ws.run(&["status", "--json"]).stdout,
+        ))
+    };
+    assert_eq!(status()["plans"][0]["regions"][1]["health"], "ok");
+    // us-east-2 loses the snapshot behind lifeboat's back.
+    for entry in std::fs::read_dir(ws.path("us-east-2/snapshots")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let mut d = spawn_daemon(&ws, &["--listen", "none", "--sync-every", "1s"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = status();
+        if v["plans"][0]["regions"][1]["health"] == "degraded" {
+            assert_eq!(v["plans"][0]["rpo"]["level"], "breach", "{v}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon's sync never noticed: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, err) = terminate(&mut d);
+    assert_eq!(code, Some(0), "{err}");
+}
