@@ -67,8 +67,15 @@ pub enum RegionKind {
         /// An S3-compatible server's URL instead of AWS.
         endpoint: Option<String>,
         object_lock: Option<ObjectLock>,
+        /// The longest one S3 request may take, retries included: a region that accepts
+        /// connections but never answers fails after this, not never.
+        timeout: Duration,
     },
 }
+
+/// `timeout` of an s3 region when the file does not set it: room for a 16 MiB pack on a
+/// slow link, short enough that a frozen region fails a nightly backup over to the other.
+pub const DEFAULT_S3_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// S3 Object Lock retention put on every uploaded object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -340,7 +340,7 @@ impl Resolver<'_> {
         })
     }
 
-    fn duration(
+    pub(super) fn duration(
         &self,
         value: Option<&Spanned<String>>,
         key: &str,

@@ -60,6 +60,7 @@ pub(super) struct RawRegion {
     pub endpoint: Text,
     pub object_lock_days: Option<Spanned<u32>>,
     pub object_lock_mode: Text,
+    pub timeout: Text,
 }
 
 #[derive(Debug, Deserialize)]

@@ -90,6 +90,7 @@ impl Resolver<'_> {
                 "object_lock_mode",
                 raw.object_lock_mode.as_ref().map(Spanned::span),
             ),
+            ("timeout", raw.timeout.as_ref().map(Spanned::span)),
         ];
         let local_only = [("path", raw.path.as_ref().map(Spanned::span))];
         let misplaced = |keys: &[(&str, Option<Range<usize>>)], this: &str, other: &str| {
@@ -236,12 +237,18 @@ impl Resolver<'_> {
                     })
                 }
             };
+        let timeout = self.duration(
+            raw.timeout.as_ref(),
+            &format!("{key}.timeout"),
+            super::DEFAULT_S3_TIMEOUT,
+        )?;
         Ok(RegionKind::S3 {
             bucket: name.clone(),
             region: region_name.clone(),
             prefix,
             endpoint,
             object_lock,
+            timeout,
         })
     }
 }

@@ -122,6 +122,7 @@ verify_schedule = "0 5 * * 0"
                         days: 30,
                         mode: LockMode::Compliance,
                     }),
+                    timeout: crate::config::DEFAULT_S3_TIMEOUT,
                 },
                 preferred: true,
             },

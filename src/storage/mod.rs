@@ -3,26 +3,37 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use lifeboat_repo::backend::{ConcurrencyLimit, DynBackend, LocalBackend, Retry, RetryPolicy};
 use lifeboat_repo::Region;
 
 use crate::config::{Config, RegionConfig, RegionKind};
 
+pub mod s3;
+
+pub use s3::{S3Backend, S3Settings};
+
 /// Operations in flight per region.
 const REGION_CONCURRENCY: usize = 8;
 
 /// The backend for one configured region, wrapped for retry and concurrency.
+///
+/// S3 regions get no retry wrapper: the SDK client retries (bounded, see [`s3`]) within the
+/// region's `timeout`, and a second layer would multiply both the attempts and the time a
+/// frozen region takes to fail.
 pub fn backend(region: &RegionConfig) -> Result<DynBackend> {
-    let inner: DynBackend = match &region.kind {
-        RegionKind::Local { path } => Arc::new(LocalBackend::new(path.clone())),
-        RegionKind::S3 { .. } => bail!(
-            "region {}: kind \"s3\" is not available in this build yet; use kind = \"local\"",
-            region.name
+    let (inner, retry): (DynBackend, RetryPolicy) = match &region.kind {
+        RegionKind::Local { path } => (
+            Arc::new(LocalBackend::new(path.clone())),
+            RetryPolicy::default(),
         ),
+        RegionKind::S3 { .. } => {
+            let settings = S3Settings::from_kind(&region.kind).expect("an s3 region");
+            (Arc::new(S3Backend::new(settings)), RetryPolicy::none())
+        }
     };
     let limited: DynBackend = Arc::new(ConcurrencyLimit::new(inner, REGION_CONCURRENCY));
-    Ok(Arc::new(Retry::new(limited, RetryPolicy::default())))
+    Ok(Arc::new(Retry::new(limited, retry)))
 }
 
 /// Every configured region, in config order.
