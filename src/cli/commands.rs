@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::progress::Bar;
 use super::render::{bytes, rate, table, time};
-use super::{exit, load_config, Cli, Command, ConfigCommand, KeysCommand};
+use super::{exit, load_config, Cli, Command, ConfigCommand, KeysCommand, RegionsCommand};
 use crate::catalog::RunKind;
 use crate::engine::{self, KeyNeed, RestoreRequest};
 
@@ -123,6 +123,8 @@ pub async fn run(cli: &Cli) -> Result<u8> {
             limit,
             json,
         } => super::audit::run(cli, *verify, *limit, *json).await,
+        Command::Replicate { json } => super::regions::replicate(cli, *json).await,
+        Command::Regions(RegionsCommand::Check { json }) => super::regions::check(cli, *json).await,
     }
 }
 
@@ -393,6 +395,10 @@ async fn verify_cmd(cli: &Cli, read_data: Option<f64>, json: bool) -> Result<u8>
         cancel_on_signals(),
     )
     .await?;
+    let mut report = report;
+    report
+        .warnings
+        .extend(super::regions::lock_warnings(&config));
     if json {
         print_json(&serde_json::to_value(&report)?);
     } else {

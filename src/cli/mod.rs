@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod exit;
 mod history;
 mod progress;
+mod regions;
 mod render;
 mod restore_stream;
 mod status;
@@ -32,7 +33,8 @@ Configuration comes from --config, $LIFEBOAT_CONFIG, ./lifeboat.toml or /etc/lif
 (first found). Start with `lifeboat keys generate --dir keys` and `lifeboat config example`.",
     after_help = "Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 backup degraded (not in every region), \
 4 verification failed (also: audit chain broken), 5 key problem (missing identity, wrong key), \
-10 status warning, 11 status breach (objectives not met), 130 interrupted."
+10 status warning, 11 status breach (objectives not met), 130 interrupted. \
+`replicate` exits 3 while some region still lacks a snapshot."
 )]
 pub struct Cli {
     /// Path to lifeboat.toml.
@@ -174,6 +176,25 @@ pub enum Command {
         /// Only the newest N entries (the chain is always verified whole).
         #[arg(long, value_name = "N")]
         limit: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy to every region what it lacks (degraded snapshots, a new region): packs, then
+    /// index, then snapshots, each object verified. Idempotent; safe to interrupt and rerun.
+    Replicate {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The regions themselves: reachability, permissions, versioning, Object Lock.
+    #[command(subcommand)]
+    Regions(RegionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegionsCommand {
+    /// Per region: reachable, can list/put/get, can this identity delete (a warning for a
+    /// writer), versioning and Object Lock state, round-trip latency.
+    Check {
         #[arg(long)]
         json: bool,
     },
