@@ -29,3 +29,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq >/dev/null
   $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+
+# The S3 Object Lock tests run moto's S3 server (PyPI moto[server], pinned) from .venv-moto/:
+# it implements versioning and Object Lock, which the in-process s3s server does not.
+MOTO_VERSION=5.2.5
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+moto_venv="$repo_root/.venv-moto"
+if ! "$moto_venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('moto') != '$MOTO_VERSION')" 2>/dev/null \
+   || [ ! -x "$moto_venv/bin/moto_server" ]; then
+  echo "deps: installing moto[server]==$MOTO_VERSION into .venv-moto/ (pip)"
+  python3 -m venv "$moto_venv"
+  "$moto_venv/bin/pip" install -q "moto[server]==$MOTO_VERSION"
+fi
