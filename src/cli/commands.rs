@@ -399,6 +399,7 @@ async fn verify_cmd(cli: &Cli, read_data: Option<f64>, json: bool) -> Result<u8>
     report
         .warnings
         .extend(super::regions::lock_warnings(&config));
+    super::history::record_verify(&config, &report).await;
     if json {
         print_json(&serde_json::to_value(&report)?);
     } else {

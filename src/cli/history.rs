@@ -2,9 +2,12 @@
 //! fail because the history cannot be written (the object store is the source of truth), so
 //! catalog problems are logged as warnings here and the command goes on.
 
-use anyhow::Result;
+use std::collections::BTreeMap;
 
-use crate::catalog::{self, Catalog, RunKind};
+use anyhow::Result;
+use lifeboat_repo::verify::VerifyReport;
+
+use crate::catalog::{self, Catalog, Phase, RunEnd, RunKind};
 use crate::config::Config;
 use crate::engine::{BackupReport, RestoreResult};
 
@@ -46,6 +49,43 @@ impl History {
             warn(catalog::record::restore(c, id, res).await);
         }
     }
+}
+
+/// Record a `verify` run and, in each region where it found no problem, mark every snapshot
+/// the catalog knows there as verified.
+pub async fn record_verify(config: &Config, report: &VerifyReport) {
+    let Some(c) = open(config).await else {
+        return;
+    };
+    let Some(run) = warn(c.begin_run(RunKind::Verify, None, None).await) else {
+        return;
+    };
+    let now = catalog::now();
+    let snapshots = warn(c.snapshots(None).await).unwrap_or_default();
+    let mut regions = BTreeMap::new();
+    for name in report.regions.keys() {
+        let problems = report.problems.iter().filter(|p| &p.region == name).count();
+        if problems > 0 {
+            regions.insert(name.clone(), format!("{problems} problem(s)"));
+            continue;
+        }
+        regions.insert(name.clone(), "ok".to_string());
+        for s in snapshots.iter().filter(|s| s.present.contains(name)) {
+            warn(c.mark_verified(&s.id, name, now).await);
+        }
+    }
+    let end = RunEnd {
+        phase: Some(if report.ok() {
+            Phase::Succeeded
+        } else {
+            Phase::Failed
+        }),
+        regions,
+        error: (!report.ok()).then(|| format!("{} problem(s) found", report.problems.len())),
+        attempts: 1,
+        ..Default::default()
+    };
+    warn(c.end_run(&run, &end).await);
 }
 
 fn warn<T>(r: Result<T>) -> Option<T> {

@@ -140,6 +140,23 @@ fn backups_and_restores_are_recorded_as_runs() {
 }
 
 #[test]
+fn verify_marks_snapshots_verified_per_region() {
+    let ws = ready();
+    ws.ok(&["backup", "app-data"]);
+    let before = json(&ws.ok(&["catalog", "snapshots", "--json"]));
+    assert_eq!(before[0]["verified"], serde_json::json!([]));
+    ws.ok(&["verify"]);
+    let after = json(&ws.ok(&["catalog", "snapshots", "--json"]));
+    assert_eq!(
+        after[0]["verified"],
+        serde_json::json!(["us-east-2", "us-west-2"])
+    );
+    let runs = json(&ws.ok(&["catalog", "runs", "--json"]));
+    assert_eq!(runs[0]["kind"], "verify");
+    assert_eq!(runs[0]["phase"], "succeeded");
+}
+
+#[test]
 fn status_exit_codes_follow_the_objectives() {
     let ws = ready();
     // No snapshot: RPO breached.
