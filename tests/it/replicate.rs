@@ -90,6 +90,17 @@ fn kill_a_region_mid_backup_restore_from_the_survivor_then_replicate() {
 
     let listing = ok(ws, &["snapshots"]);
     assert!(!listing.contains("DEGRADED"), "{listing}");
+    // The catalog (where the RPO is computed) knows at once that us-east-2 holds them all,
+    // and has the replicate run.
+    let cached: serde_json::Value =
+        serde_json::from_str(&ok(ws, &["catalog", "snapshots", "--json"])).expect("json");
+    let snaps = cached.as_array().expect("array");
+    assert_eq!(snaps.len(), 2, "{cached}");
+    for s in snaps {
+        assert_eq!(s["missing"], serde_json::json!([]), "{cached}");
+    }
+    let runs = ok(ws, &["catalog", "runs", "--json"]);
+    assert!(runs.contains("\"replicate\""), "{runs}");
     let verify = ok(ws, &["verify", "--read-data"]);
     assert!(verify.contains("verify: ok"), "{verify}");
 
