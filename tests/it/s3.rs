@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use lifeboat::storage::s3::GET_PART;
 use lifeboat_repo::backend::{conformance, Backend, DynBackend};
 
 use crate::common::write;
@@ -93,6 +94,12 @@ async fn range_gets_read_only_the_range() {
         .await
         .unwrap();
     assert_eq!(&tail[..], &data[(1 << 20) - 10..], "clamped to the end");
+
+    // A whole object larger than one part is read as concurrent ranges and reassembled.
+    let big = random_bytes(2 * GET_PART as usize + 12345, 8);
+    b.put("data/cd/big", big.clone().into()).await.unwrap();
+    let got = b.get("data/cd/big", None).await.unwrap();
+    assert!(got == big, "{} bytes back, {} put", got.len(), big.len());
 }
 
 /// Two regions on two independent servers (each behind a proxy), repository initialised.
