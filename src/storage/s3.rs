@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_s3::config::retry::{RetryConfig, RetryPartition};
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, ResponseChecksumValidation, SharedCredentialsProvider,
+};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{BucketVersioningStatus, ObjectLockEnabled, ObjectLockMode};
@@ -150,8 +152,12 @@ impl S3Backend {
                 // client in the process shares one, and a region that is down would drain the
                 // retries of the healthy one.
                 let partition = RetryPartition::new(format!("lifeboat-s3-{}", s.bucket));
-                let mut config =
-                    aws_sdk_s3::config::Builder::from(&shared).retry_partition(partition);
+                // lifeboat checks every object it reads against its content id (or parses and
+                // authenticates it), so the SDK's own response checksums would only cost CPU.
+                // Uploads keep theirs: the server checks them before it stores anything.
+                let mut config = aws_sdk_s3::config::Builder::from(&shared)
+                    .retry_partition(partition)
+                    .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
                 if let Some(endpoint) = &s.endpoint {
                     config = config.endpoint_url(endpoint).force_path_style(true);
                 }
