@@ -8,10 +8,14 @@ use std::path::{Path, PathBuf};
 use crate::common::{assert_same_tree, capture, write, write_random, Workspace, XorShift};
 
 /// A source spanning several 16 MiB packs, backed up; returns the captured source.
+/// 54 MB of incompressible data: a pack is cut once it passes 16 MiB and a chunk adds at
+/// most 4 MiB, so two packs hold at most ~42 MB and three or more are certain whatever
+/// the (key-seeded) chunk boundaries.
 fn backed_up(ws: &Workspace) -> std::collections::BTreeMap<Vec<u8>, crate::common::EntryMeta> {
     let mut rng = XorShift::new(3);
     write_random(&ws.path("data/a.bin"), 18_000_000, &mut rng);
     write_random(&ws.path("data/sub/b.bin"), 18_000_000, &mut rng);
+    write_random(&ws.path("data/sub/c.bin"), 18_000_000, &mut rng);
     write(&ws.path("data/notes.txt"), &b"some text\n".repeat(1000));
     ws.init();
     let b = ws.json(&["backup", "app-data"]);
