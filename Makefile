@@ -49,8 +49,13 @@ demo: build
 deps:
 	@bash .ci/deps.sh
 
-## test: install what the tests need, then run every test.
-test: deps test-rust test-terraform
+## test: install what the tests need, then run every test (all suites run even when one
+## fails; the exit code is non-zero if any failed).
+test: deps
+	@rc=0; \
+	$(MAKE) --no-print-directory test-rust || rc=1; \
+	$(MAKE) --no-print-directory test-terraform || rc=1; \
+	exit $$rc
 
 test-rust:
 	$(CARGO) test --workspace --no-fail-fast
