@@ -164,7 +164,17 @@ pub fn password_role(role: &str, password: &str) -> String {
     ];
     for statement in &statements {
         let out = as_postgres(&bin_dir().join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &server.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+            ])
             .arg(statement)
             .output()
             .expect("run psql");

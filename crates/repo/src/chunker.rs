@@ -48,7 +48,9 @@ pub fn chunk_file<R: Read>(
         return chunk_stream(reader, params, seed, f);
     }
     let mut buf = Vec::with_capacity(size_hint as usize + 1);
-    (&mut reader).take(params.max as u64 + 1).read_to_end(&mut buf)?;
+    (&mut reader)
+        .take(params.max as u64 + 1)
+        .read_to_end(&mut buf)?;
     if buf.len() > params.max as usize {
         // The file grew past the in-memory limit while we read it: stream the rest.
         return chunk_stream(std::io::Cursor::new(buf).chain(reader), params, seed, f);
@@ -61,10 +63,16 @@ pub fn chunk_file<R: Read>(
         }
         return Ok((total, hash));
     }
-    let cuts: Vec<(usize, usize)> =
-        FastCDC::with_level_and_seed(&buf, params.min, params.avg, params.max, Normalization::Level1, seed)
-            .map(|c| (c.offset, c.length))
-            .collect();
+    let cuts: Vec<(usize, usize)> = FastCDC::with_level_and_seed(
+        &buf,
+        params.min,
+        params.avg,
+        params.max,
+        Normalization::Level1,
+        seed,
+    )
+    .map(|c| (c.offset, c.length))
+    .collect();
     if cuts.len() == 1 {
         f(buf)?;
     } else {
@@ -120,8 +128,14 @@ mod tests {
 
     #[test]
     fn in_memory_and_streaming_cut_identically() {
-        let p = ChunkerParams { min: 1024, avg: 4096, max: 16384 };
-        let data: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+        let p = ChunkerParams {
+            min: 1024,
+            avg: 4096,
+            max: 16384,
+        };
+        let data: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+            .collect();
         for len in [0usize, 10, 1024, 1025, 9000, 16384, 16385, 200_000] {
             let d = &data[..len];
             let mut mem = Vec::new();

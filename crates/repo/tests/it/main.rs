@@ -2,8 +2,8 @@
 //! and its dependencies are linked once (see STYLE.md).
 
 mod backend;
-mod replicate;
 mod fixture;
 mod malicious;
 mod pipeline;
+mod replicate;
 mod stream;
