@@ -9,7 +9,7 @@
 # local run's, and peak RSS bounded by the upload concurrency (packs in flight), not by the
 # data size: the corpus is run at two sizes and the S3 peak RSS must not grow with it.
 #
-# Knobs: BENCH_S3_MB="256 1024" (corpus sizes, MiB; incompressible + text mix)
+# Knobs: BENCH_S3_MB="512 2048" (corpus sizes, MiB; incompressible + text mix)
 #        BENCH_DIR=target/bench  BENCH_LIFEBOAT=PATH (skip the release build)
 # Output: a table on stdout and s3-<timestamp>.json under BENCH_DIR. Exit 1 if a target is
 # missed.
@@ -17,7 +17,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
-SIZES=${BENCH_S3_MB:-256 1024}
+SIZES=${BENCH_S3_MB:-512 2048}
 BENCH=${BENCH_DIR:-$ROOT/target/bench}
 mkdir -p "$BENCH"
 BENCH=$(cd "$BENCH" && pwd)
