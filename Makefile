@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEMO ?= $(CURDIR)/target/demo
 LB := $(CURDIR)/target/debug/lifeboat
 
-.PHONY: all build demo deps test test-rust test-terraform bench bench-pg lint fmt clean-demo
+.PHONY: all build demo deps test test-rust test-terraform bench bench-pg bench-s3 lint fmt clean-demo
 
 all: build
 
@@ -63,10 +63,16 @@ test-rust:
 test-terraform:
 	bash terraform/check.sh
 
-## bench: release build, peers side by side (restic), ratios; then the PostgreSQL case.
+## bench: release build, peers side by side (restic), ratios; then the PostgreSQL case and
+## the same backup/restore through a local S3 server against local directories.
 bench:
 	bash tests/bench/run.sh
 	bash tests/bench/pg.sh
+	bash tests/bench/s3.sh
+
+## bench-s3: only the S3 case (throughput through S3 as a fraction of local, peak RSS).
+bench-s3:
+	bash tests/bench/s3.sh
 
 ## bench-pg: only the PostgreSQL case (pgbench database; pg_dump | zstd and restic --stdin beside).
 bench-pg:
