@@ -1,27 +1,19 @@
 #!/usr/bin/env bash
 # Install what the tests need, idempotently and quietly when it is already there.
-# Debian packages: age (the format is checked against its CLI), zstd (the recovery
-# script in docs/FORMAT.md uses it). Other areas append their needs below.
 set -euo pipefail
 
+# Debian packages, each checked by what the tests run:
+#   age       the format is checked against its CLI
+#   zstd      the recovery script in docs/FORMAT.md uses it
+#   postgresql  catalog and postgres-source tests run a throwaway server as the postgres user
+#   prometheus  promtool checks deploy/prometheus/alerts.yml
 need_apt=()
 command -v age >/dev/null 2>&1 || need_apt+=(age)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
-
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "deps: installing ${need_apt[*]} (apt)"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq >/dev/null
-  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
-
-# Catalog tests run a throwaway PostgreSQL (Debian's server; the harness starts it as the
-# postgres user) and check the Prometheus rules with promtool (Debian package prometheus).
-need_apt=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "deps: installing ${need_apt[*]} (apt)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
