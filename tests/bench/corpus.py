@@ -188,11 +188,14 @@ def gen_dump(path, size_mb, seed):
 
 
 def every_100th(root):
+    """Every 100th regular file in sorted walk order (symlinks are not followed or counted)."""
     files = []
     for d, dirs, names in os.walk(root):
         dirs.sort()
         for name in sorted(names):
-            files.append(os.path.join(d, name))
+            path = os.path.join(d, name)
+            if not os.path.islink(path):
+                files.append(path)
     return files[::100]
 
 

@@ -2,12 +2,14 @@
 """Turn the raw measurements of tests/bench/run.sh into tables and one JSON file.
 
   report.py META.json RAW.jsonl OUT.json
+  report.py results-<timestamp>.json        print the tables of an earlier run again
 
 RAW has one JSON object per timed command ({corpus, tool, op, run, seconds, user, sys,
 rss_kb, load1}) or repository size ({corpus, tool, op: "repo_bytes", run, bytes}). Every
 figure in the tables is the median over the runs. MB = 10^6 bytes; throughput is the
 corpus size divided by the wall time, for every operation (day 2 included: it is the rate
-at which the tool gets through the whole source).
+at which the tool gets through the whole source). The ratio is restic's median time over
+lifeboat's; "per run" gives the ratio within each run, where both tools ran back to back.
 """
 
 import json
@@ -34,18 +36,23 @@ def fmt(x, spec):
 
 
 def main():
-    meta_path, raw_path, out_path = sys.argv[1:4]
-    with open(meta_path) as f:
-        meta = json.load(f)
-    rows = []
-    with open(raw_path) as f:
-        for line in f:
-            if line.strip():
-                rows.append(json.loads(line))
+    if len(sys.argv) == 2:
+        with open(sys.argv[1]) as f:
+            earlier = json.load(f)
+        meta, rows, out_path = earlier["meta"], earlier["runs"], None
+    else:
+        meta_path, raw_path, out_path = sys.argv[1:4]
+        with open(meta_path) as f:
+            meta = json.load(f)
+        rows = []
+        with open(raw_path) as f:
+            for line in f:
+                if line.strip():
+                    rows.append(json.loads(line))
 
     results = {"meta": meta, "corpora": [], "runs": rows}
     print()
-    print("lifeboat %s (%s) vs %s — %d cores, load %s before / %s after, runs per figure: %d, "
+    print("%s (%s) vs %s — %d cores, load %s before / %s after, runs per figure: %d, "
           "restores from a %s page cache" % (
               meta["lifeboat"], meta["lifeboat_source"], meta["restic"], meta["cores"],
               meta["load_before"], meta["load_after"], meta["runs"],
@@ -59,9 +66,9 @@ def main():
         print()
         print("## %s — %d files, %.0f MB" % (name, corpus["files"], size / 1e6))
         print()
-        print("| operation | lifeboat s | restic s | lifeboat MB/s | ratio restic/lifeboat | target "
+        print("| operation | lifeboat s | restic s | lifeboat MB/s | ratio restic/lifeboat | per run | target "
               "| peak RSS lifeboat / restic MB | CPU s lifeboat / restic |")
-        print("|---|---:|---:|---:|---:|---|---:|---:|")
+        print("|---|---:|---:|---:|---:|---|---|---:|---:|")
         for op, label in OPS:
             stat = {}
             for tool in ("lifeboat", "restic"):
@@ -83,14 +90,22 @@ def main():
             if target is not None and ratio is not None:
                 verdict = "≥ %.1f× %s" % (target, "met" if ratio >= target else "MISSED")
             rss_ok = lb and rc and lb["rss_mb"] <= rc["rss_mb"]
+            # Ratios of the runs taken side by side: the spread shows how noisy the machine was.
+            per_run = []
+            for run in sorted({r["run"] for r in mine}):
+                a = [r["seconds"] for r in mine if r["tool"] == "lifeboat" and r["op"] == op and r["run"] == run]
+                b = [r["seconds"] for r in mine if r["tool"] == "restic" and r["op"] == op and r["run"] == run]
+                if a and b and a[0] > 0:
+                    per_run.append(b[0] / a[0])
             stat["ratio"] = ratio
+            stat["ratio_per_run"] = per_run
             stat["target"] = target
             out["ops"][op] = stat
-            print("| %s | %s | %s | %s | %s | %s | %s / %s%s | %s / %s |" % (
+            print("| %s | %s | %s | %s | %s | %s | %s | %s / %s%s | %s / %s |" % (
                 label,
                 fmt(lb and lb["seconds"], ".2f"), fmt(rc and rc["seconds"], ".2f"),
                 fmt(lb and size / 1e6 / lb["seconds"], ".0f"),
-                fmt(ratio, ".2f"), verdict,
+                fmt(ratio, ".2f"), " ".join("%.2f" % x for x in per_run) or "-", verdict,
                 fmt(lb and lb["rss_mb"], ".0f"), fmt(rc and rc["rss_mb"], ".0f"),
                 "" if rss_ok else " (lifeboat higher)",
                 fmt(lb and lb["cpu_seconds"], ".1f"), fmt(rc and rc["cpu_seconds"], ".1f")))
@@ -110,9 +125,12 @@ def main():
                       fmt(lb_total and lb_total / 1e6, ".0f"),
                       fmt(rc_total and rc_total / 1e6, ".0f"), size / 1e6))
         results["corpora"].append(out)
+    print()
+    if out_path is None:
+        print("bench took %d s" % meta["seconds_total"])
+        return
     with open(out_path, "w") as f:
         json.dump(results, f, indent=1)
-    print()
     print("bench took %d s; JSON: %s" % (meta["seconds_total"], out_path))
 
 

@@ -271,6 +271,9 @@ corpus_meta() { # NAME SOURCE KIND
 
 rm -rf "$WORK" && mkdir -p "$WORK/logs"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOAD_BEFORE%% *}" -v n="$(nproc)" 'BEGIN {exit !(l > n / 2)}'; then
+    log "the machine is busy (load $LOAD_BEFORE on $(nproc) cores): times will be noisy; ratios less so"
+fi
 corpora_json=()
 for c in $CORPORA; do
     case $c in
