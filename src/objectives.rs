@@ -300,7 +300,7 @@ fn drill(plan: &PlanConfig, facts: &PlanFacts, now: i64) -> DrillStatus {
                 st.note = Some("drill overdue: none passed since the first snapshot".into());
             } else {
                 st.level = Level::Warning;
-                st.note = Some("no drill yet (run `lifeboat drill run`)".into());
+                st.note = Some("no DR drill recorded yet (drills from runbooks are not in this build: see docs/operations.md)".into());
             }
         }
     }

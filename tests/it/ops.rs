@@ -191,7 +191,7 @@ fn status_exit_codes_follow_the_objectives() {
     assert!(plan["drill"]["note"]
         .as_str()
         .unwrap()
-        .contains("no drill yet"));
+        .contains("no DR drill recorded yet"));
     assert_eq!(plan["regions"][0]["health"], "ok");
     assert_eq!(plan["regions"][1]["health"], "ok");
 

@@ -66,6 +66,11 @@ impl BlobReader {
         pack.blob(self.repo.writer().chunk_key(), &entry)
     }
 
+    /// Drop every cached pack (their plaintext can be 16 MiB each).
+    pub fn clear_cache(&self) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     pub fn index(&self) -> &Arc<Index> {
         &self.index
     }
