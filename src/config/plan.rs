@@ -10,9 +10,7 @@ use toml::Spanned;
 use super::error::unknown_key_problem;
 use super::raw::{RawObjectives, RawPlan, RawSource, TextList};
 use super::resolve::{Resolver, Result};
-use super::{
-    Objectives, PlanConfig, Position, RegionConfig, Retention, SecretRef, SourceConfig, SqlProbe,
-};
+use super::{Objectives, PlanConfig, RegionConfig, Retention, SecretRef, SourceConfig, SqlProbe};
 
 /// The source kinds this build supports, for error messages.
 const SOURCE_KINDS: &str = "dir, postgres, command";
@@ -42,15 +40,7 @@ impl Resolver<'_> {
                 "name",
                 "every plan needs a name, e.g. name = \"app-data\"",
             )?;
-            let name = self.name(name_value, &format!("{key}.name"))?;
-            let line = Position::of_offset(self.loc.text, name_value.span().start).line;
-            if let Some(first) = first_line.insert(name.clone(), line) {
-                return Err(self.err(
-                    name_value.span(),
-                    &format!("{key}.name"),
-                    format!("duplicate plan name {name:?} (first defined at line {first}); plan names must be unique"),
-                ));
-            }
+            let name = self.unique_name(name_value, &key, "plan", &mut first_line)?;
             plans.push(self.plan(raw, name, span, &key, regions)?);
         }
         Ok(plans)

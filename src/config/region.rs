@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::raw::RawRegion;
 use super::resolve::{Resolver, Result};
-use super::{LockMode, ObjectLock, Position, RegionConfig, RegionKind};
+use super::{LockMode, ObjectLock, RegionConfig, RegionKind};
 
 impl Resolver<'_> {
     pub(super) fn regions(
@@ -36,15 +36,7 @@ impl Resolver<'_> {
                 "name",
                 "every region needs a name, e.g. name = \"us-west-2\"",
             )?;
-            let name = self.name(name_value, &format!("{key}.name"))?;
-            let line = Position::of_offset(self.loc.text, name_value.span().start).line;
-            if let Some(first) = first_line.insert(name.clone(), line) {
-                return Err(self.err(
-                    name_value.span(),
-                    &format!("{key}.name"),
-                    format!("duplicate region name {name:?} (first defined at line {first}); region names must be unique"),
-                ));
-            }
+            let name = self.unique_name(name_value, &key, "region", &mut first_line)?;
             let is_preferred = raw.preferred.as_ref().is_some_and(|p| *p.get_ref());
             if is_preferred {
                 if let (Some(earlier), Some(flag)) = (preferred, &raw.preferred) {

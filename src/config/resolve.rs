@@ -342,6 +342,27 @@ impl Resolver<'_> {
         Ok(name.clone())
     }
 
+    /// The validated name of the `what` at `key` (`region`, `plan`), which must not repeat
+    /// one already in `seen` (name → line of its first definition).
+    pub(super) fn unique_name(
+        &self,
+        value: &Spanned<String>,
+        key: &str,
+        what: &str,
+        seen: &mut std::collections::HashMap<String, usize>,
+    ) -> Result<String> {
+        let name = self.name(value, &format!("{key}.name"))?;
+        let line = Position::of_offset(self.loc.text, value.span().start).line;
+        if let Some(first) = seen.insert(name.clone(), line) {
+            return Err(self.err(
+                value.span(),
+                &format!("{key}.name"),
+                format!("duplicate {what} name {name:?} (first defined at line {first}); {what} names must be unique"),
+            ));
+        }
+        Ok(name)
+    }
+
     /// `value`, or an error at the enclosing table (`span`) saying the key is missing.
     pub(super) fn required<'v, T>(
         &self,
