@@ -75,15 +75,14 @@ pub async fn verify(
     }
     let mut report = VerifyReport::default();
     let key = *repo.writer().index_key();
-    let all_snapshots: HashSet<String> = {
-        let mut s = HashSet::new();
-        for i in repo.read_order() {
-            for o in repo.regions[i].backend.list("snapshots/").await? {
-                s.insert(o.name);
-            }
-        }
-        s
-    };
+    // A region that cannot be listed is reported below, region by region.
+    let all_snapshots: HashSet<String> = repo
+        .list_everywhere("snapshots/")
+        .await?
+        .0
+        .into_iter()
+        .flat_map(|(_, objects)| objects.into_iter().map(|o| o.name))
+        .collect();
     for (i, region) in repo.regions.iter().enumerate() {
         let rname = region.name.clone();
         if !repo.is_available(i) {
@@ -96,15 +95,24 @@ pub async fn verify(
         }
         let b = &region.backend;
         let mut summary = RegionSummary::default();
-        let data: BTreeMap<String, u64> = b
-            .list("data/")
-            .await?
-            .into_iter()
-            .map(|o| (o.name, o.size))
-            .collect();
+        let listings = async {
+            Ok::<_, RepoError>((
+                b.list("data/").await?,
+                b.list("index/").await?,
+                b.list("snapshots/").await?,
+            ))
+        };
+        let (data, index_files, snapshot_objects) = match listings.await {
+            Ok(l) => l,
+            Err(e) => {
+                report.problem(&rname, "-", format!("cannot list the region: {e}"));
+                continue;
+            }
+        };
+        let data: BTreeMap<String, u64> = data.into_iter().map(|o| (o.name, o.size)).collect();
         summary.packs = data.len() as u64;
         let mut region_index = Index::new();
-        for o in b.list("index/").await? {
+        for o in index_files {
             cancel.check()?;
             summary.index_files += 1;
             let res = async {
@@ -141,12 +149,7 @@ pub async fn verify(
                 Err(e) => report.problem(&rname, &o.name, e.to_string()),
             }
         }
-        let snaps: HashSet<String> = b
-            .list("snapshots/")
-            .await?
-            .into_iter()
-            .map(|o| o.name)
-            .collect();
+        let snaps: HashSet<String> = snapshot_objects.into_iter().map(|o| o.name).collect();
         summary.snapshots = snaps.len() as u64;
         for s in all_snapshots.difference(&snaps) {
             report.problem(

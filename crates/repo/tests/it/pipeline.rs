@@ -225,4 +225,14 @@ async fn listing_failure_in_one_region_falls_back_to_the_other() {
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0].id, out.snapshot);
     assert_restores(&repo, snaps[0].manifest.root, &files).await;
+    // verify names the region it cannot list instead of failing outright.
+    let report = verify_report(&repo).await;
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.region == "r0" && p.message.contains("cannot list")),
+        "{:?}",
+        report.problems
+    );
 }
