@@ -44,6 +44,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "snapshot commit order",
         include_str!("../../migrations/0002_snapshot_commit_order.sql"),
     ),
+    (
+        4,
+        "snapshot trust",
+        include_str!("../../migrations/0004_snapshot_trust.sql"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 pub use error::{ConfigError, Position};
 pub use example::example;
-pub use keys::{KeysConfig, SecretRef, SecretString};
+pub use keys::{KeysConfig, SecretRef, SecretString, SLACK_WEBHOOK_ENV, WEBHOOK_ENV};
 
 /// A loaded, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

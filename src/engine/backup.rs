@@ -14,7 +14,7 @@ use lifeboat_repo::{Cancel, Progress};
 use crate::config::{Config, SourceConfig};
 use crate::engine::{hostname, now_epoch, open, KeyNeed};
 use crate::source::cache::FilesCache;
-use crate::source::child::StreamChild;
+use crate::source::child::{Launch, StreamChild};
 use crate::source::dir::{DirArchiver, DirSource, Excludes};
 use crate::source::postgres::{self, PgTarget};
 
@@ -31,6 +31,12 @@ pub struct BackupReport {
 impl BackupReport {
     pub fn is_degraded(&self) -> bool {
         self.outcome.is_degraded() || !self.unavailable.is_empty()
+    }
+
+    /// Entries of the source could not be read (the manifest lists them): exit 3 like a
+    /// degraded backup, though every region holds the snapshot.
+    pub fn is_partial(&self) -> bool {
+        self.outcome.manifest.is_partial()
     }
 }
 
@@ -99,8 +105,10 @@ pub async fn backup(
                 password: password.as_ref(),
             };
             let s = session.as_ref().expect("opened above");
+            let (cmd, keep) = postgres::pg_dump_command(&target, &s.snapshot)?;
             Some(StreamSpec {
-                cmd: postgres::pg_dump_command(&target, &s.snapshot),
+                cmd,
+                keep,
                 what: "pg_dump".into(),
                 hint: postgres::CLIENT_HINT,
                 name: postgres::DUMP_NAME,
@@ -110,6 +118,7 @@ pub async fn backup(
         }
         SourceConfig::Command { command, .. } => Some(StreamSpec {
             cmd: crate::source::command::command(command),
+            keep: None,
             what: format!("backup command {:?}", command[0]),
             hint: "",
             name: crate::source::command::OUTPUT_NAME,
@@ -117,15 +126,18 @@ pub async fn backup(
             probes: Default::default(),
         }),
     };
+    let scrub = config.secret_env_names();
     let result = tokio::task::spawn_blocking(move || -> Result<_> {
         let mut writer = BackupWriter::start(repo2.clone(), index, &targets, handle, cancel, progress)?;
         let params = repo2.config.chunker;
         let seed = chunker::seed(repo2.writer().chunk_key());
         let mut probes = Default::default();
+        let mut unreadable = Vec::new();
         let (root, stats, warnings, new_cache, location) = match (&plan.source, stream) {
             (_, Some(spec)) => {
                 probes = spec.probes;
-                let (root, stats) = match stream_into(&mut writer, spec.cmd, &spec.what, spec.hint, spec.name, &params, seed) {
+                let launch = Launch { what: spec.what, hint: spec.hint, scrub: &scrub, cancel: &cancel_for_estimate, keep: spec.keep };
+                let (root, stats) = match stream_into(&mut writer, spec.cmd, launch, spec.name, &params, seed) {
                     Ok(r) => r,
                     Err(e) => {
                         writer.abort();
@@ -155,7 +167,8 @@ pub async fn backup(
                         return Err(e);
                     }
                 };
-                let DirArchiver { stats, warnings, new_cache, .. } = arch;
+                let DirArchiver { stats, warnings, new_cache, unreadable: skipped, .. } = arch;
+                unreadable = skipped;
                 (root, stats, warnings, Some(new_cache), path.display().to_string())
             }
             (_, None) => anyhow::bail!("plan {}: no stream for a {} source", plan.name, plan.source.kind()),
@@ -172,6 +185,7 @@ pub async fn backup(
             stats,
             probes,
             tags: Vec::new(),
+            unreadable,
         };
         let outcome = writer.finish(manifest)?;
         if let Some(new_cache) = new_cache {
@@ -199,6 +213,8 @@ pub async fn backup(
 /// A stream source's command and how its snapshot is described.
 struct StreamSpec {
     cmd: std::process::Command,
+    /// A file the command needs while it runs (pg_dump's password file).
+    keep: Option<tempfile::NamedTempFile>,
     what: String,
     hint: &'static str,
     /// The file node's name in the root tree.
@@ -212,13 +228,13 @@ struct StreamSpec {
 fn stream_into(
     writer: &mut BackupWriter,
     cmd: std::process::Command,
-    what: &str,
-    hint: &str,
+    launch: Launch<'_>,
     name: &str,
     params: &ChunkerParams,
     seed: u64,
 ) -> Result<(lifeboat_repo::Id, Stats)> {
-    let (child, stdout) = StreamChild::spawn(cmd, what, hint)?;
+    let (what, cancel) = (launch.what.clone(), launch.cancel.clone());
+    let (child, stdout) = StreamChild::spawn(cmd, launch)?;
     let node = match lifeboat_repo::stream::store_stream(writer, name, stdout, params, seed) {
         Ok(node) => node,
         Err(e) => {
@@ -226,8 +242,12 @@ fn stream_into(
             return Err(anyhow::Error::new(e).context(format!("{what}: reading its output")));
         }
     };
-    // The exit status decides: a dump that stopped early may look like a short stream.
+    // The exit status decides: a dump that stopped early may look like a short stream, and
+    // a command killed on cancellation gives the cancellation error.
     child.finish()?;
+    cancel
+        .check()
+        .with_context(|| format!("{what} was stopped"))?;
     let stats = Stats {
         files: 1,
         bytes: node.size,

@@ -29,7 +29,7 @@ use crate::catalog::Catalog;
 use crate::config::{Config, PlanConfig, SourceConfig};
 use crate::engine::stream::{restore_into_database, OpenStream};
 use crate::engine::{open, KeyNeed};
-use crate::source::child::SinkChild;
+use crate::source::child::{Launch, SinkChild};
 use crate::source::postgres::{self, PgTarget};
 
 #[derive(Debug, Clone)]
@@ -308,8 +308,16 @@ async fn pg_test(
         "row counts of every table and the plan's SQL probes, in a scratch database".into();
     let result = async {
         let started = Instant::now();
-        let restored =
-            restore_into_database(&stream, &scratch_db, false, None, progress, cancel).await;
+        let restored = restore_into_database(
+            &stream,
+            &scratch_db,
+            false,
+            None,
+            progress,
+            cancel,
+            &config.secret_env_names(),
+        )
+        .await;
         outcome.duration_ms = elapsed_ms(started.elapsed());
         outcome.bytes = restored?;
         let mut conn = scratch_db.connect().await?;
@@ -366,7 +374,15 @@ async fn command_test(
                 .with_context(|| format!("create a scratch directory in {}", scratch.display()))?;
             let mut cmd = crate::source::command::async_command(argv);
             cmd.env("LIFEBOAT_SCRATCH_DIR", dir.path());
-            let child = SinkChild::spawn(cmd, &format!("verify command {:?}", argv[0]), "")?;
+            let scrub = config.secret_env_names();
+            let launch = Launch {
+                what: format!("verify command {:?}", argv[0]),
+                hint: "",
+                scrub: &scrub,
+                cancel,
+                keep: None,
+            };
+            let child = SinkChild::spawn(cmd, launch)?;
             stream.pipe_into(child, progress, cancel).await
         }
         None => {

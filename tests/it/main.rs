@@ -11,6 +11,7 @@ mod dedup;
 mod deploy;
 mod faults;
 mod format;
+mod hardening;
 mod keys;
 mod logs;
 mod object_lock;
