@@ -39,6 +39,10 @@ pub struct ExecArgs {
         hide_env_values = true
     )]
     slack_webhooks: Vec<String>,
+    /// Runbooks (runbooks/*.toml) to schedule: drills without an approve step run when their
+    /// frequency falls due; due ones with a gate raise the drill_overdue alert.
+    #[arg(long, value_name = "DIR")]
+    runbooks: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,6 +77,7 @@ async fn executor(cli: &Cli, args: &ExecArgs) -> Result<(Executor, Alerter)> {
         retries: args.retries,
         backoff: args.backoff,
         timeout: args.timeout,
+        runbooks: args.runbooks.clone(),
         ..ExecOptions::default()
     };
     let mut webhooks = Vec::new();

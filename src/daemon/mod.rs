@@ -19,6 +19,7 @@ use crate::catalog::{self, Catalog, Phase, RunKind};
 use crate::config::Config;
 
 pub mod alerts;
+pub mod drills;
 pub mod metrics;
 pub mod restore_tests;
 pub mod runner;
@@ -38,6 +39,8 @@ pub struct ExecOptions {
     pub timeout: Duration,
     /// Lease length; renewed every third of it while the run lives.
     pub lease: Duration,
+    /// Where runbooks are: due ungated drills run, gated ones raise `drill_overdue`.
+    pub runbooks: Option<std::path::PathBuf>,
 }
 
 impl Default for ExecOptions {
@@ -47,6 +50,7 @@ impl Default for ExecOptions {
             backoff: Duration::from_secs(30),
             timeout: Duration::from_secs(6 * 3600),
             lease: Duration::from_secs(120),
+            runbooks: None,
         }
     }
 }
@@ -162,6 +166,14 @@ impl Executor {
                 break;
             }
             out.push(self.run_restore_test(&d, cancel).await?);
+        }
+        for d in self.due_drills(now).await? {
+            if cancel.is_cancelled() {
+                break;
+            }
+            if !d.gated {
+                out.push(self.run_drill(&d, cancel).await?);
+            }
         }
         Ok(out)
     }

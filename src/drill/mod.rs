@@ -533,31 +533,37 @@ pub async fn plan(config: &Config, catalog: &Catalog, book: &Runbook) -> Result<
     })
 }
 
-/// Runbooks the daemon should act on now: (runbook, gated). Due when never run, or when its
-/// frequency has elapsed since its newest drill (any result: a failed drill is retried at
-/// the next occurrence, caught up once).
-pub async fn due(
-    config: &Config,
-    catalog: &Catalog,
-    books: &[Runbook],
-    now: i64,
-) -> Result<Vec<(Runbook, bool)>> {
+/// A runbook the daemon should act on now.
+#[derive(Debug, Clone)]
+pub struct DueDrill {
+    pub runbook: Runbook,
+    /// It has an `approve` step: the daemon alerts instead of running it.
+    pub gated: bool,
+    /// The occurrence: when it fell due (now for a runbook never run).
+    pub scheduled_for: i64,
+}
+
+/// Runbooks due at `now`: never run, or their frequency has elapsed since their newest
+/// drill or claimed occurrence (any result; a missed occurrence is caught up once).
+pub async fn due(catalog: &Catalog, books: &[Runbook], now: i64) -> Result<Vec<DueDrill>> {
     let mut out = Vec::new();
     for b in books {
         let last = catalog.drills(Some(&b.id)).await?.into_iter().next();
         let claimed = catalog.last_occurrence(&occurrence_key(&b.id)).await?;
         let last_at = last.map(|d| d.started_at).max(claimed);
-        let is_due = match last_at {
-            None => true,
-            Some(t) => b.frequency.next_after(t).is_some_and(|n| n <= now),
+        let scheduled_for = match last_at {
+            None => Some(now),
+            Some(t) => b.frequency.next_after(t).filter(|n| *n <= now),
         };
-        let gated = b
-            .steps
-            .iter()
-            .any(|s| matches!(s.kind, StepKind::Approve { .. }));
-        let _ = config;
-        if is_due {
-            out.push((b.clone(), gated));
+        if let Some(at) = scheduled_for {
+            out.push(DueDrill {
+                gated: b
+                    .steps
+                    .iter()
+                    .any(|s| matches!(s.kind, StepKind::Approve { .. })),
+                runbook: b.clone(),
+                scheduled_for: at,
+            });
         }
     }
     Ok(out)

@@ -150,7 +150,6 @@ pub struct Ran {
 
 /// Run the steps, then the cleanup. Never returns early: cleanup always runs.
 pub async fn run_steps(drill: &Arc<Drill>, interrupt: &Cancel) -> Ran {
-    let started = std::time::Instant::now();
     let steps = drill.book.steps.clone();
     let mut records: BTreeMap<String, StepRecord> = BTreeMap::new();
     let mut done: BTreeSet<String> = BTreeSet::new();
@@ -230,12 +229,11 @@ pub async fn run_steps(drill: &Arc<Drill>, interrupt: &Cancel) -> Ran {
                     eprintln!("drill: {reason}");
                 }
                 deviations.push(reason);
+                // Every step kind stops on its cancel (a child process is killed), so the
+                // loop below only waits for them to return.
                 for c in running.values() {
                     c.cancel();
                 }
-                // Steps that ignore their cancel (a child process) get a grace period.
-                let grace = tokio::time::Instant::now() + Duration::from_secs(30);
-                let _ = grace;
             }
         }
     }
@@ -255,7 +253,6 @@ pub async fn run_steps(drill: &Arc<Drill>, interrupt: &Cancel) -> Ran {
             );
         }
     }
-    let _ = started;
     // Records in file order.
     let mut ordered: Vec<StepRecord> = steps.iter().filter_map(|s| records.remove(&s.id)).collect();
     let (cleanup_records, cleanup_deviations) = cleanup(drill).await;
