@@ -12,7 +12,8 @@ use lifeboat_repo::writer::{BackupOutcome, BackupWriter};
 use lifeboat_repo::{Cancel, Progress};
 
 use crate::config::{Config, SourceConfig};
-use crate::engine::{hostname, now_epoch, open, KeyNeed};
+use crate::engine::{open, KeyNeed};
+use crate::host::{hostname, now_secs};
 use crate::source::cache::FilesCache;
 use crate::source::child::StreamChild;
 use crate::source::dir::{DirArchiver, DirSource, Excludes};
@@ -64,7 +65,7 @@ pub async fn backup(
     let index = Arc::new(repo.load_index().await.context("load index")?);
     let cache_path = FilesCache::path(&config.cache_dir, &repo.config.id, &plan.name);
     let handle = tokio::runtime::Handle::current();
-    let time = now_epoch();
+    let time = now_secs();
     let repo2 = repo.clone();
     let cancel_for_estimate = cancel.clone();
     // A postgres plan's dump transaction: opened here (async), held while pg_dump runs.
@@ -165,7 +166,7 @@ pub async fn backup(
             plan: plan.name.clone(),
             host: hostname(),
             time,
-            end_time: now_epoch(),
+            end_time: now_secs(),
             committed_ns: 0,
             source: SourceInfo { kind: plan.source.kind().into(), location },
             root,

@@ -139,7 +139,7 @@ pub async fn restore_test(
         kind: plan.source.kind().to_string(),
         snapshot: String::new(),
         region,
-        started_at: crate::engine::now_epoch(),
+        started_at: crate::host::now_secs(),
         duration_ms: 0,
         bytes: 0,
         throughput: 0.0,
@@ -283,7 +283,7 @@ async fn pg_test(
         .clone()
         .unwrap_or_else(|| postgres::with_database(url, "postgres"));
     let production = postgres::database_of(url);
-    let name = format!("lifeboat_verify_{}", &crate::catalog::new_id()[..12]);
+    let name = format!("lifeboat_verify_{}", &crate::host::new_id()[..12]);
     anyhow::ensure!(
         production.as_deref() != Some(name.as_str()),
         "scratch database name {name} is the production database's: refusing"
