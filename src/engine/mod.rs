@@ -11,6 +11,7 @@ use lifeboat_repo::Repository;
 use crate::config::Config;
 
 pub mod backup;
+pub mod kinds;
 pub mod record;
 pub mod restore;
 pub mod restore_test;
