@@ -13,6 +13,8 @@ pub mod config;
 pub mod daemon;
 pub mod drill;
 pub mod engine;
+pub mod host;
 pub mod objectives;
+pub mod outcome;
 pub mod source;
 pub mod storage;

@@ -120,7 +120,7 @@ pub async fn run(cli: &Cli, c: &DrillCommand) -> Result<u8> {
             let catalog = Catalog::open(&config.catalog_url).await?;
             let dry = crate::drill::plan(&config, &catalog, &book).await?;
             if *json {
-                super::commands::print_json(&serde_json::to_value(&dry)?);
+                super::output::print_json(&serde_json::to_value(&dry)?);
             } else {
                 println!(
                     "runbook {} v{}: plans {}; regions {}; RTO target {}",
@@ -173,7 +173,7 @@ pub async fn run(cli: &Cli, c: &DrillCommand) -> Result<u8> {
             }
             let book = runbook::load(path, &config)?;
             let catalog = Catalog::open(&config.catalog_url).await?;
-            let interrupt = super::commands::cancel_on_signals();
+            let interrupt = super::output::cancel_on_signals();
             let options = RunOptions {
                 approve_all: *approve_all,
                 approve: approve.clone(),
@@ -185,7 +185,7 @@ pub async fn run(cli: &Cli, c: &DrillCommand) -> Result<u8> {
                 crate::drill::execute(&config, &catalog, &book, options, &interrupt).await?;
             let files = write_files(&config.cache_dir, &report)?;
             if *json {
-                super::commands::print_json(&json!({
+                super::output::print_json(&json!({
                     "report": serde_json::to_value(&report)?,
                     "html": files.display().to_string(),
                 }));
@@ -276,7 +276,7 @@ async fn list(config: &crate::config::Config, dir: Option<&Path>, json: bool) ->
     let mut rows = Vec::new();
     let mut out = Vec::new();
     let mut invalid = 0;
-    let now = crate::catalog::now();
+    let now = crate::host::now_secs();
     for loaded in crate::drill::load_dir(&dir, config) {
         let book = match loaded {
             Ok(b) => b,
@@ -332,7 +332,7 @@ async fn list(config: &crate::config::Config, dir: Option<&Path>, json: bool) ->
         }));
     }
     if json {
-        super::commands::print_json(&json!({ "dir": dir, "runbooks": out }));
+        super::output::print_json(&json!({ "dir": dir, "runbooks": out }));
     } else if rows.is_empty() {
         println!("no runbooks in {}", dir.display());
     } else {

@@ -1,42 +1,68 @@
-//! Scheduled drills: with `--runbooks DIR`, the daemon (and `run-due`) runs every runbook
-//! without an `approve` step when its frequency falls due — claimed once per occurrence in
-//! the catalog's `occurrences` table (key `drill#<runbook>`), a missed one caught up once,
-//! like plans — and raises the `drill_overdue` alert for due runbooks that have a gate, since
-//! only a person can approve them. A runbook that no longer parses is logged and skipped.
+//! Scheduled drills, as the daemon sees them: something that knows which runbooks are due
+//! ([`Drills`], implemented above the daemon by `drill::Scheduled` and handed in by the CLI
+//! for `--runbooks DIR`), and the executor's part — claim each occurrence once in the
+//! catalog's `occurrences` table (key `drill#<runbook>`), run the ungated ones, and raise the
+//! `drill_overdue` alert for due runbooks with an approval gate, which only a person can run.
+//! A missed occurrence is caught up once, like a plan's.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::Result;
+use async_trait::async_trait;
 use lifeboat_repo::Cancel;
 
 use super::alerts::Condition;
 use super::{Executor, PlanRun};
-use crate::drill::{occurrence_key, DueDrill};
+
+/// A runbook due now.
+#[derive(Debug, Clone)]
+pub struct DueDrill {
+    pub runbook: String,
+    pub path: PathBuf,
+    pub plans: Vec<String>,
+    /// It has an `approve` step: alert, do not run.
+    pub gated: bool,
+    /// The occurrence: when it fell due (now for a runbook never run).
+    pub scheduled_for: i64,
+}
+
+impl DueDrill {
+    /// The occurrence key (no plan name has a `#`).
+    pub fn key(&self) -> String {
+        format!("drill#{}", self.runbook)
+    }
+}
+
+/// How a drill ended.
+#[derive(Debug, Clone)]
+pub struct DrillEnd {
+    pub id: String,
+    /// `passed`, `failed` or `interrupted`.
+    pub result: String,
+    pub deviations: Vec<String>,
+}
+
+#[async_trait]
+pub trait Drills: Send + Sync {
+    /// Runbooks due at `now`.
+    async fn due(&self, now: i64) -> Result<Vec<DueDrill>>;
+    /// Run one to the end (cleanup included) and store its report.
+    async fn run(&self, due: &DueDrill, cancel: &Cancel) -> Result<DrillEnd>;
+}
 
 impl Executor {
-    /// Due runbooks of `--runbooks` (none without it).
+    /// Due runbooks (none when no runbooks were given).
     pub async fn due_drills(&self, now: i64) -> Result<Vec<DueDrill>> {
-        let Some(dir) = &self.options.runbooks else {
-            return Ok(Vec::new());
-        };
-        let books: Vec<_> = crate::drill::load_dir(Path::new(dir), &self.config)
-            .into_iter()
-            .filter_map(|r| match r {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    tracing::error!(error = %e, "runbook skipped");
-                    None
-                }
-            })
-            .collect();
-        crate::drill::due(&self.catalog, &books, now).await
+        match &self.drills {
+            Some(d) => d.due(now).await,
+            None => Ok(Vec::new()),
+        }
     }
 
-    /// Run one due, ungated drill: claim the occurrence, run it to the end (cleanup
-    /// included), store its report. `outcome` is `passed`, `failed`, `interrupted` or
-    /// `skipped` (another process ran this occurrence).
+    /// Run one due, ungated drill after claiming its occurrence. `outcome` is the drill's
+    /// result, or `skipped` when another process ran this occurrence.
     pub async fn run_drill(&self, due: &DueDrill, cancel: &Cancel) -> Result<PlanRun> {
-        let key = occurrence_key(&due.runbook.id);
+        let key = due.key();
         let mut result = PlanRun {
             plan: key.clone(),
             scheduled_for: due.scheduled_for,
@@ -46,7 +72,10 @@ impl Executor {
             attempts: 0,
             error: None,
         };
-        let claim = crate::catalog::new_id();
+        let Some(drills) = &self.drills else {
+            return Ok(result);
+        };
+        let claim = crate::host::new_id();
         if !self
             .catalog
             .claim_occurrence(&key, due.scheduled_for, &claim, &self.holder)
@@ -55,22 +84,16 @@ impl Executor {
             result.error = Some("this occurrence was already run".into());
             return Ok(result);
         }
-        let options = crate::drill::run::RunOptions {
-            approver: Some(format!("daemon@{}", crate::engine::hostname())),
-            ..Default::default()
-        };
-        let report =
-            crate::drill::execute(&self.config, &self.catalog, &due.runbook, options, cancel)
-                .await?;
-        if report.result == "passed" {
-            tracing::info!(drill = %report.id, runbook = %due.runbook.id, "scheduled drill passed");
+        let end = drills.run(due, cancel).await?;
+        if end.result == "passed" {
+            tracing::info!(drill = %end.id, runbook = %due.runbook, "scheduled drill passed");
         } else {
-            tracing::error!(drill = %report.id, runbook = %due.runbook.id, result = %report.result, deviations = ?report.deviations, "scheduled drill did not pass");
-            result.error = Some(report.deviations.join("; "));
+            tracing::error!(drill = %end.id, runbook = %due.runbook, result = %end.result, deviations = ?end.deviations, "scheduled drill did not pass");
+            result.error = Some(end.deviations.join("; "));
         }
-        result.run_id = Some(report.id.clone());
+        result.run_id = Some(end.id);
         result.attempts = 1;
-        result.outcome = report.result.clone();
+        result.outcome = end.result;
         Ok(result)
     }
 }
@@ -80,13 +103,13 @@ pub fn gated_conditions(due: &[DueDrill]) -> Vec<Condition> {
     due.iter()
         .filter(|d| d.gated)
         .map(|d| Condition {
-            key: format!("{}/drill_overdue", occurrence_key(&d.runbook.id)),
-            plan: d.runbook.plans.join(","),
+            key: format!("{}/drill_overdue", d.key()),
+            plan: d.plans.join(","),
             kind: "drill_overdue".into(),
             message: format!(
                 "runbook {} is due and has an approval gate: run `lifeboat drill run {}` with an approver",
-                d.runbook.id,
-                d.runbook.path.display()
+                d.runbook,
+                d.path.display()
             ),
         })
         .collect()

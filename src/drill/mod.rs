@@ -3,8 +3,8 @@
 //! ([`report`], [`html`]) in the catalog and as `drills/<id>` objects in every region.
 //!
 //! The drill sits above the engine (it restores through `engine` and `storage` with the
-//! drill's region faults) and below the CLI and the daemon, which call [`execute`]. From the
-//! daemon it uses only the pure schedule rules and the webhook client.
+//! drill's region faults) and the daemon (whose schedule rules, webhook client and executor
+//! it uses: [`Scheduled`] is what the daemon runs due drills through), below the CLI.
 
 pub mod compare;
 pub mod html;
@@ -12,7 +12,10 @@ pub mod report;
 pub mod restore;
 pub mod run;
 pub mod runbook;
+mod schedule;
 pub mod steps;
+
+pub use schedule::Scheduled;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -92,7 +95,7 @@ pub async fn execute(
     );
     // Fail before anything is created when this host cannot decrypt.
     open(config, KeyNeed::Read, None).await?;
-    let id = format!("{}-{}", book.id, &crate::catalog::new_id()[..16]);
+    let id = format!("{}-{}", book.id, &crate::host::new_id()[..16]);
     let scratch = config.cache_dir.join("drills").join(&id);
     std::fs::create_dir_all(&scratch).with_context(|| format!("create {}", scratch.display()))?;
     let operator = options
@@ -255,7 +258,7 @@ async fn assemble(
             controls: book.controls.clone(),
         },
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
-        host: crate::engine::hostname(),
+        host: crate::host::hostname(),
         operator: operator.into(),
         started_ms,
         ended_ms,
@@ -531,47 +534,6 @@ pub async fn plan(config: &Config, catalog: &Catalog, book: &Runbook) -> Result<
             .collect(),
         problems,
     })
-}
-
-/// A runbook the daemon should act on now.
-#[derive(Debug, Clone)]
-pub struct DueDrill {
-    pub runbook: Runbook,
-    /// It has an `approve` step: the daemon alerts instead of running it.
-    pub gated: bool,
-    /// The occurrence: when it fell due (now for a runbook never run).
-    pub scheduled_for: i64,
-}
-
-/// Runbooks due at `now`: never run, or their frequency has elapsed since their newest
-/// drill or claimed occurrence (any result; a missed occurrence is caught up once).
-pub async fn due(catalog: &Catalog, books: &[Runbook], now: i64) -> Result<Vec<DueDrill>> {
-    let mut out = Vec::new();
-    for b in books {
-        let last = catalog.drills(Some(&b.id)).await?.into_iter().next();
-        let claimed = catalog.last_occurrence(&occurrence_key(&b.id)).await?;
-        let last_at = last.map(|d| d.started_at).max(claimed);
-        let scheduled_for = match last_at {
-            None => Some(now),
-            Some(t) => b.frequency.next_after(t).filter(|n| *n <= now),
-        };
-        if let Some(at) = scheduled_for {
-            out.push(DueDrill {
-                gated: b
-                    .steps
-                    .iter()
-                    .any(|s| matches!(s.kind, StepKind::Approve { .. })),
-                runbook: b.clone(),
-                scheduled_for: at,
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// The `occurrences` key of a runbook's scheduled drills (no plan name has a `#`).
-pub fn occurrence_key(runbook: &str) -> String {
-    format!("drill#{runbook}")
 }
 
 /// Every `*.toml` in `dir`, resolved against `config`, in name order; errors per file.

@@ -239,7 +239,7 @@ async fn in_process(
                     let admin_url = scratch_url
                         .clone()
                         .unwrap_or_else(|| postgres::with_database(url, "postgres"));
-                    let name = format!("lifeboat_drill_{}", &crate::catalog::new_id()[..12]);
+                    let name = format!("lifeboat_drill_{}", &crate::host::new_id()[..12]);
                     anyhow::ensure!(
                         postgres::database_of(url).as_deref() != Some(name.as_str()),
                         "scratch database {name} is the production database's: refusing"

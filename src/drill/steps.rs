@@ -169,7 +169,7 @@ pub async fn execute(drill: &Arc<Drill>, step: &Step, cancel: &Cancel) -> Result
                     crate::daemon::alerts::Format::Json => serde_json::json!({
                         "event": "drill", "kind": "drill_notice", "drill": drill.id,
                         "runbook": drill.book.id, "message": message,
-                        "host": crate::engine::hostname(), "source": "lifeboat",
+                        "host": crate::host::hostname(), "source": "lifeboat",
                     }),
                     crate::daemon::alerts::Format::Slack => serde_json::json!({
                         "text": format!("lifeboat drill `{}` ({}): {message}", drill.id, drill.book.id)
