@@ -37,7 +37,10 @@ impl Drills for Scheduled {
                 runbook: b.id.clone(),
                 path: b.path.clone(),
                 plans: b.plans.clone(),
-                gated: b.steps.iter().any(|s| matches!(s.kind, StepKind::Approve { .. })),
+                gated: b
+                    .steps
+                    .iter()
+                    .any(|s| matches!(s.kind, StepKind::Approve { .. })),
                 scheduled_for: now,
             };
             let last = self.catalog.drills(Some(&b.id)).await?.into_iter().next();
