@@ -118,7 +118,7 @@ pub async fn backup(
         }),
     };
     let result = tokio::task::spawn_blocking(move || -> Result<_> {
-        let mut writer = BackupWriter::start(repo2.clone(), index, &targets, handle, cancel, progress)?;
+        let mut writer = BackupWriter::start(repo2.clone(), index, &plan.name, &targets, handle, cancel, progress)?;
         let params = repo2.config.chunker;
         let seed = chunker::seed(repo2.writer().chunk_key());
         let mut probes = Default::default();
