@@ -274,10 +274,13 @@ async fn check_trees(
     report: &mut VerifyReport,
     cancel: &Cancel,
 ) -> Result<()> {
+    // Snapshots before the index: every index file a listed snapshot needs was written
+    // before its manifest, so it is in the index loaded afterwards.
+    let snapshots = repo.list_snapshots().await?;
     let index = Arc::new(repo.load_index().await?);
     let reader = BlobReader::new(repo.clone(), index.clone());
     let mut seen_trees: HashSet<Id> = HashSet::new();
-    for snap in repo.list_snapshots().await? {
+    for snap in snapshots {
         let mask = RegionSet::of(snap.regions.iter().filter_map(|r| repo.region_index(r)));
         let sname = format!("snapshots/{}", snap.id);
         let mut stack = vec![snap.manifest.root];

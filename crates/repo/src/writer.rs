@@ -187,7 +187,7 @@ impl BackupWriter {
                     })
                 })?,
         );
-        let uploader = handle.spawn(upload_loop(
+        let upload = handle.spawn(upload_loop(
             repo.clone(),
             plan.to_string(),
             pack_rx,
@@ -195,6 +195,17 @@ impl BackupWriter {
             progress.clone(),
             panic_at.clone(),
         ));
+        // The uploader's panic becomes the pipeline's fatal error like a thread's.
+        let sh = shared.clone();
+        let uploader = handle.spawn(async move {
+            if let Err(e) = upload.await {
+                let why = match e.try_into_panic() {
+                    Ok(p) => format!("uploader panicked: {}", panic_message(&*p)),
+                    Err(e) => format!("uploader task: {e}"),
+                };
+                set_fatal(&sh, why);
+            }
+        });
         Ok(BackupWriter {
             chunk_key: *repo.writer().chunk_key(),
             repo,
@@ -254,6 +265,8 @@ impl BackupWriter {
             regions,
         };
         if tx.send(job).is_err() {
+            // A stage stopped: wait for all of them so the error says why.
+            let _ = self.drain();
             return Err(self.pipeline_error());
         }
         Ok(id)
