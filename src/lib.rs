@@ -11,6 +11,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod host;
 pub mod objectives;
+pub mod outcome;
 pub mod source;
 pub mod storage;

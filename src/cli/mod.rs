@@ -13,14 +13,17 @@ mod audit;
 pub mod catalog;
 mod commands;
 pub mod daemon;
-pub mod exit;
 mod history;
+mod output;
 mod progress;
 mod regions;
 mod render;
 mod restore_stream;
 mod status;
 pub mod verify_restore;
+
+/// The exit codes, under the name the CLI uses (they live below, in [`crate::outcome`]).
+pub use crate::outcome as exit;
 
 #[derive(Debug, Parser)]
 #[command(
