@@ -29,7 +29,7 @@ pub async fn replicate(cli: &Cli, json: bool) -> Result<u8> {
         &config,
         history.as_ref(),
         progress,
-        super::commands::cancel_on_signals(),
+        super::output::cancel_on_signals(),
     )
     .await;
     bar.finish();
@@ -39,7 +39,7 @@ pub async fn replicate(cli: &Cli, json: bool) -> Result<u8> {
         let mut v = serde_json::to_value(&report)?;
         v["ok"] = json!(report.ok());
         v["duration_seconds"] = json!(secs);
-        super::commands::print_json(&v);
+        super::output::print_json(&v);
     } else {
         for (name, r) in &report.regions {
             let copied: Vec<String> = r
@@ -115,7 +115,7 @@ impl RegionCheck {
 /// The probe object `regions check` writes (and tries to delete). Under Object Lock it cannot
 /// be deleted and stays, one small version per check.
 fn probe_name() -> String {
-    format!("check/{}", crate::engine::hostname())
+    format!("check/{}", crate::host::hostname())
 }
 
 async fn check_basic(b: &dyn Backend, c: &mut RegionCheck) {
@@ -126,7 +126,7 @@ async fn check_basic(b: &dyn Backend, c: &mut RegionCheck) {
     }
     let body = Bytes::from(format!(
         "lifeboat regions check {}\n",
-        crate::engine::now_epoch()
+        crate::host::now_secs()
     ));
     match b.put(&probe, body.clone()).await {
         Ok(()) => c.can_put = true,
@@ -251,7 +251,7 @@ pub async fn check(cli: &Cli, json: bool) -> Result<u8> {
     }
     let all_ok = checks.iter().all(RegionCheck::ok);
     if json {
-        super::commands::print_json(&json!({ "ok": all_ok, "regions": checks }));
+        super::output::print_json(&json!({ "ok": all_ok, "regions": checks }));
     } else {
         let yes = |b: bool| if b { "yes" } else { "NO" };
         for c in &checks {

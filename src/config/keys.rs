@@ -176,10 +176,13 @@ fn read_private(path: &std::path::Path) -> std::io::Result<Result<Vec<u8>, u32>>
 
 impl super::Config {
     /// Environment variables that hold lifeboat's secrets: the key references given by
-    /// variable, every plan's database password variable, and the webhook URLs. Children
-    /// (`pg_dump`, command sources, restore and verify commands) never see them.
+    /// variable, every plan's database password variable, the webhook URLs and
+    /// `PGPASSWORD` (lifeboat's own catalog password, if given that way). Children
+    /// (`pg_dump`, command sources, restore, verify and drill commands) never see them;
+    /// `pg_dump`/`pg_restore` keep `PGPASSWORD` when no password is configured (see
+    /// `source::postgres::libpq_scrub`).
     pub fn secret_env_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = [WEBHOOK_ENV, SLACK_WEBHOOK_ENV]
+        let mut names: Vec<String> = [WEBHOOK_ENV, SLACK_WEBHOOK_ENV, "PGPASSWORD"]
             .iter()
             .map(|s| s.to_string())
             .collect();

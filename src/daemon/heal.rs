@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use lifeboat_repo::replicate::{replicate, CopyEvent, ReplicateReport};
+use lifeboat_repo::replicate::{replicate, CopyEvent, ReplicateOptions, ReplicateReport};
 use lifeboat_repo::{Cancel, Progress};
 
 use crate::catalog::{Catalog, Phase, RunEnd, RunKind};
@@ -70,6 +70,23 @@ pub async fn replicate_recorded(
     cancel: Cancel,
 ) -> Result<ReplicateReport> {
     let regions = crate::storage::regions(config)?;
+    // The writer key lets replicate check index files and keep each plan's objects in the
+    // plan's regions; it is needed when plans store in different regions.
+    let plan_regions = crate::engine::plan_regions(config);
+    let keys = crate::engine::keyring(config, crate::engine::KeyNeed::Any).ok();
+    let repo = match keys.as_ref().and_then(|k| k.writer.as_ref()) {
+        None if !plan_regions.is_empty() => {
+            Some(crate::engine::open(config, crate::engine::KeyNeed::Any, None).await?)
+        }
+        _ => None,
+    };
+    let opts = ReplicateOptions {
+        writer: match &repo {
+            Some(r) => Some(r.writer()),
+            None => keys.as_ref().and_then(|k| k.writer.as_ref()),
+        },
+        plan_regions,
+    };
     let on_copy = |e: &CopyEvent| match &e.error {
         None => {
             tracing::info!(region = %e.region, object = %e.object, from = %e.source, bytes = e.bytes, "copied and verified")
@@ -88,7 +105,7 @@ pub async fn replicate_recorded(
             .ok(),
         None => None,
     };
-    let res = replicate(&regions, progress, cancel, &on_copy).await;
+    let res = replicate(&regions, &opts, progress, cancel, &on_copy).await;
     if let (Some(catalog), Some(run)) = (catalog, &run) {
         record(config, catalog, run, &res).await;
     }
@@ -107,7 +124,7 @@ pub async fn heal_if_needed(
     if needed.is_empty() || cancel.is_cancelled() {
         return Ok(None);
     }
-    let now = crate::catalog::now();
+    let now = crate::host::now_secs();
     let next = next_attempt(catalog, backoff).await?;
     if now < next {
         tracing::debug!(
@@ -128,7 +145,7 @@ pub async fn heal_if_needed(
     if report.ok() && report.copied_total() == 0 {
         // Nothing was missing after all (healed out of band): correct the catalog, or it
         // would ask for healing again on every tick.
-        crate::catalog::sync(config, catalog, None).await?;
+        crate::engine::sync(config, catalog, None).await?;
     }
     if report.ok() {
         tracing::info!(
@@ -181,7 +198,7 @@ async fn record(
         tracing::warn!(error = %format!("{e:#}"), "catalog: could not record the run");
     }
     if res.as_ref().is_ok_and(|r| r.copied_total() > 0) {
-        if let Err(e) = crate::catalog::sync(config, catalog, None).await {
+        if let Err(e) = crate::engine::sync(config, catalog, None).await {
             tracing::warn!(error = %format!("{e:#}"), "catalog: could not refresh the snapshot cache after replicate (run `lifeboat catalog sync`)");
         }
     }

@@ -101,7 +101,7 @@ pub fn passfile(password: Option<&SecretString>) -> Result<Option<tempfile::Name
 
 /// The URL with any password removed, for messages.
 pub fn redact(url: &str) -> String {
-    crate::catalog::redact_url(url)
+    crate::host::redact_url(url)
 }
 
 /// `url` pointing at database `db` instead (same server, user and parameters).
@@ -223,6 +223,14 @@ impl DumpSession {
         let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
         let _ = self.conn.close().await;
     }
+}
+
+/// The variables a libpq child must not see: `names` without `PGPASSWORD`, which libpq's own
+/// lookup may use when no password is configured (with one, the child gets a `PGPASSFILE`
+/// and `PGPASSWORD` is removed by the command builder).
+pub fn libpq_scrub(mut names: Vec<String>) -> Vec<String> {
+    names.retain(|n| n != "PGPASSWORD");
+    names
 }
 
 /// `pg_dump` of `target` in the exported `snapshot`, writing the archive to stdout, and

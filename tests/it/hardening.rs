@@ -86,7 +86,7 @@ fn lease_is_free(ws: &Workspace, plan: &str) -> bool {
     let url = catalog_url(ws);
     rt().block_on(async {
         let c = Catalog::open(&url).await.unwrap();
-        let now = lifeboat::catalog::now();
+        let now = lifeboat::host::now_secs();
         c.acquire_lease(plan, "test-probe", now, now + 5)
             .await
             .unwrap()
@@ -454,6 +454,7 @@ fn commit_future_snapshot(ws: &Workspace, ahead: i64) -> String {
             let mut w = lifeboat_repo::writer::BackupWriter::start(
                 repo,
                 index,
+                "app-data",
                 &targets,
                 handle,
                 lifeboat_repo::Cancel::new(),
@@ -463,7 +464,7 @@ fn commit_future_snapshot(ws: &Workspace, ahead: i64) -> String {
             let root = w
                 .add_tree(&mut lifeboat_repo::tree::Tree::default())
                 .unwrap();
-            let time = lifeboat::catalog::now() + ahead;
+            let time = lifeboat::host::now_secs() + ahead;
             let manifest = Manifest {
                 version: MANIFEST_VERSION,
                 plan: "app-data".into(),
