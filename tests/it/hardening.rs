@@ -64,6 +64,41 @@ fn wait_within(mut child: Child, limit: Duration, what: &str) -> (Option<i32>, S
     }
 }
 
+/// Send SIGTERM to `child`.
+fn sigterm(child: &Child) {
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Once the hanging command named `marker` runs, SIGTERM `child` (lifeboat): it must stop
+/// within seconds and take the command's whole process group with it. Its exit code and
+/// output.
+fn stops_on_sigterm(child: Child, marker: &str, what: &str) -> (Option<i32>, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while alive(marker).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the command never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sigterm(&child);
+    let (code, text, took) = wait_within(child, Duration::from_secs(30), what);
+    assert!(
+        took < Duration::from_secs(10),
+        "{what} stopped after {took:?}: {text}"
+    );
+    assert!(
+        alive(marker).is_empty(),
+        "{what}: the command survived: {:?}",
+        alive(marker)
+    );
+    (code, text)
+}
+
 fn add_plan(ws: &Workspace, name: &str, source: &str, extra: &str) {
     ws.edit_config(|c| {
         format!("{c}\n[[plans]]\nname = \"{name}\"\nsource = {{ {source} }}\n{extra}")
@@ -93,8 +128,8 @@ fn lease_is_free(ws: &Workspace, plan: &str) -> bool {
     })
 }
 
-#[test]
-fn a_command_that_hangs_without_output_is_killed_by_the_run_timeout() {
+/// A workspace whose plan `hang` (due at once) backs up a command that hangs; the marker.
+fn hanging_plan() -> (Workspace, String) {
     let ws = Workspace::new();
     ws.init();
     let m = marker();
@@ -107,6 +142,12 @@ fn a_command_that_hangs_without_output_is_killed_by_the_run_timeout() {
         ),
         "schedule = \"0 0 1 1 *\"\n",
     );
+    (ws, m)
+}
+
+#[test]
+fn a_command_that_hangs_without_output_is_killed_by_the_run_timeout() {
+    let (ws, m) = hanging_plan();
     let child = ws
         .cmd(&["run-due", "--timeout", "2s", "--retries", "0", "--json"])
         .stdout(Stdio::piped())
@@ -142,45 +183,15 @@ fn a_command_that_hangs_without_output_is_killed_by_the_run_timeout() {
 
 #[test]
 fn sigterm_stops_the_daemon_within_seconds_while_a_command_hangs() {
-    let ws = Workspace::new();
-    ws.init();
-    let m = marker();
-    add_plan(
-        &ws,
-        "hang",
-        &format!(
-            "kind = \"command\", command = {}, restore_command = [\"true\"]",
-            hanging_command(&m)
-        ),
-        "schedule = \"0 0 1 1 *\"\n",
-    );
+    let (ws, m) = hanging_plan();
     let d = ws
         .cmd(&["daemon", "--tick", "200ms", "--listen", "none"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while alive(&m).is_empty() {
-        assert!(Instant::now() < deadline, "the command never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let st = Command::new("kill")
-        .args(["-TERM", &d.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let (code, text, took) = wait_within(d, Duration::from_secs(30), "daemon after SIGTERM");
+    let (code, text) = stops_on_sigterm(d, &m, "daemon");
     assert_eq!(code, Some(0), "{text}");
-    assert!(
-        took < Duration::from_secs(10),
-        "stopped after {took:?}: {text}"
-    );
-    assert!(
-        alive(&m).is_empty(),
-        "the command survived: {:?}",
-        alive(&m)
-    );
     let hang = runs(&ws, "hang");
     assert_eq!(hang.len(), 1, "{hang:?}");
     assert_eq!(hang[0].phase, Phase::Cancelled, "{hang:?}\n{text}");
@@ -335,11 +346,7 @@ fn a_panicked_daemon_run_is_recorded_as_failed_and_the_plan_runs_again() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let st = Command::new("kill")
-        .args(["-TERM", &d.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    sigterm(&d);
     let (code, text, _) = wait_within(d, Duration::from_secs(30), "daemon after SIGTERM");
     assert_eq!(code, Some(0), "{text}");
     assert!(!trigger.exists(), "the fault never fired");
@@ -590,4 +597,30 @@ fn run_due_heals_a_region_that_missed_a_backup_once_it_answers_with_backoff() {
     ws.ok(&["run-due"]);
     assert_eq!(replicate_runs(&ws).len(), 2, "healed twice");
     ws.ok(&["verify"]);
+}
+
+#[test]
+fn sigterm_stops_a_restore_whose_restore_command_hangs() {
+    let ws = Workspace::new();
+    ws.init();
+    let m = marker();
+    // Reads nothing and never exits: the stream blocks on a full pipe.
+    add_plan(
+        &ws,
+        "stuck",
+        &format!(
+            "kind = \"command\", command = [\"head\", \"-c\", \"1000000\", \"/dev/zero\"], restore_command = {}",
+            hanging_command(&m)
+        ),
+        "",
+    );
+    ws.ok(&["backup", "stuck"]);
+    let child = ws
+        .cmd(&["restore", "stuck"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, text) = stops_on_sigterm(child, &m, "restore");
+    assert_eq!(code, Some(130), "{text}");
 }
