@@ -18,9 +18,12 @@ pub struct ExecArgs {
     /// Further tries after a failed backup, waiting --backoff, doubled each time.
     #[arg(long, default_value_t = 2)]
     retries: u32,
+    /// Wait before the first retry of a failed backup, doubled each time; also the first
+    /// wait between attempts to heal a region that missed a snapshot (at most 1h).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     backoff: Duration,
-    /// Longest one backup attempt may take; it is then stopped (nothing partial is kept).
+    /// Longest one backup attempt may take; it is then stopped, its commands (pg_dump, a
+    /// command source) killed, and nothing partial is kept.
     #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
     timeout: Duration,
     /// Webhook for alerts, generic JSON (the URL may hold a token: prefer the variable).

@@ -206,7 +206,8 @@ pub struct SinkChild {
     pub child: tokio::process::Child,
     pub stdin: tokio::process::ChildStdin,
     stderr: tokio::task::JoinHandle<String>,
-    watcher: tokio::task::JoinHandle<()>,
+    /// Dropping it (with the child) stops the cancel watcher.
+    watcher: tokio::sync::oneshot::Sender<()>,
     cancel: Cancel,
     what: String,
     _keep: Option<tempfile::NamedTempFile>,
@@ -242,11 +243,19 @@ impl SinkChild {
         });
         let pid = child.id().context("child pid")?;
         let cancel = launch.cancel.clone();
-        let watcher = tokio::spawn(async move {
-            while !cancel.is_cancelled() {
-                tokio::time::sleep(WATCH_EVERY).await;
+        let (watcher, mut done) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut done => return,
+                    _ = tokio::time::sleep(WATCH_EVERY) => {
+                        if cancel.is_cancelled() {
+                            kill_group(pid);
+                            return;
+                        }
+                    }
+                }
             }
-            kill_group(pid);
         });
         Ok(SinkChild {
             child,
@@ -310,7 +319,7 @@ impl SinkChild {
         drop(stdin);
         let pid = child.id();
         let status = child.wait().await;
-        watcher.abort();
+        drop(watcher);
         if let Some(pid) = pid {
             kill_group(pid);
         }
