@@ -81,3 +81,26 @@ pub struct SnapshotEntry {
     /// Region names where the manifest is present.
     pub regions: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_without_the_partial_list_still_parse_and_a_list_marks_partial() {
+        let old = serde_json::json!({
+            "version": 1, "plan": "p", "host": "h", "time": 1, "end_time": 2,
+            "source": {"kind": "dir", "location": "/srv"},
+            "root": Id::of_stored(b"root").to_hex(),
+            "stats": {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0, "bytes_read": 0,
+                      "new_bytes": 0, "stored_bytes": 0, "new_chunks": 0, "packs": 0}
+        });
+        let mut m: Manifest = serde_json::from_value(old).unwrap();
+        assert!(!m.is_partial());
+        assert!(!serde_json::to_string(&m).unwrap().contains("unreadable"));
+        m.unreadable.push("/srv/x: permission denied".into());
+        let back: Manifest = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert!(back.is_partial());
+        assert_eq!(back, m);
+    }
+}
