@@ -15,10 +15,12 @@ use super::ConfigError;
 /// The `[keys]` table, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeysConfig {
-    /// age X25519 recipients (`age1…`), at least one; from `recipients` or `recipients_file`.
+    /// age X25519 recipients (`age1…`), from `recipients` or `recipients_file`. Empty on a
+    /// restore host: the repository's own recipients are used (backups and `init` need them).
     pub recipients: Vec<String>,
-    /// Lets this host add snapshots; cannot decrypt them.
-    pub writer_key: SecretRef,
+    /// Lets this host add snapshots; cannot decrypt them. `None` on a restore host, which
+    /// reads it from the repository with the identity.
+    pub writer_key: Option<SecretRef>,
     /// Decrypts snapshots; configured only where restores run.
     pub identity: Option<SecretRef>,
 }
@@ -26,7 +28,13 @@ pub struct KeysConfig {
 impl KeysConfig {
     /// Loads the writer key, with an error that says which key and how to get one.
     pub fn load_writer_key(&self) -> Result<SecretString, ConfigError> {
-        self.writer_key.load_as(Role::WriterKey)
+        match &self.writer_key {
+            Some(writer) => writer.load_as(Role::WriterKey),
+            None => Err(ConfigError::Secret {
+                secret: "writer key".to_string(),
+                problem: "none configured on this host (backups need it: set keys.writer_key_file or keys.writer_key_env; `lifeboat keys generate --dir DIR` creates DIR/writer.key)".to_string(),
+            }),
+        }
     }
 
     /// Loads the identity; an error if this host has none configured.
@@ -363,7 +371,7 @@ mod tests {
 
         let keys = KeysConfig {
             recipients: vec![RECIPIENT_A.to_string()],
-            writer_key: SecretRef::File(dir.path().join("missing.key")),
+            writer_key: Some(SecretRef::File(dir.path().join("missing.key"))),
             identity: None,
         };
         let err = keys.load_writer_key().unwrap_err().to_string();
