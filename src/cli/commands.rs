@@ -9,40 +9,15 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use lifeboat_repo::keys::{Identity, WriterKey};
 use lifeboat_repo::verify::{verify, VerifyOptions};
-use lifeboat_repo::{Cancel, Progress};
+use lifeboat_repo::Progress;
 use serde_json::json;
 
+use super::output::{cancel_on_signals, print_json};
 use super::progress::Bar;
 use super::render::{bytes, rate, table, time};
 use super::{exit, load_config, Cli, Command, ConfigCommand, KeysCommand, RegionsCommand};
 use crate::catalog::RunKind;
 use crate::engine::{self, KeyNeed, RestoreRequest};
-
-/// Cancel on SIGINT or SIGTERM: the operation stops at the next chunk, commits nothing.
-pub(super) fn cancel_on_signals() -> Cancel {
-    let cancel = Cancel::new();
-    let c = cancel.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-        tracing::warn!("signal received: stopping; nothing partial will be visible");
-        c.cancel();
-    });
-    cancel
-}
-
-pub(super) fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-}
 
 pub async fn run(cli: &Cli) -> Result<u8> {
     match &cli.command {
@@ -125,6 +100,7 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         } => super::audit::run(cli, *verify, *limit, *json).await,
         Command::Replicate { json } => super::regions::replicate(cli, *json).await,
         Command::Regions(RegionsCommand::Check { json }) => super::regions::check(cli, *json).await,
+        Command::Drill(c) => super::drill::run(cli, c).await,
     }
 }
 
@@ -341,6 +317,7 @@ async fn restore(cli: &Cli, req: &RestoreRequest, json: bool) -> Result<u8> {
             "duration_seconds": secs,
             "objects_per_region": r.per_region.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "fallbacks": r.fallbacks.iter().map(|f| json!({"object": f.object, "failed_region": f.failed_region, "error": f.error, "used_region": f.used_region})).collect::<Vec<_>>(),
+            "demoted_regions": r.demoted.iter().map(|d| json!({"region": d.region, "error": d.error})).collect::<Vec<_>>(),
         }));
     } else {
         println!(
@@ -368,6 +345,12 @@ async fn restore(cli: &Cli, req: &RestoreRequest, json: bool) -> Result<u8> {
                 f.object, f.used_region, f.failed_region, f.error
             );
         }
+        for d in &r.demoted {
+            println!(
+                "region {} demoted for the rest of the restore after repeated failures ({}); reads went to the other regions",
+                d.region, d.error
+            );
+        }
     }
     Ok(exit::OK)
 }
@@ -391,6 +374,7 @@ async fn verify_cmd(cli: &Cli, read_data: Option<f64>, json: bool) -> Result<u8>
         &repo,
         &VerifyOptions {
             read_data_percent: read_data,
+            plan_regions: engine::plan_regions(&config),
         },
         progress,
         cancel_on_signals(),

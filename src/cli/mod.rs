@@ -13,14 +13,18 @@ mod audit;
 pub mod catalog;
 mod commands;
 pub mod daemon;
-pub mod exit;
+pub mod drill;
 mod history;
+mod output;
 mod progress;
 mod regions;
 mod render;
 mod restore_stream;
 mod status;
 pub mod verify_restore;
+
+/// The exit codes, under the name the CLI uses (they live below, in [`crate::outcome`]).
+pub use crate::outcome as exit;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -198,6 +202,9 @@ pub enum Command {
     /// The regions themselves: reachability, permissions, versioning, Object Lock.
     #[command(subcommand)]
     Regions(RegionsCommand),
+    /// DR drills from runbooks (runbooks/*.toml): validate, plan (dry run), run, list, report.
+    #[command(subcommand)]
+    Drill(drill::DrillCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,9 @@ use std::time::Instant;
 use anyhow::Result;
 use bytes::Bytes;
 use lifeboat_repo::backend::{Backend, LocalBackend};
-use lifeboat_repo::replicate::{replicate as replicate_regions, CopyEvent, ReplicateReport};
+use lifeboat_repo::replicate::{
+    replicate as replicate_regions, CopyEvent, ReplicateOptions, ReplicateReport,
+};
 use lifeboat_repo::Progress;
 use serde::Serialize;
 use serde_json::json;
@@ -24,6 +26,23 @@ use crate::storage::{S3Backend, S3Settings};
 pub async fn replicate(cli: &Cli, json: bool) -> Result<u8> {
     let config = load_config(cli)?;
     let regions = crate::storage::regions(&config)?;
+    // The writer key lets replicate check index files and keep each plan's objects in the
+    // plan's regions; it is needed when plans store in different regions.
+    let plan_regions = crate::engine::plan_regions(&config);
+    let keys = crate::engine::keyring(&config, crate::engine::KeyNeed::Any).ok();
+    let repo = match keys.as_ref().and_then(|k| k.writer.as_ref()) {
+        None if !plan_regions.is_empty() => {
+            Some(crate::engine::open(&config, crate::engine::KeyNeed::Any, None).await?)
+        }
+        _ => None,
+    };
+    let opts = ReplicateOptions {
+        writer: match &repo {
+            Some(r) => Some(r.writer()),
+            None => keys.as_ref().and_then(|k| k.writer.as_ref()),
+        },
+        plan_regions,
+    };
     let progress = Arc::new(Progress::default());
     let bar = Bar::start("replicate", progress.clone(), !json);
     let started = Instant::now();
@@ -48,8 +67,9 @@ pub async fn replicate(cli: &Cli, json: bool) -> Result<u8> {
     };
     let res = replicate_regions(
         &regions,
+        &opts,
         progress,
-        super::commands::cancel_on_signals(),
+        super::output::cancel_on_signals(),
         &on_copy,
     )
     .await;
@@ -63,7 +83,7 @@ pub async fn replicate(cli: &Cli, json: bool) -> Result<u8> {
         let mut v = serde_json::to_value(&report)?;
         v["ok"] = json!(report.ok());
         v["duration_seconds"] = json!(secs);
-        super::commands::print_json(&v);
+        super::output::print_json(&v);
     } else {
         for (name, r) in &report.regions {
             let copied: Vec<String> = r
@@ -149,7 +169,7 @@ async fn record(
         tracing::warn!(error = %format!("{e:#}"), "catalog: could not record the run");
     }
     if res.as_ref().is_ok_and(|r| r.copied_total() > 0) {
-        if let Err(e) = crate::catalog::sync(config, catalog, None).await {
+        if let Err(e) = crate::engine::sync(config, catalog, None).await {
             tracing::warn!(error = %format!("{e:#}"), "catalog: could not refresh the snapshot cache after replicate (run `lifeboat catalog sync`)");
         }
     }
@@ -185,7 +205,7 @@ impl RegionCheck {
 /// The probe object `regions check` writes (and tries to delete). Under Object Lock it cannot
 /// be deleted and stays, one small version per check.
 fn probe_name() -> String {
-    format!("check/{}", crate::engine::hostname())
+    format!("check/{}", crate::host::hostname())
 }
 
 async fn check_basic(b: &dyn Backend, c: &mut RegionCheck) {
@@ -196,7 +216,7 @@ async fn check_basic(b: &dyn Backend, c: &mut RegionCheck) {
     }
     let body = Bytes::from(format!(
         "lifeboat regions check {}\n",
-        crate::engine::now_epoch()
+        crate::host::now_secs()
     ));
     match b.put(&probe, body.clone()).await {
         Ok(()) => c.can_put = true,
@@ -321,7 +341,7 @@ pub async fn check(cli: &Cli, json: bool) -> Result<u8> {
     }
     let all_ok = checks.iter().all(RegionCheck::ok);
     if json {
-        super::commands::print_json(&json!({ "ok": all_ok, "regions": checks }));
+        super::output::print_json(&json!({ "ok": all_ok, "regions": checks }));
     } else {
         let yes = |b: bool| if b { "yes" } else { "NO" };
         for c in &checks {

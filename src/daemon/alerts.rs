@@ -239,8 +239,8 @@ pub fn payload(format: Format, n: &Notification) -> serde_json::Value {
             "kind": c.kind,
             "plan": c.plan,
             "message": c.message,
-            "at": crate::catalog::now(),
-            "host": crate::engine::hostname(),
+            "at": crate::host::now_secs(),
+            "host": crate::host::hostname(),
             "source": "lifeboat",
         }),
         Format::Slack => {
@@ -325,6 +325,7 @@ mod tests {
                 last_at: None,
                 age_seconds: None,
                 note: Some("drill overdue".into()),
+                last: None,
             },
             regions: vec![
                 RegionHealth {

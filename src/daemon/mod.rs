@@ -19,6 +19,7 @@ use crate::catalog::{self, Catalog, Phase, RunKind};
 use crate::config::Config;
 
 pub mod alerts;
+pub mod drills;
 pub mod metrics;
 pub mod restore_tests;
 pub mod runner;
@@ -135,6 +136,8 @@ pub struct Executor {
     pub holder: String,
     pub options: ExecOptions,
     pub metrics: Arc<metrics::Metrics>,
+    /// Scheduled drills (`--runbooks`): due ungated ones run, gated ones raise an alert.
+    pub drills: Option<Arc<dyn drills::Drills>>,
 }
 
 impl Executor {
@@ -145,7 +148,14 @@ impl Executor {
             holder: catalog::holder_name(),
             options,
             metrics: Arc::new(metrics::Metrics::default()),
+            drills: None,
         }
+    }
+
+    /// This executor, also running the drills `drills` finds due.
+    pub fn with_drills(mut self, drills: Arc<dyn drills::Drills>) -> Executor {
+        self.drills = Some(drills);
+        self
     }
 
     /// Run every plan due at `now`, one after another.
@@ -163,6 +173,14 @@ impl Executor {
             }
             out.push(self.run_restore_test(&d, cancel).await?);
         }
+        for d in self.due_drills(now).await? {
+            if cancel.is_cancelled() {
+                break;
+            }
+            if !d.gated {
+                out.push(self.run_drill(&d, cancel).await?);
+            }
+        }
         Ok(out)
     }
 
@@ -179,7 +197,7 @@ impl Executor {
             error: None,
         };
         let lease = self.options.lease.as_secs().max(3) as i64;
-        let now = catalog::now();
+        let now = crate::host::now_secs();
         if !self
             .catalog
             .acquire_lease(&due.plan, &self.holder, now, now + lease)
@@ -189,7 +207,7 @@ impl Executor {
             result.error = Some("another run holds the plan".into());
             return Ok(result);
         }
-        let run_id = catalog::new_id();
+        let run_id = crate::host::new_id();
         let claimed = self
             .catalog
             .claim_occurrence(&due.plan, due.scheduled_for, &run_id, &self.holder)
@@ -223,7 +241,7 @@ impl Executor {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs((lease / 3).max(1) as u64)).await;
-                let now = catalog::now();
+                let now = crate::host::now_secs();
                 match catalog
                     .acquire_lease(&plan, &holder, now, now + lease)
                     .await
@@ -259,10 +277,10 @@ impl Executor {
             attempts += 1;
             let res = self.attempt(&due.plan, cancel).await;
             let Err(e) = &res else { break res };
-            let code = crate::cli::exit::code_for(e);
+            let code = crate::outcome::code_for(e);
             let permanent = matches!(
                 code,
-                crate::cli::exit::USAGE | crate::cli::exit::KEYS | crate::cli::exit::INTERRUPTED
+                crate::outcome::USAGE | crate::outcome::KEYS | crate::outcome::INTERRUPTED
             );
             if cancel.is_cancelled() || permanent || attempts > self.options.retries {
                 break res;
@@ -273,11 +291,11 @@ impl Executor {
                 break res;
             }
         };
-        catalog::record::backup(&self.catalog, run_id, &report, attempts).await?;
+        crate::engine::record::backup(&self.catalog, run_id, &report, attempts).await?;
         let phase = match &report {
             Ok(r) if r.is_degraded() => Phase::Degraded,
             Ok(_) => Phase::Succeeded,
-            Err(e) => catalog::record::error_phase(e),
+            Err(e) => crate::engine::record::error_phase(e),
         };
         match &report {
             Ok(r) => {

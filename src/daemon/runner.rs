@@ -12,7 +12,6 @@ use tokio::task::JoinSet;
 
 use super::alerts::{conditions, Alerter};
 use super::{due_plans, metrics, Executor, PlanRun};
-use crate::catalog;
 
 pub struct DaemonOptions {
     /// Longest sleep between two looks at the schedule.
@@ -52,14 +51,14 @@ pub async fn run_daemon(
     let mut sync_task: Option<tokio::task::JoinHandle<()>> = None;
     let mut last_sync: Option<std::time::Instant> = None;
     while !cancel.is_cancelled() {
-        let now = catalog::now();
+        let now = crate::host::now_secs();
         if let Some(every) = opts.sync_every {
             let idle = sync_task.as_ref().is_none_or(|t| t.is_finished());
             if idle && last_sync.is_none_or(|t| t.elapsed() >= every) {
                 last_sync = Some(std::time::Instant::now());
                 let (config, catalog) = (exec.config.clone(), exec.catalog.clone());
                 sync_task = Some(tokio::spawn(async move {
-                    match catalog::sync(&config, &catalog, None).await {
+                    match crate::engine::sync(&config, &catalog, None).await {
                         Ok(r) => tracing::info!(
                             snapshots = r.snapshots,
                             "catalog synced from the regions"
@@ -69,10 +68,16 @@ pub async fn run_daemon(
                 }));
             }
         }
+        let due_drills = exec.due_drills(now).await.unwrap_or_else(|e| {
+            tracing::error!(error = %format!("{e:#}"), "drill schedule check failed");
+            Vec::new()
+        });
         match exec.metrics.refresh(&exec.config, &exec.catalog, now).await {
             Ok(statuses) => {
                 if let Some(alerter) = &opts.alerter {
-                    if let Err(e) = alerter.reconcile(&conditions(&statuses), now).await {
+                    let mut current = conditions(&statuses);
+                    current.extend(super::drills::gated_conditions(&due_drills));
+                    if let Err(e) = alerter.reconcile(&current, now).await {
                         tracing::error!(error = %format!("{e:#}"), "alerts: reconcile failed");
                     }
                 }
@@ -109,6 +114,15 @@ pub async fn run_daemon(
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "restore test schedule check failed")
             }
+        }
+        // Drills without a gate run beside the rest, one per runbook at a time.
+        for d in due_drills.into_iter().filter(|d| !d.gated) {
+            let key = d.key();
+            if !running.insert(key.clone()) {
+                continue;
+            }
+            let (exec, cancel) = (exec.clone(), cancel.clone());
+            tasks.spawn(async move { (key, exec.run_drill(&d, &cancel).await) });
         }
         // Sleep until the tick ends or a run finishes (its plan may be due again).
         let sleep = super::sleep_or_cancel(opts.tick, &cancel);
@@ -157,7 +171,7 @@ fn collect(
 
 /// Run an alerter once against the current status (for `run-due`, which has no loop).
 pub async fn alert_once(exec: &Executor, alerter: &Alerter) -> Result<()> {
-    let now = catalog::now();
+    let now = crate::host::now_secs();
     let statuses = exec
         .metrics
         .refresh(&exec.config, &exec.catalog, now)

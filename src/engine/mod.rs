@@ -9,16 +9,21 @@ use lifeboat_repo::keys::{parse_recipient, Identity, Keyring, WriterKey};
 use lifeboat_repo::Repository;
 
 use crate::config::Config;
+use crate::storage::RegionFaults;
 
 pub mod backup;
+pub mod kinds;
+pub mod record;
 pub mod restore;
 pub mod restore_test;
 pub mod stream;
+pub mod sync;
 
 pub use backup::{backup, BackupReport};
 pub use restore::{restore, RestoreRequest, RestoreResult};
 pub use restore_test::{restore_tests, RestoreTestOutcome, RestoreTestRequest};
 pub use stream::{restore_stream, StreamRestoreRequest, StreamTarget};
+pub use sync::{sync, SyncReport};
 
 /// What the engine needs from the key configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +34,17 @@ pub enum KeyNeed {
     Read,
     /// Use the identity when configured (list, verify).
     Any,
+}
+
+/// Plan name → its regions, for every plan that does not store in every region: what
+/// `verify` and `replicate` must respect (data residency).
+pub fn plan_regions(config: &Config) -> lifeboat_repo::verify::PlanRegions {
+    config
+        .plans
+        .iter()
+        .filter(|p| config.regions.iter().any(|r| !p.regions.contains(&r.name)))
+        .map(|p| (p.name.clone(), p.regions.iter().cloned().collect()))
+        .collect()
 }
 
 /// Load this host's keys as the configuration references them. A restore host may hold
@@ -92,8 +108,18 @@ pub async fn open(
     need: KeyNeed,
     preferred: Option<&str>,
 ) -> Result<Arc<Repository>> {
+    open_with(config, need, preferred, &RegionFaults::none()).await
+}
+
+/// [`open`] with regions failing on purpose (a drill's simulated outage).
+pub async fn open_with(
+    config: &Config,
+    need: KeyNeed,
+    preferred: Option<&str>,
+    faults: &RegionFaults,
+) -> Result<Arc<Repository>> {
     let keys = keyring(config, need)?;
-    let regions = crate::storage::regions(config)?;
+    let regions = crate::storage::regions_with(config, faults)?;
     let preferred = preferred.or_else(|| Some(config.preferred_region().name.as_str()));
     Ok(Arc::new(Repository::open(regions, keys, preferred).await?))
 }
@@ -149,21 +175,4 @@ pub async fn plan_kind(
     let repo = open(config, KeyNeed::Read, from).await?;
     let snapshot = find_plan_snapshot(config, &repo, plan, spec).await?;
     Ok(snapshot.manifest.source.kind)
-}
-
-/// This host's name, for manifests.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-pub fn now_epoch() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

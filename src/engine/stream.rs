@@ -69,9 +69,25 @@ impl OpenStream {
         }
         let repo = open(config, KeyNeed::Read, from).await?;
         let snapshot = crate::engine::find_plan_snapshot(config, &repo, plan, snapshot).await?;
+        OpenStream::from_entry(repo, snapshot).await
+    }
+
+    /// Open snapshot `snapshot` (id, prefix or `latest`) of `plan` in an open repository.
+    pub async fn from_repo(
+        repo: Arc<Repository>,
+        plan: &str,
+        snapshot: &str,
+    ) -> Result<OpenStream> {
+        let snapshot = repo.find_snapshot(snapshot, Some(plan)).await?;
+        OpenStream::from_entry(repo, snapshot).await
+    }
+
+    /// Open the stream of a snapshot found in `repo`.
+    async fn from_entry(repo: Arc<Repository>, snapshot: SnapshotEntry) -> Result<OpenStream> {
         anyhow::ensure!(
             snapshot.manifest.source.kind != "dir",
-            "plan {plan} backs up a directory: restore it with --to DIR"
+            "plan {} backs up a directory: restore it with --to DIR",
+            snapshot.manifest.plan
         );
         let index = Arc::new(repo.load_index().await.context("load index")?);
         let reader = BlobReader::new(repo.clone(), index.clone());
@@ -153,6 +169,7 @@ impl OpenStream {
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
             fallbacks: log.fallbacks.clone(),
+            demoted: log.demoted.clone(),
             duration,
             snapshot: self.snapshot.clone(),
         }

@@ -1,4 +1,7 @@
-//! Exit codes, documented in the README ("Exit codes") and relied on by cron and monitoring.
+//! How an operation ended, as a number: the exit codes (documented in the README, "Exit
+//! codes", relied on by cron and monitoring) and the classification of an error chain into
+//! one. Below the catalog, engine and daemon so each can classify an error without asking
+//! the CLI; `cli::exit` is this module under the name the CLI uses.
 
 use lifeboat_repo::RepoError;
 
@@ -34,7 +37,10 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         if let Some(r) = cause.downcast_ref::<RepoError>() {
             return match r {
                 RepoError::NeedIdentity(_) | RepoError::WrongKey(_) | RepoError::Key(_) => KEYS,
+                // A failed hash or authentication is damage; an outage or timeout
+                // (`Unavailable`, `Backend`) is a failure naming the region and cause.
                 RepoError::Corrupt(_) => VERIFY_FAILED,
+                RepoError::Unavailable(_) | RepoError::Backend(_) => FAILURE,
                 RepoError::Cancelled => INTERRUPTED,
                 _ => FAILURE,
             };
