@@ -121,7 +121,9 @@ pub async fn open_with(
     let keys = keyring(config, need)?;
     let regions = crate::storage::regions_with(config, faults)?;
     let preferred = preferred.or_else(|| Some(config.preferred_region().name.as_str()));
-    Ok(Arc::new(Repository::open(regions, keys, preferred).await?))
+    let repo = Repository::open(regions, keys, preferred).await?;
+    tracing::info!(repository = %repo.config.id, preferred, "repository opened");
+    Ok(Arc::new(repo))
 }
 
 /// The snapshot `spec` (id, prefix or `latest`) of `plan`. A plan need not be declared in
