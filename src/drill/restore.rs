@@ -22,7 +22,7 @@ use super::steps::Outputs;
 use crate::config::{Config, PlanConfig, SourceConfig};
 use crate::engine::stream::{restore_into_database, OpenStream};
 use crate::engine::{open_with, KeyNeed};
-use crate::source::child::SinkChild;
+use crate::source::child::{Launch, SinkChild};
 use crate::source::postgres::{self, PgTarget};
 
 async fn repo(drill: &Drill, region: Option<&str>) -> Result<Arc<Repository>> {
@@ -274,8 +274,10 @@ async fn in_process(
                 password: password.as_ref(),
             };
             let started = Instant::now();
+            let scrub = postgres::libpq_scrub(drill.config.secret_env_names());
             r.bytes =
-                restore_into_database(&stream, &target, false, None, &progress, cancel).await?;
+                restore_into_database(&stream, &target, false, None, &progress, cancel, &scrub)
+                    .await?;
             r.restore_ms = started.elapsed().as_millis() as i64;
             let mut conn = target.connect().await?;
             r.files = postgres::row_counts(&mut conn).await?.len() as u64;
@@ -291,11 +293,15 @@ async fn in_process(
                 Some(argv) => {
                     let mut cmd = crate::source::command::async_command(argv);
                     cmd.env("LIFEBOAT_SCRATCH_DIR", &dir);
-                    for var in super::steps::secret_env(&drill.config) {
-                        cmd.env_remove(var);
-                    }
-                    let child =
-                        SinkChild::spawn(cmd, &format!("verify command {:?}", argv[0]), "")?;
+                    let scrub = drill.config.secret_env_names();
+                    let launch = Launch {
+                        what: format!("verify command {:?}", argv[0]),
+                        hint: "",
+                        scrub: &scrub,
+                        cancel,
+                        keep: None,
+                    };
+                    let child = SinkChild::spawn(cmd, launch)?;
                     stream.pipe_into(child, &progress, cancel).await?
                 }
                 None => {
@@ -353,7 +359,7 @@ async fn bare_host_restore(
     cmd.env_remove("LIFEBOAT_CONFIG")
         .env("HOME", &home)
         .kill_on_drop(true);
-    for var in super::steps::secret_env(&drill.config) {
+    for var in drill.config.secret_env_names() {
         cmd.env_remove(var);
     }
     cmd.stdin(std::process::Stdio::null())

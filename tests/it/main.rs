@@ -13,6 +13,7 @@ mod deploy;
 mod drill;
 mod faults;
 mod format;
+mod hardening;
 mod keys;
 mod layers;
 mod logs;

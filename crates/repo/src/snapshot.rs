@@ -34,6 +34,18 @@ pub struct Manifest {
     pub probes: serde_json::Map<String, serde_json::Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Entries of the source the backup could not read and skipped, each as `path: why`
+    /// (permission denied, vanished, an I/O error). Non-empty: the snapshot is **partial**,
+    /// everything else in it is complete. Absent in older manifests and complete snapshots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
+}
+
+impl Manifest {
+    /// The backup skipped entries it could not read ([`Manifest::unreadable`]).
+    pub fn is_partial(&self) -> bool {
+        !self.unreadable.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -126,6 +126,7 @@ pub fn manifest(root: Id) -> Manifest {
         stats: Default::default(),
         probes: Default::default(),
         tags: Vec::new(),
+        unreadable: Vec::new(),
     }
 }
 
