@@ -123,7 +123,6 @@ async fn into_repository(
             root: written.root,
             stats: written.stats,
             probes: written.probes,
-            tags: Vec::new(),
         };
         let outcome = writer.finish(manifest)?;
         if let Some(after_commit) = written.after_commit {

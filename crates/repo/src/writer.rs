@@ -108,9 +108,7 @@ impl BackupWriter {
             failed,
             ..Default::default()
         }));
-        let workers = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(1, 4);
+        let workers = crate::worker_threads();
         let (compress_tx, compress_rx) = bounded::<Job>(workers * 2);
         let (blob_tx, blob_rx) = bounded::<SealedBlob>(workers * 2);
         let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<FinishedPack>(1);
