@@ -88,6 +88,7 @@ enum Audited {
 /// audited per backup by the executor. Anything else — including commands added later — is.
 fn describe(command: &Command) -> Audited {
     use super::catalog::CatalogCommand;
+    use super::drill::DrillCommand;
     let target = match command {
         Command::Keys(_)
         | Command::Config(_)
@@ -95,9 +96,13 @@ fn describe(command: &Command) -> Audited {
         | Command::Audit { .. }
         | Command::Daemon(_)
         | Command::RunDue(_)
-        | Command::Catalog(CatalogCommand::Snapshots { .. } | CatalogCommand::Runs { .. }) => {
-            return Audited::No
-        }
+        | Command::Catalog(CatalogCommand::Snapshots { .. } | CatalogCommand::Runs { .. })
+        | Command::Drill(
+            DrillCommand::Validate { .. }
+            | DrillCommand::Plan { .. }
+            | DrillCommand::List { .. }
+            | DrillCommand::Report { .. },
+        ) => return Audited::No,
         Command::Backup { plan, .. } | Command::Restore { plan, .. } => Some(plan.clone()),
         Command::Snapshots { plan, .. } => plan.clone(),
         Command::Catalog(CatalogCommand::Sync { from, .. }) => from.clone(),

@@ -53,6 +53,8 @@ struct State {
     last_duration: BTreeMap<String, f64>,
     last_bytes: BTreeMap<String, u64>,
     runs: BTreeMap<(String, &'static str), u64>,
+    /// Per runbook id: end of its newest passed drill, and the RTO that drill achieved.
+    drills: BTreeMap<String, (i64, Option<f64>)>,
     /// Epoch of the last refresh; `/healthz` fails when it is stale.
     refreshed_at: i64,
 }
@@ -95,8 +97,16 @@ impl Metrics {
                 bytes.insert(plan.name.clone(), run.bytes.max(0) as u64);
             }
         }
+        let mut drills = BTreeMap::new();
+        for d in catalog.drills(None).await? {
+            if d.result == "passed" && !drills.contains_key(&d.runbook) {
+                let rto = d.rto_achieved_ms.map(|ms| ms as f64 / 1000.0);
+                drills.insert(d.runbook.clone(), (d.ended_at.unwrap_or(d.started_at), rto));
+            }
+        }
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.statuses = statuses.clone();
+        s.drills = drills;
         s.last_success = last_success;
         for (k, v) in durations {
             s.last_duration.entry(k).or_insert(v);
@@ -231,6 +241,25 @@ impl Metrics {
             s.last_bytes
                 .iter()
                 .map(|(k, v)| (plan(k), i64::try_from(*v).unwrap_or(i64::MAX)))
+                .collect(),
+        );
+        let runbook = |name: &str| -> Labels { vec![("runbook", name.to_string())] };
+        int(
+            r,
+            "lifeboat_drill_last_success_timestamp_seconds",
+            "End of the runbook's newest passed DR drill (Unix time)",
+            s.drills
+                .iter()
+                .map(|(name, (at, _))| (runbook(name), *at))
+                .collect(),
+        );
+        float(
+            r,
+            "lifeboat_drill_rto_achieved_seconds",
+            "Recovery time the runbook's newest passed drill achieved, from T0 to usable",
+            s.drills
+                .iter()
+                .filter_map(|(name, (_, rto))| rto.map(|v| (runbook(name), v)))
                 .collect(),
         );
         counter(

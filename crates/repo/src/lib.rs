@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod chunker;
 pub mod clock;
+pub mod drills;
 pub mod error;
 pub mod id;
 pub mod index;
@@ -17,6 +18,7 @@ pub mod keys;
 pub mod pack;
 pub mod progress;
 pub mod reader;
+pub mod regions;
 pub mod replicate;
 pub mod repo;
 pub mod restore;
@@ -30,6 +32,7 @@ pub use error::{RepoError, Result};
 pub use id::Id;
 pub use index::Index;
 pub use progress::{Cancel, Progress};
+pub use regions::RegionSet;
 pub use repo::{Region, RepoConfig, Repository};
 
 /// Threads for CPU-bound stages (compression in a backup, pack fetch and decode in a
