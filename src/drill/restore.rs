@@ -236,9 +236,10 @@ async fn in_process(
             let db_url = match into {
                 Target::Named(u) => u.clone(),
                 Target::Scratch => {
-                    let admin_url = scratch_url
-                        .clone()
-                        .unwrap_or_else(|| postgres::with_database(url, "postgres"));
+                    let admin_url = match scratch_url.clone() {
+                        Some(u) => u,
+                        None => postgres::with_database(url, "postgres")?,
+                    };
                     let name = format!("lifeboat_drill_{}", &crate::host::new_id()[..12]);
                     anyhow::ensure!(
                         postgres::database_of(url).as_deref() != Some(name.as_str()),
@@ -266,7 +267,7 @@ async fn in_process(
                             name: name.clone(),
                         },
                     );
-                    postgres::with_database(&admin_url, &name)
+                    postgres::with_database(&admin_url, &name)?
                 }
             };
             let target = PgTarget {
@@ -371,7 +372,7 @@ async fn bare_host_restore(
         .with_context(|| format!("start {}", exe.display()))?;
     let waited = tokio::select! {
         o = child.wait_with_output() => o.context("wait for the bare-host lifeboat")?,
-        _ = async { while !cancel.is_cancelled() { tokio::time::sleep(std::time::Duration::from_millis(100)).await } } => {
+        _ = cancel.cancelled() => {
             anyhow::bail!("bare-host restore cancelled");
         }
     };
