@@ -36,6 +36,17 @@ pub enum KeyNeed {
     Any,
 }
 
+/// Plan name → its regions, for every plan that does not store in every region: what
+/// `verify` and `replicate` must respect (data residency).
+pub fn plan_regions(config: &Config) -> lifeboat_repo::verify::PlanRegions {
+    config
+        .plans
+        .iter()
+        .filter(|p| config.regions.iter().any(|r| !p.regions.contains(&r.name)))
+        .map(|p| (p.name.clone(), p.regions.iter().cloned().collect()))
+        .collect()
+}
+
 /// Load this host's keys as the configuration references them.
 pub fn keyring(config: &Config, need: KeyNeed) -> Result<Keyring> {
     let recipients = config

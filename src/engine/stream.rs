@@ -159,6 +159,7 @@ impl OpenStream {
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
             fallbacks: log.fallbacks.clone(),
+            demoted: log.demoted.clone(),
             duration,
             snapshot: self.snapshot.clone(),
         }
