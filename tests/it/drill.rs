@@ -564,3 +564,29 @@ fn drill_run_due_runs_ungated_runbooks_and_alerts_on_gated_ones() {
     );
     assert_eq!(got.lock().unwrap().len(), alerts.len());
 }
+
+#[test]
+fn drill_a_tripped_guard_aborts_the_drill_and_cleanup_still_runs() {
+    let ws = backed_up();
+    let rb = ws.path("guard.toml");
+    std::fs::write(
+        &rb,
+        "[runbook]\nid = \"guard\"\nscenario = \"g\"\nfrequency = \"1d\"\n[guards]\nmax_duration = \"1s\"\n\n[[step]]\nid = \"declare\"\nkind = \"declare\"\nsimulate = \"region_down:us-east-2\"\n\n[[step]]\nid = \"restore\"\nkind = \"restore\"\n\n[[step]]\nid = \"hold\"\nkind = \"wait\"\nduration = \"30s\"\ntimeout = \"60s\"\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = ws.fails(&["drill", "run", s(&rb)], 4);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the guard did not stop the wait"
+    );
+    assert!(out.contains("guard tripped: max_duration 1s"), "{out}");
+    let r = latest_report(&ws);
+    assert_eq!(r["result"], "failed");
+    assert_eq!(step(&r, "hold")["result"], "cancelled");
+    all_removed(&r);
+    assert!(r["cleanup"].as_array().unwrap().iter().any(|c| c["what"]
+        .as_str()
+        .unwrap()
+        .contains("simulated outage of region us-east-2")));
+}
