@@ -283,7 +283,8 @@ async fn in_process(
             let mut conn = target.connect().await?;
             r.files = postgres::row_counts(&mut conn).await?.len() as u64;
             let _ = sqlx::Connection::close(conn).await;
-            r.database = Some(postgres::redact(&db_url));
+            // Config URLs never hold a password, so this one can be shown and reused.
+            r.database = Some(db_url.clone());
         }
         SourceConfig::Command { verify_command, .. } => {
             let stream =
@@ -480,7 +481,7 @@ pub async fn verify(drill: &Arc<Drill>, step: &str, on: &str) -> Result<Outputs>
             checked = "every file's BLAKE3 against the tree during the restore; file count and bytes on disk against the manifest".into();
         } else if r.kind == "postgres" {
             if let Some(db) = &r.database {
-                let url = database_url(drill, plan, db)?;
+                let url = db.clone();
                 let pw = password(&drill.config, plan)?;
                 let target = PgTarget {
                     url: &url,
@@ -557,11 +558,6 @@ fn password(config: &Config, plan: &str) -> Result<Option<crate::config::SecretS
     }
 }
 
-/// The URL of a restored database (reports keep it redacted; URLs never hold passwords).
-fn database_url(_drill: &Drill, _plan: &str, redacted: &str) -> Result<String> {
-    Ok(redacted.to_string())
-}
-
 pub async fn sql(
     drill: &Arc<Drill>,
     _step: &str,
@@ -588,7 +584,7 @@ pub async fn sql(
     let (op, want) = super::compare::parse_expect(expect).map_err(anyhow::Error::msg)?;
     let mut out = Outputs::new();
     for (p, r) in &targets {
-        let url = database_url(drill, p, r.database.as_deref().unwrap_or_default())?;
+        let url = r.database.clone().unwrap_or_default();
         let pw = password(&drill.config, p)?;
         let target = PgTarget {
             url: &url,
