@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "snapshot commit order",
         include_str!("../../migrations/0002_snapshot_commit_order.sql"),
     ),
+    (
+        3,
+        "drills",
+        include_str!("../../migrations/0003_drills.sql"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -100,6 +100,7 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         } => super::audit::run(cli, *verify, *limit, *json).await,
         Command::Replicate { json } => super::regions::replicate(cli, *json).await,
         Command::Regions(RegionsCommand::Check { json }) => super::regions::check(cli, *json).await,
+        Command::Drill(c) => super::drill::run(cli, c).await,
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod chunker;
 pub mod clock;
+pub mod drills;
 pub mod error;
 pub mod id;
 pub mod index;
