@@ -2,6 +2,7 @@
 //! graph). Each area is a module; shared helpers live in `common`.
 
 mod barehost;
+mod breaker;
 mod catalog;
 mod command;
 mod common;
