@@ -248,9 +248,6 @@ async fn backup(cli: &Cli, plan: &str, json: bool) -> Result<u8> {
 
 async fn snapshots(cli: &Cli, plan: Option<&str>, json: bool) -> Result<u8> {
     let config = load_config(cli)?;
-    if let Some(p) = plan {
-        config.plan(p)?;
-    }
     let repo = engine::open(&config, KeyNeed::Any, None).await?;
     let list: Vec<_> = repo
         .list_snapshots()
@@ -258,6 +255,10 @@ async fn snapshots(cli: &Cli, plan: Option<&str>, json: bool) -> Result<u8> {
         .into_iter()
         .filter(|s| plan.is_none_or(|p| s.manifest.plan == p))
         .collect();
+    // A plan is known from the config or from the manifests: an unknown name is a typo.
+    if let Some(p) = plan.filter(|p| list.is_empty() && config.plan(p).is_err()) {
+        engine::find_plan_snapshot(&config, &repo, p, "latest").await?;
+    }
     let all_regions: Vec<String> = config.regions.iter().map(|r| r.name.clone()).collect();
     if json {
         let v: Vec<_> = list

@@ -75,7 +75,7 @@ pub struct RunDueArgs {
 async fn executor(cli: &Cli, args: &ExecArgs) -> Result<(Executor, Alerter)> {
     let config = load_config(cli)?;
     crate::daemon::check_schedules(&config)?;
-    let catalog = Catalog::open(&config.catalog_url).await?;
+    let catalog = Catalog::open(config.catalog_url()?).await?;
     let options = ExecOptions {
         retries: args.retries,
         backoff: args.backoff,

@@ -351,17 +351,19 @@ impl Executor {
 
     /// One backup attempt, cancelled when `cancel` fires or the timeout passes.
     async fn attempt(&self, plan: &str, cancel: &Cancel) -> Result<crate::engine::BackupReport> {
-        let run_cancel = Cancel::new();
+        // A child: a stop request reaches the attempt, the timeout stops only the attempt.
+        let run_cancel = cancel.child();
         let watcher = {
-            let (outer, inner) = (cancel.clone(), run_cancel.clone());
+            let inner = run_cancel.clone();
             let timeout = self.options.timeout;
             tokio::spawn(async move {
-                let deadline = tokio::time::Instant::now() + timeout;
-                while !outer.is_cancelled() && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(timeout) => {
+                        inner.cancel();
+                        true
+                    }
+                    _ = inner.cancelled() => false,
                 }
-                inner.cancel();
-                !outer.is_cancelled()
             })
         };
         fault_panic(plan);
@@ -412,13 +414,8 @@ fn fault_panic(plan: &str) {
 
 /// Sleep `d`, or less if `cancel` fires; true when cancelled.
 pub async fn sleep_or_cancel(d: Duration, cancel: &Cancel) -> bool {
-    let deadline = tokio::time::Instant::now() + d;
-    while tokio::time::Instant::now() < deadline {
-        if cancel.is_cancelled() {
-            return true;
-        }
-        let left = deadline - tokio::time::Instant::now();
-        tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+    tokio::select! {
+        _ = tokio::time::sleep(d) => cancel.is_cancelled(),
+        _ = cancel.cancelled() => true,
     }
-    cancel.is_cancelled()
 }

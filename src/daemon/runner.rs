@@ -209,6 +209,10 @@ pub async fn alert_once(exec: &Executor, alerter: &Alerter) -> Result<()> {
         .metrics
         .refresh(&exec.config, &exec.catalog, now)
         .await?;
-    alerter.reconcile(&conditions(&statuses), now).await?;
+    let mut current = conditions(&statuses);
+    current.extend(super::drills::gated_conditions(
+        &exec.due_drills(now).await?,
+    ));
+    alerter.reconcile(&current, now).await?;
     Ok(())
 }

@@ -136,7 +136,6 @@ async fn into_repository(
             root: written.root,
             stats: written.stats,
             probes: written.probes,
-            tags: Vec::new(),
             unreadable: written.unreadable,
         };
         let outcome = writer.finish(manifest)?;

@@ -64,12 +64,12 @@ impl OpenStream {
         snapshot: &str,
         from: Option<&str>,
     ) -> Result<OpenStream> {
-        config.plan(plan)?;
         if let Some(from) = from {
             config.region(from)?;
         }
         let repo = open(config, KeyNeed::Read, from).await?;
-        OpenStream::from_repo(repo, plan, snapshot).await
+        let snapshot = crate::engine::find_plan_snapshot(config, &repo, plan, snapshot).await?;
+        OpenStream::from_entry(repo, snapshot).await
     }
 
     /// Open snapshot `snapshot` (id, prefix or `latest`) of `plan` in an open repository.
@@ -79,6 +79,16 @@ impl OpenStream {
         snapshot: &str,
     ) -> Result<OpenStream> {
         let snapshot = repo.find_snapshot(snapshot, Some(plan)).await?;
+        OpenStream::from_entry(repo, snapshot).await
+    }
+
+    /// Open the stream of a snapshot found in `repo`.
+    async fn from_entry(repo: Arc<Repository>, snapshot: SnapshotEntry) -> Result<OpenStream> {
+        anyhow::ensure!(
+            snapshot.manifest.source.kind != "dir",
+            "plan {} backs up a directory: restore it with --to DIR",
+            snapshot.manifest.plan
+        );
         let index = Arc::new(repo.load_index().await.context("load index")?);
         let reader = BlobReader::new(repo.clone(), index.clone());
         let node = lifeboat_repo::stream::stream_node(&reader, snapshot.manifest.root).await?;
@@ -261,15 +271,11 @@ pub async fn restore_stream(
     cancel: Cancel,
 ) -> Result<RestoreResult> {
     let started = Instant::now();
-    let plan = config.plan(&req.plan)?.clone();
-    if let SourceConfig::Dir { .. } = plan.source {
-        anyhow::bail!(
-            "plan {} backs up a directory: restore it with --to DIR",
-            plan.name
-        );
-    }
+    // A plan the config does not declare is known by its manifests' source kind.
+    let declared = config.plan(&req.plan).ok().map(|p| p.source.clone());
     let stream = OpenStream::open(config, &req.plan, &req.snapshot, req.from.as_deref()).await?;
-    let bytes = match (&req.target, &plan.source) {
+    let kind = stream.snapshot.manifest.source.kind.clone();
+    let bytes = match (&req.target, declared.as_ref()) {
         (StreamTarget::Stdout, _) => {
             // A duplicate of fd 1 as a tokio file (tokio's `io-std` is not compiled in).
             use std::os::fd::AsFd;
@@ -297,7 +303,7 @@ pub async fn restore_stream(
             file.sync_all().await?;
             n
         }
-        (StreamTarget::Postgres { url, force, jobs, scratch }, SourceConfig::Postgres { .. }) => {
+        (StreamTarget::Postgres { url, force, jobs, scratch }, _) if kind == "postgres" => {
             let target = PgTarget { url, password: None };
             let parallel = jobs.map(|j| (j.max(1), scratch.clone().unwrap_or_else(|| config.cache_dir.clone())));
             if let Some((_, dir)) = &parallel {
@@ -306,7 +312,7 @@ pub async fn restore_stream(
             let scrub = postgres::libpq_scrub(config.secret_env_names());
             restore_into_database(&stream, &target, *force, parallel, &progress, &cancel, &scrub).await?
         }
-        (StreamTarget::RestoreCommand, SourceConfig::Command { restore_command, .. }) => {
+        (StreamTarget::RestoreCommand, Some(SourceConfig::Command { restore_command, .. })) => {
             let cmd = crate::source::command::async_command(restore_command);
             let what = format!("restore command {:?}", restore_command[0]);
             let scrub = config.secret_env_names();
@@ -316,11 +322,16 @@ pub async fn restore_stream(
         }
         (StreamTarget::Postgres { .. }, _) => anyhow::bail!(
             "plan {} is not a postgres plan: restore it with --to - (stdout), --to FILE, or without --to (its restore_command)",
-            plan.name
+            req.plan
         ),
-        (StreamTarget::RestoreCommand, _) => anyhow::bail!(
+        (StreamTarget::RestoreCommand, Some(_)) => anyhow::bail!(
             "plan {}: give --to postgres://USER@HOST/DB (an empty database), --to - (the raw dump on stdout) or --to FILE",
-            plan.name
+            req.plan
+        ),
+        (StreamTarget::RestoreCommand, None) => anyhow::bail!(
+            "plan {} ({kind}) is not declared in {}, so its restore_command is unknown here: give --to - (the raw stream on stdout) or --to FILE",
+            req.plan,
+            config.path.display()
         ),
     };
     Ok(stream.result(bytes, started.elapsed()))

@@ -104,15 +104,14 @@ pub fn redact(url: &str) -> String {
     crate::host::redact_url(url)
 }
 
-/// `url` pointing at database `db` instead (same server, user and parameters).
-pub fn with_database(url: &str, db: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let query = tail.find('?').map(|i| &tail[i..]).unwrap_or("");
-    format!("{scheme}://{authority}/{db}{query}")
+/// `url` pointing at database `db` instead (same server, user and parameters). An error
+/// for text that is not a URL (sqlx, which connects with it, parses it the same way), never
+/// the unchanged URL: that would be the production database.
+pub fn with_database(url: &str, db: &str) -> Result<String> {
+    let mut u =
+        url::Url::parse(url).with_context(|| format!("invalid PostgreSQL URL {}", redact(url)))?;
+    u.set_path(&format!("/{db}"));
+    Ok(u.to_string())
 }
 
 /// The database name of a URL, if it names one.

@@ -31,7 +31,6 @@ fn manifest(plan: &str, time: i64) -> Manifest {
             ..Default::default()
         },
         probes: Default::default(),
-        tags: vec![],
         unreadable: vec![],
     }
 }

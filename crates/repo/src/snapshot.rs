@@ -32,8 +32,6 @@ pub struct Manifest {
     /// SQL probe results). Empty for directories: their tree holds content hashes.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub probes: serde_json::Map<String, serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tags: Vec<String>,
     /// Entries of the source the backup could not read and skipped, each as `path: why`
     /// (permission denied, vanished, an I/O error). Non-empty: the snapshot is **partial**,
     /// everything else in it is complete. Absent in older manifests and complete snapshots.

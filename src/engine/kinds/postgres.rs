@@ -67,10 +67,10 @@ impl RepoSource for Postgres<'_> {
         let stream = OpenStream::open(cx.config, &cx.plan.name, cx.snapshot, cx.from).await?;
         outcome.snapshot = stream.snapshot.id.to_hex();
         let password = self.password(&cx.plan.name)?;
-        let admin_url = self
-            .scratch_url
-            .map(str::to_string)
-            .unwrap_or_else(|| postgres::with_database(self.url, "postgres"));
+        let admin_url = match self.scratch_url {
+            Some(url) => url.to_string(),
+            None => postgres::with_database(self.url, "postgres")?,
+        };
         let production = postgres::database_of(self.url);
         let name = format!("lifeboat_verify_{}", &crate::host::new_id()[..12]);
         anyhow::ensure!(
@@ -88,7 +88,7 @@ impl RepoSource for Postgres<'_> {
         )
         .await
         .context("create the scratch database (the scratch_url user needs CREATEDB)")?;
-        let scratch_db_url = postgres::with_database(&admin_url, &name);
+        let scratch_db_url = postgres::with_database(&admin_url, &name)?;
         let scratch_db = PgTarget {
             url: &scratch_db_url,
             password: password.as_ref(),

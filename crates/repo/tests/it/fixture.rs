@@ -125,7 +125,6 @@ pub fn manifest(root: Id) -> Manifest {
         root,
         stats: Default::default(),
         probes: Default::default(),
-        tags: Vec::new(),
         unreadable: Vec::new(),
     }
 }
