@@ -33,7 +33,9 @@ pub struct SnapshotRow {
     pub verified: Vec<String>,
     /// The backup skipped entries it could not read.
     pub partial: bool,
-    /// When this catalog first recorded the snapshot (`None` before migration 0004).
+    /// When this catalog first recorded the snapshot (`None` before migration 0004). Not
+    /// shown: it is this catalog's own fact, and a rebuilt catalog starts it afresh.
+    #[serde(skip_serializing)]
     pub first_seen: Option<i64>,
 }
 
