@@ -195,7 +195,7 @@ impl super::Config {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let refs = [Some(&self.keys.writer_key), self.keys.identity.as_ref()]
+        let refs = [self.keys.writer_key.as_ref(), self.keys.identity.as_ref()]
             .into_iter()
             .flatten()
             .chain(self.plans.iter().filter_map(|p| match &p.source {
