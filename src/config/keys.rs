@@ -383,7 +383,7 @@ mod tests {
     fn keys_of(path: &std::path::Path) -> KeysConfig {
         KeysConfig {
             recipients: vec![RECIPIENT_A.to_string()],
-            writer_key: SecretRef::File(path.to_path_buf()),
+            writer_key: Some(SecretRef::File(path.to_path_buf())),
             identity: None,
         }
     }
