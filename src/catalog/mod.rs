@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "drills",
         include_str!("../../migrations/0003_drills.sql"),
     ),
+    (
+        4,
+        "snapshot trust",
+        include_str!("../../migrations/0004_snapshot_trust.sql"),
+    ),
 ];
 
 /// Which SQL database holds the catalog (not a storage `Backend`).

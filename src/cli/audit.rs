@@ -11,7 +11,7 @@ use crate::catalog::Catalog;
 
 pub async fn run(cli: &Cli, check: bool, limit: Option<i64>, json: bool) -> Result<u8> {
     let config = load_config(cli)?;
-    let catalog = Catalog::open(&config.catalog_url).await?;
+    let catalog = Catalog::open(config.catalog_url()?).await?;
     let all = catalog.audit_events(None).await?;
     let problems = if check { verify(&all) } else { Vec::new() };
     let shown = match limit {
@@ -121,6 +121,9 @@ pub async fn record(cli: &Cli, outcome: &Result<u8>) {
     let Ok(config) = load_config(cli) else {
         return; // nothing to act on, nowhere to write
     };
+    if config.catalog_url.is_none() {
+        return; // a configuration from the command line: no catalog to write to
+    }
     // args_os: paths need not be UTF-8 (std::env::args would panic on them).
     let args: Vec<String> = std::env::args_os()
         .skip(1)
@@ -139,7 +142,7 @@ pub async fn record(cli: &Cli, outcome: &Result<u8>) {
         detail: outcome.as_ref().err().map(|e| format!("{e:#}")),
     };
     let res = async {
-        let catalog = Catalog::open(&config.catalog_url).await?;
+        let catalog = Catalog::open(config.catalog_url()?).await?;
         catalog.audit(entry).await
     }
     .await;

@@ -6,7 +6,10 @@
 //! check of an age X25519 recipient: the common mistakes (a pasted secret key, an SSH key,
 //! upper case, a cut copy, a character bech32 does not use) get a message of their own,
 //! then age's own parse (`lifeboat_repo::keys::parse_recipient`) decides, so a checksum
-//! typo is caught at load time.
+//! typo is caught at load time. A secret file that its group or others can access is
+//! refused with the `chmod 600` that fixes it, and
+//! [`Config::secret_env_names`](super::Config::secret_env_names) lists the variables
+//! that children must not inherit.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -16,10 +19,12 @@ use super::ConfigError;
 /// The `[keys]` table, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeysConfig {
-    /// age X25519 recipients (`age1…`), at least one; from `recipients` or `recipients_file`.
+    /// age X25519 recipients (`age1…`), from `recipients` or `recipients_file`. Empty on a
+    /// restore host: the repository's own recipients are used (backups and `init` need them).
     pub recipients: Vec<String>,
-    /// Lets this host add snapshots; cannot decrypt them.
-    pub writer_key: SecretRef,
+    /// Lets this host add snapshots; cannot decrypt them. `None` on a restore host, which
+    /// reads it from the repository with the identity.
+    pub writer_key: Option<SecretRef>,
     /// Decrypts snapshots; configured only where restores run.
     pub identity: Option<SecretRef>,
 }
@@ -27,7 +32,13 @@ pub struct KeysConfig {
 impl KeysConfig {
     /// Loads the writer key, with an error that says which key and how to get one.
     pub fn load_writer_key(&self) -> Result<SecretString, ConfigError> {
-        self.writer_key.load_as(Role::WriterKey)
+        match &self.writer_key {
+            Some(writer) => writer.load_as(Role::WriterKey),
+            None => Err(ConfigError::Secret {
+                secret: "writer key".to_string(),
+                problem: "none configured on this host (backups need it: set keys.writer_key_file or keys.writer_key_env; `lifeboat keys generate --dir DIR` creates DIR/writer.key)".to_string(),
+            }),
+        }
     }
 
     /// Loads the identity; an error if this host has none configured.
@@ -106,7 +117,7 @@ impl SecretRef {
         };
         let raw = match self {
             SecretRef::File(path) => {
-                let bytes = std::fs::read(path).map_err(|err| {
+                let bytes = read_private(path).map_err(|err| {
                     fail(match err.kind() {
                         std::io::ErrorKind::NotFound => {
                             format!("no such file ({})", role.missing_file_hint())
@@ -115,6 +126,15 @@ impl SecretRef {
                         _ => err.to_string(),
                     })
                 })?;
+                let bytes = match bytes {
+                    Ok(bytes) => bytes,
+                    Err(mode) => {
+                        return Err(fail(format!(
+                            "readable by others than its owner (mode {mode:04o}); a secret must be private: run `chmod 600 {}`",
+                            path.display()
+                        )))
+                    }
+                };
                 match String::from_utf8(bytes) {
                     Ok(text) => SecretString::new(text),
                     Err(err) => {
@@ -147,6 +167,56 @@ impl SecretRef {
         }
     }
 }
+
+/// The content of a secret file, or `Err(mode)` without reading it when its group or
+/// others have any access (checked on the open file, so a swap after the check is moot).
+fn read_private(path: &std::path::Path) -> std::io::Result<Result<Vec<u8>, u32>> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let mut file = std::fs::File::open(path)?;
+    let mode = file.metadata()?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Ok(Err(mode));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(Ok(bytes))
+}
+
+impl super::Config {
+    /// Environment variables that hold lifeboat's secrets: the key references given by
+    /// variable, every plan's database password variable, the webhook URLs and
+    /// `PGPASSWORD` (lifeboat's own catalog password, if given that way). Children
+    /// (`pg_dump`, command sources, restore, verify and drill commands) never see them;
+    /// `pg_dump`/`pg_restore` keep `PGPASSWORD` when no password is configured (see
+    /// `source::postgres::libpq_scrub`).
+    pub fn secret_env_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = [WEBHOOK_ENV, SLACK_WEBHOOK_ENV, "PGPASSWORD"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let refs = [self.keys.writer_key.as_ref(), self.keys.identity.as_ref()]
+            .into_iter()
+            .flatten()
+            .chain(self.plans.iter().filter_map(|p| match &p.source {
+                super::SourceConfig::Postgres { password, .. } => password.as_ref(),
+                _ => None,
+            }));
+        for r in refs {
+            if let SecretRef::Env(name) = r {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+        names
+    }
+}
+
+/// The variable `daemon` and `run-due` read the generic alert webhook from.
+pub const WEBHOOK_ENV: &str = "LIFEBOAT_WEBHOOK_URL";
+/// The variable `daemon` and `run-due` read the Slack webhook from.
+pub const SLACK_WEBHOOK_ENV: &str = "LIFEBOAT_SLACK_WEBHOOK_URL";
 
 /// A loaded secret. `Debug` is redacted, there is no `Display`, `Clone` or
 /// `Serialize`, and the bytes are overwritten with zeros when it is dropped
@@ -310,11 +380,34 @@ mod tests {
         assert!(!keys_debug.contains("HUNTER2"));
     }
 
+    fn keys_of(path: &std::path::Path) -> KeysConfig {
+        KeysConfig {
+            recipients: vec![RECIPIENT_A.to_string()],
+            writer_key: Some(SecretRef::File(path.to_path_buf())),
+            identity: None,
+        }
+    }
+
     #[test]
     fn secret_files_are_trimmed_and_failures_say_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("writer.key");
         std::fs::write(&path, "  s3cret\n").unwrap();
+        // Written 0644 by `fs::write` (umask 022): refused, with the fix.
+        let err = keys_of(&path).load_writer_key().unwrap_err().to_string();
+        assert!(err.contains("mode 0644"), "{err}");
+        assert!(
+            err.contains(&format!("chmod 600 {}", path.display())),
+            "{err}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = SecretRef::File(path.clone())
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mode 0640"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let secret = SecretRef::File(path.clone()).load().unwrap();
         assert_eq!(secret.expose(), "s3cret");
 
@@ -327,7 +420,7 @@ mod tests {
 
         let keys = KeysConfig {
             recipients: vec![RECIPIENT_A.to_string()],
-            writer_key: SecretRef::File(dir.path().join("missing.key")),
+            writer_key: Some(SecretRef::File(dir.path().join("missing.key"))),
             identity: None,
         };
         let err = keys.load_writer_key().unwrap_err().to_string();

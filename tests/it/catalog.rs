@@ -31,6 +31,7 @@ fn manifest(plan: &str, time: i64) -> Manifest {
             ..Default::default()
         },
         probes: Default::default(),
+        unreadable: vec![],
     }
 }
 

@@ -45,8 +45,12 @@ impl RepoSource for Postgres<'_> {
         let session = postgres::begin_dump(&target, self.probes)
             .await
             .with_context(|| format!("plan {}", cx.plan.name))?;
+        let (cmd, keep) = postgres::pg_dump_command(&target, &session.snapshot)?;
         let spec = StreamSpec {
-            cmd: postgres::pg_dump_command(&target, &session.snapshot),
+            cmd,
+            keep,
+            scrub: postgres::libpq_scrub(cx.config.secret_env_names()),
+            cancel: cx.cancel.clone(),
             what: "pg_dump".into(),
             hint: postgres::CLIENT_HINT,
             name: postgres::DUMP_NAME,
@@ -93,9 +97,17 @@ impl RepoSource for Postgres<'_> {
             "row counts of every table and the plan's SQL probes, in a scratch database".into();
         let result = async {
             let started = Instant::now();
-            let restored =
-                restore_into_database(&stream, &scratch_db, false, None, cx.progress, cx.cancel)
-                    .await;
+            let scrub = postgres::libpq_scrub(cx.config.secret_env_names());
+            let restored = restore_into_database(
+                &stream,
+                &scratch_db,
+                false,
+                None,
+                cx.progress,
+                cx.cancel,
+                &scrub,
+            )
+            .await;
             outcome.duration_ms = elapsed_ms(started.elapsed());
             outcome.bytes = restored?;
             let mut conn = scratch_db.connect().await?;

@@ -125,6 +125,7 @@ pub fn manifest(root: Id) -> Manifest {
         root,
         stats: Default::default(),
         probes: Default::default(),
+        unreadable: Vec::new(),
     }
 }
 
