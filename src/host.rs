@@ -2,7 +2,7 @@
 //! clock (now as epoch seconds, from `lifeboat_repo::clock`), fresh sortable ids, and URLs
 //! as messages may show them (password removed). Imports nothing from this crate.
 
-pub use lifeboat_repo::clock::{now_nanos, now_secs};
+pub use lifeboat_repo::clock::{now_millis, now_nanos, now_secs};
 
 /// This host's name, for manifests, run rows, audit events and lease holders.
 pub fn hostname() -> String {

@@ -138,7 +138,7 @@ impl Locator<'_> {
     }
 
     /// Deserializes the config text, locating any error.
-    pub fn from_toml<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
         serde_path_to_error::deserialize(toml::Deserializer::new(self.text))
             .map_err(|err| self.toml_error(err.inner(), err.path()))
     }
@@ -297,7 +297,7 @@ mod tests {
         let file = std::path::Path::new("t.toml");
         let at = |text: &str| {
             let loc = Locator { text, file };
-            match loc.from_toml::<Doc>().unwrap_err() {
+            match loc.deserialize::<Doc>().unwrap_err() {
                 ConfigError::Invalid { key, at, .. } => (key, at.map(|p| p.line)),
                 other => panic!("{other}"),
             }

@@ -21,7 +21,7 @@ pub(super) type Result<T> = std::result::Result<T, ConfigError>;
 
 pub(super) fn parse(text: &str, origin: &Path) -> Result<Config> {
     let loc = Locator { text, file: origin };
-    let raw: RawConfig = loc.from_toml()?;
+    let raw: RawConfig = loc.deserialize()?;
     let path = absolute(origin);
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     Resolver { loc, dir }.config(raw, path)

@@ -134,10 +134,7 @@ impl Drill {
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    crate::host::now_millis()
 }
 
 /// How the steps ended, for the report.

@@ -17,7 +17,8 @@
 //! it had to create, in its parent). `rename` within one directory is atomic on POSIX file
 //! systems, so a reader sees the old object, or the new one, never a prefix. A crash before the
 //! rename leaves only a stale temporary file, which [`LocalBackend::list`](Backend::list)
-//! ignores and [`LocalBackend::clean_temp_files`] removes.
+//! ignores and [`LocalBackend::clean_temp_files`] removes when repository maintenance calls it
+//! (nothing removes them on its own: a `put` never cleans up after another).
 //!
 //! # Names
 //!
