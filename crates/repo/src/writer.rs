@@ -151,9 +151,7 @@ impl BackupWriter {
             failed,
             ..Default::default()
         }));
-        let workers = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(1, 4);
+        let workers = crate::worker_threads();
         let (compress_tx, compress_rx) = bounded::<ChunkToStore>(workers * 2);
         let (blob_tx, blob_rx) = bounded::<(RegionSet, SealedBlob)>(workers * 2);
         let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<(RegionSet, FinishedPack)>(1);
