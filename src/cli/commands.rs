@@ -443,14 +443,22 @@ async fn verify_cmd(cli: &Cli, read_data: Option<f64>, json: bool) -> Result<u8>
             "{}",
             if report.ok() {
                 "verify: ok".to_string()
+            } else if !report.damaged() {
+                format!(
+                    "verify: incomplete: {} region(s) or object(s) could not be read (an outage, not damage); run it again once they answer",
+                    report.problems.len()
+                )
             } else {
                 format!("verify: {} problem(s)", report.problems.len())
             }
         );
     }
+    // Damage is a verification failure (4); a region that did not answer is a failure (1).
     Ok(if report.ok() {
         exit::OK
-    } else {
+    } else if report.damaged() {
         exit::VERIFY_FAILED
+    } else {
+        exit::FAILURE
     })
 }

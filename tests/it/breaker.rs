@@ -1,7 +1,7 @@
 //! The per-operation circuit breaker against a real frozen S3 region (issue #10 point 6): a
 //! restore whose preferred region freezes after the repository was opened finishes within a
 //! small multiple of the region's timeout, not one timeout per object, and says which
-//! region it demoted.
+//! region it demoted. And an outage is named as one (exit 1), never as damage (exit 4).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use lifeboat_repo::{Cancel, Progress, Region, Repository};
 
 use crate::common::write;
 use crate::s3::two_regions;
-use crate::servers::{backend, ok, random_bytes, settings, Link};
+use crate::servers::{backend, ok, random_bytes, run, settings, Link};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -95,4 +95,48 @@ fn a_restore_with_the_preferred_region_frozen_demotes_it_instead_of_waiting_per_
             random_bytes(256 << 10, 40 + i)
         );
     }
+}
+
+#[test]
+fn verify_with_a_region_down_exits_1_naming_it_not_4() {
+    let t = two_regions("2s");
+    let ws = &t.ws;
+    write(&ws.path("data/a.bin"), &random_bytes(64 << 10, 7));
+    ok(ws, &["backup", "app-data"]);
+    t.east_proxy.set(Link::Cut);
+    let out = run(ws, &["verify", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an unreachable region is a failure, not a verification failure: {report}"
+    );
+    let problems = report["problems"].as_array().unwrap();
+    assert!(!problems.is_empty(), "{report}");
+    assert!(
+        problems
+            .iter()
+            .all(|p| p["region"] == "us-east-2" && p["unreachable"] == true),
+        "{report}"
+    );
+    // Damage is still exit 4: delete the pack from the region that answers.
+    t.east_proxy.set(Link::Up);
+    let root = t
+        .west
+        .bucket_dir("lifeboat-usw2")
+        .join("lifeboat/test/data");
+    let pack = std::fs::read_dir(&root)
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .next()
+        .expect("a pack");
+    std::fs::remove_file(&pack).unwrap();
+    let out = run(ws, &["verify"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -50,6 +50,9 @@ pub struct Problem {
     pub region: String,
     pub object: String,
     pub message: String,
+    /// The region (or object) could not be read at all — an outage, a timeout, a refused
+    /// request — so nothing is known to be damaged; a later run may find it intact.
+    pub unreachable: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -73,12 +76,33 @@ impl VerifyReport {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
-    fn problem(&mut self, region: &str, object: &str, message: impl Into<String>) {
+
+    /// Some problem is damage (missing, failing its hash or authentication), not only an
+    /// unreachable region.
+    pub fn damaged(&self) -> bool {
+        self.problems.iter().any(|p| !p.unreachable)
+    }
+
+    fn push(&mut self, region: &str, object: &str, message: String, unreachable: bool) {
         self.problems.push(Problem {
             region: region.into(),
             object: object.into(),
-            message: message.into(),
+            message,
+            unreachable,
         });
+    }
+
+    fn problem(&mut self, region: &str, object: &str, message: impl Into<String>) {
+        self.push(region, object, message.into(), false);
+    }
+
+    fn unreachable(&mut self, region: &str, object: &str, message: impl Into<String>) {
+        self.push(region, object, message.into(), true);
+    }
+
+    /// A problem from an error, classified: an outage is not damage.
+    fn problem_from(&mut self, region: &str, object: &str, e: &RepoError) {
+        self.push(region, object, e.to_string(), is_outage(e));
     }
 }
 
@@ -106,10 +130,10 @@ pub async fn verify(
     for (i, region) in repo.regions.iter().enumerate() {
         let rname = region.name.clone();
         if !repo.is_available(i) {
-            report.problem(
+            report.unreachable(
                 &rname,
                 "-",
-                format!("region unavailable: {:?}", repo.states[i]),
+                format!("region unreachable: {:?}", repo.states[i]),
             );
             continue;
         }
@@ -124,7 +148,8 @@ pub async fn verify(
         let (snapshot_objects, index_files, data) = match listings.await {
             Ok(l) => l,
             Err(e) => {
-                report.problem(&rname, "-", format!("cannot list the region: {e}"));
+                let outage = is_outage(&e);
+                report.push(&rname, "-", format!("cannot list the region: {e}"), outage);
                 continue;
             }
         };
@@ -159,7 +184,7 @@ pub async fn verify(
                         }
                     }
                 }
-                Err(e) => report.problem(&rname, &o.name, e.to_string()),
+                Err(e) => report.problem_from(&rname, &o.name, &e),
             }
         }
         let snaps: HashSet<String> = snapshot_objects.into_iter().map(|o| o.name).collect();
@@ -206,7 +231,7 @@ pub async fn verify(
                     }
                     plans.insert(s.clone(), Some(m.plan));
                 }
-                Err(e) => report.problem(&rname, s, e.to_string()),
+                Err(e) => report.problem_from(&rname, s, &e),
             }
         }
         if let Some(pct) = opts.read_data_percent {
@@ -228,7 +253,7 @@ pub async fn verify(
                 let bytes = match b.get(name, None).await {
                     Ok(bytes) => bytes,
                     Err(e) => {
-                        report.problem(&rname, name, e.to_string());
+                        report.problem_from(&rname, name, &e.into());
                         continue;
                     }
                 };
@@ -251,7 +276,7 @@ pub async fn verify(
                             report.warnings.push(format!("{rname}: {name} is not named by any index file (left by an interrupted backup; prune removes it)"));
                         }
                     }
-                    Err(e) => report.problem(&rname, name, e.to_string()),
+                    Err(e) => report.problem_from(&rname, name, &e),
                 }
             }
         }
@@ -347,6 +372,12 @@ fn check_chunk(
             );
         }
     }
+}
+
+/// Did the region fail to answer (rather than answer with something missing or damaged)?
+fn is_outage(e: &RepoError) -> bool {
+    matches!(e, RepoError::Unavailable(_))
+        || matches!(e, RepoError::Backend(b) if !b.is_not_found())
 }
 
 /// The plan of the snapshot object `name`, read from any region; `None` when unreadable.
