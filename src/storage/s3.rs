@@ -561,6 +561,7 @@ impl Backend for S3Backend {
                 out.push(ObjectInfo {
                     name,
                     size: o.size().unwrap_or(0).max(0) as u64,
+                    modified: o.last_modified().map(|t| t.secs()),
                 });
             }
         }

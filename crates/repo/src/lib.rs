@@ -19,6 +19,7 @@ pub mod reader;
 pub mod replicate;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod snapshot;
 pub mod stream;
 pub mod tree;

@@ -128,7 +128,7 @@ type Work = Vec<(ObjectKind, String, u64)>;
 async fn list_region(region: &Region) -> Result<Listing> {
     let mut out = Listing::new();
     for prefix in ["data/", "index/", "snapshots/"] {
-        for ObjectInfo { name, size } in region.backend.list(prefix).await? {
+        for ObjectInfo { name, size, .. } in region.backend.list(prefix).await? {
             if ObjectKind::of(&name).is_some() {
                 out.insert(name, size);
             }
