@@ -16,6 +16,7 @@ pub enum RunKind {
     Restore,
     Replicate,
     Verify,
+    Forget,
     Prune,
     Drill,
 }
@@ -27,6 +28,7 @@ impl RunKind {
             RunKind::Restore => "restore",
             RunKind::Replicate => "replicate",
             RunKind::Verify => "verify",
+            RunKind::Forget => "forget",
             RunKind::Prune => "prune",
             RunKind::Drill => "drill",
         }

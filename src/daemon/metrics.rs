@@ -34,6 +34,8 @@ struct State {
     runs: BTreeMap<(String, &'static str), u64>,
     /// Epoch of the last refresh; `/healthz` fails when it is stale.
     refreshed_at: i64,
+    /// Scheduled prunes: (bytes freed, objects deleted, runs failed) totals, last duration.
+    prune: (u64, u64, u64, Option<f64>),
 }
 
 impl Metrics {
@@ -49,6 +51,19 @@ impl Metrics {
             s.last_bytes
                 .insert(plan.to_string(), r.outcome.manifest.stats.bytes);
         }
+    }
+
+    /// Record a scheduled prune this process finished (`None`: it failed).
+    pub fn record_prune(&self, freed: Option<(u64, u64)>, seconds: f64) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match freed {
+            Some((bytes, objects)) => {
+                s.prune.0 += bytes;
+                s.prune.1 += objects;
+            }
+            None => s.prune.2 += 1,
+        }
+        s.prune.3 = Some(seconds);
     }
 
     /// Replace the gauges with the catalog's view at `now`.
@@ -105,6 +120,33 @@ impl Metrics {
             }
         };
         let plan = |p: &str| format!("plan=\"{}\"", escape(p));
+        let one = |v: f64| vec![(String::new(), v)];
+        family(
+            "lifeboat_prune_bytes_freed_total",
+            "counter",
+            "Bytes scheduled prunes of this process deleted.",
+            one(s.prune.0 as f64),
+        );
+        family(
+            "lifeboat_prune_objects_deleted_total",
+            "counter",
+            "Objects (packs, index files, temporary files) scheduled prunes deleted.",
+            one(s.prune.1 as f64),
+        );
+        family(
+            "lifeboat_prune_failures_total",
+            "counter",
+            "Scheduled forget + prune runs that failed.",
+            one(s.prune.2 as f64),
+        );
+        if let Some(d) = s.prune.3 {
+            family(
+                "lifeboat_prune_duration_seconds",
+                "gauge",
+                "Duration of the last scheduled forget + prune.",
+                one(d),
+            );
+        }
         let per_plan = |f: &dyn Fn(&PlanStatus) -> Option<f64>| -> Vec<(String, f64)> {
             s.statuses
                 .iter()

@@ -72,7 +72,14 @@ pub async fn run_daemon(
         match exec.metrics.refresh(&exec.config, &exec.catalog, now).await {
             Ok(statuses) => {
                 if let Some(alerter) = &opts.alerter {
-                    if let Err(e) = alerter.reconcile(&conditions(&statuses), now).await {
+                    let mut current = conditions(&statuses);
+                    match super::maintenance::conditions(&exec.config, &exec.catalog).await {
+                        Ok(more) => current.extend(more),
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "alerts: prune runs unreadable")
+                        }
+                    }
+                    if let Err(e) = alerter.reconcile(&current, now).await {
                         tracing::error!(error = %format!("{e:#}"), "alerts: reconcile failed");
                     }
                 }
@@ -109,6 +116,21 @@ pub async fn run_daemon(
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "restore test schedule check failed")
             }
+        }
+        // Forget + prune (`prune_schedule`), one per plan at a time; the maintenance lock
+        // keeps two prunes of the repository apart.
+        match super::maintenance::due_maintenance(&exec.config, &exec.catalog, now).await {
+            Ok(due) => {
+                for d in due {
+                    let key = super::maintenance::occurrence_key(&d.plan);
+                    if !running.insert(key.clone()) {
+                        continue;
+                    }
+                    let (exec, cancel) = (exec.clone(), cancel.clone());
+                    tasks.spawn(async move { (key, exec.run_maintenance(&d, &cancel).await) });
+                }
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "prune schedule check failed"),
         }
         // Sleep until the tick ends or a run finishes (its plan may be due again).
         let sleep = super::sleep_or_cancel(opts.tick, &cancel);
@@ -162,6 +184,8 @@ pub async fn alert_once(exec: &Executor, alerter: &Alerter) -> Result<()> {
         .metrics
         .refresh(&exec.config, &exec.catalog, now)
         .await?;
-    alerter.reconcile(&conditions(&statuses), now).await?;
+    let mut current = conditions(&statuses);
+    current.extend(super::maintenance::conditions(&exec.config, &exec.catalog).await?);
+    alerter.reconcile(&current, now).await?;
     Ok(())
 }

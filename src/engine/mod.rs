@@ -13,6 +13,7 @@ use crate::config::Config;
 pub mod backup;
 pub mod restore;
 pub mod restore_test;
+pub mod retention;
 pub mod stream;
 
 pub use backup::{backup, BackupReport};

@@ -9,12 +9,15 @@
 
 pub mod backend;
 pub mod chunker;
+pub mod erase;
 pub mod error;
 pub mod id;
 pub mod index;
 pub mod keys;
+pub mod lock;
 pub mod pack;
 pub mod progress;
+pub mod prune;
 pub mod reader;
 pub mod replicate;
 pub mod repo;

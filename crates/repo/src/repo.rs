@@ -475,6 +475,16 @@ impl Repository {
     /// Load every index file of every available region that can be listed. A region that
     /// cannot be listed contributes nothing, so nothing counts as stored there.
     pub async fn load_index(&self) -> Result<Index> {
+        self.load_index_excluding(&std::collections::HashSet::new())
+            .await
+    }
+
+    /// [`load_index`](Self::load_index) without the packs in `skip`: a backup leaves out
+    /// packs prune has marked for deletion, so it never makes them needed again.
+    pub async fn load_index_excluding(
+        &self,
+        skip: &std::collections::HashSet<Id>,
+    ) -> Result<Index> {
         let mut names: BTreeMap<String, u64> = BTreeMap::new();
         for (i, objects) in self.list_everywhere("index/").await?.0 {
             for o in objects {
@@ -494,7 +504,7 @@ impl Repository {
             let packs = index::decode(&key, &bytes, &name)?;
             for region in 0..self.regions.len() {
                 if mask & (1 << region) != 0 {
-                    for (pack, entries) in &packs {
+                    for (pack, entries) in packs.iter().filter(|(p, _)| !skip.contains(p)) {
                         index.add_pack(*pack, entries, region);
                     }
                 }

@@ -296,6 +296,10 @@ impl Backend for FaultInjector {
         format!("{} (fault injection)", self.inner.describe())
     }
 
+    fn object_lock_period(&self) -> Option<i64> {
+        self.inner.object_lock_period()
+    }
+
     async fn retain_until(&self, name: &str) -> BackendResult<Option<i64>> {
         self.gate(Op::Head, name).await?;
         self.inner.retain_until(name).await

@@ -91,6 +91,10 @@ impl<B: Backend + ?Sized> Backend for ConcurrencyLimit<B> {
         self.inner.describe()
     }
 
+    fn object_lock_period(&self) -> Option<i64> {
+        self.inner.object_lock_period()
+    }
+
     async fn retain_until(&self, name: &str) -> BackendResult<Option<i64>> {
         let _permit = self.permit("head", name).await?;
         self.inner.retain_until(name).await

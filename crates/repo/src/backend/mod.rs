@@ -146,6 +146,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     async fn head(&self, name: &str) -> BackendResult<u64>;
     /// A short human description for messages, e.g. `local:/var/lib/lifeboat/us-east-2`.
     fn describe(&self) -> String;
+    /// Object Lock: how long new objects are locked for (seconds), `None` without a lock.
+    fn object_lock_period(&self) -> Option<i64> {
+        None
+    }
     /// Object Lock: when the current version of `name` may be deleted (epoch seconds), or
     /// `None` when it is not locked (or the store has no locks).
     async fn retain_until(&self, name: &str) -> BackendResult<Option<i64>> {

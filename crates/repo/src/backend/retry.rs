@@ -157,6 +157,10 @@ impl<B: Backend + ?Sized> Backend for Retry<B> {
         self.inner.describe()
     }
 
+    fn object_lock_period(&self) -> Option<i64> {
+        self.inner.object_lock_period()
+    }
+
     async fn retain_until(&self, name: &str) -> BackendResult<Option<i64>> {
         self.run("head", name, || self.inner.retain_until(name))
             .await
