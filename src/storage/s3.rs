@@ -572,13 +572,10 @@ impl Backend for S3Backend {
         Ok(out)
     }
 
-    /// With Object Lock (a versioned bucket), a plain DeleteObject only adds a delete marker
-    /// and the data stays: delete every version instead, so prune and erasure really remove
-    /// bytes. A version still under retention refuses (AccessDenied), and nothing is hidden.
+    /// On a versioned (Object Lock) bucket this adds a delete marker: the version stays until
+    /// the bucket's lifecycle expires noncurrent versions, which is the only permanent
+    /// deletion (the maintainer role has no s3:DeleteObjectVersion, see terraform/modules/iam).
     async fn delete(&self, name: &str) -> BackendResult<()> {
-        if self.settings.object_lock.is_some() {
-            return self.delete_all_versions(name).await.map(|_| ());
-        }
         match self
             .client()
             .await

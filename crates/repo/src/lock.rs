@@ -24,6 +24,11 @@ pub const LOCK_TTL: i64 = 30 * 60;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockInfo {
     pub holder: String,
+    /// Host and process of the holder: a lock of a dead process on this host is stale.
+    #[serde(default)]
+    pub host: String,
+    #[serde(default)]
+    pub pid: u32,
     pub operation: String,
     pub created: i64,
     pub expires: i64,
@@ -42,6 +47,21 @@ fn now() -> i64 {
     crate::repo::now()
 }
 
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The holder ran on this host and its process is gone (killed, crashed).
+fn is_dead_here(other: &LockInfo) -> bool {
+    if other.pid == 0 || other.host.is_empty() || other.host != this_host() {
+        return false;
+    }
+    let path = format!("/proc/{}", other.pid);
+    !std::path::Path::new(&path).exists()
+}
+
 impl MaintenanceLock {
     /// Take the lock in every available region, or fail naming the current holder.
     pub async fn acquire(repo: &Repository, holder: &str, operation: &str) -> Result<Self> {
@@ -53,6 +73,8 @@ impl MaintenanceLock {
         let created = now();
         let name = format!("{LOCK_PREFIX}{}", hex::encode(rand::random::<[u8; 16]>()));
         let info = LockInfo {
+            host: this_host(),
+            pid: std::process::id(),
             holder: holder.to_string(),
             operation: operation.to_string(),
             created,
@@ -81,7 +103,7 @@ impl MaintenanceLock {
                 let Some(other) = other else {
                     continue; // unreadable: treated like an expired lock, never blocks forever
                 };
-                if other.expires <= now() {
+                if other.expires <= now() || is_dead_here(&other) {
                     // Expired: its holder died. Remove it when the store lets us.
                     let _ = b.delete(&o.name).await;
                     continue;

@@ -209,7 +209,24 @@ async fn prune_locked(
     let (snapshots, failed) = repo.list_snapshots_detailed().await?;
     let needed = reachable(repo, snapshots.iter().map(|s| s.manifest.root), cancel).await?;
     let failed_names: HashSet<String> = failed.iter().map(|(r, _)| r.clone()).collect();
+    // Repacked packs, reused for every region that repacks the same blobs: a chunk must live
+    // in the same pack in every region (the index keeps one location per chunk).
+    let mut repacked = RepackCache::new();
     report.skipped.extend(failed);
+    // List every region first: each needed chunk gets one preferred home across regions
+    // (the pack in most regions, unmarked first), so that regions keep the same pack for a
+    // chunk — the index keeps one location per chunk, and a restore falling back to another
+    // region must find that pack there too.
+    let mut listings: HashMap<usize, Listing> = HashMap::new();
+    for (i, region) in repo.regions.iter().enumerate() {
+        if repo.is_available(i) && !failed_names.contains(&region.name) {
+            let l = list_region(repo, &region.backend, opts.now)
+                .await
+                .map_err(|e| maintainer_hint(e, &region.name))?;
+            listings.insert(i, l);
+        }
+    }
+    let global = preferred_homes(&listings, &needed);
     for (i, region) in repo.regions.iter().enumerate() {
         if !repo.is_available(i) {
             report.skipped.push((
@@ -235,9 +252,13 @@ async fn prune_locked(
             erased: &erased,
             report: &mut rp,
             cancel,
+            repacked: &mut repacked,
+        };
+        let Some(listing) = listings.remove(&i) else {
+            continue;
         };
         let remaining = ctx
-            .run(&manifests)
+            .run(listing, &global, &manifests)
             .await
             .map_err(|e| maintainer_hint(e, &region.name))?;
         report.erased_chunks_remaining += remaining;
@@ -261,6 +282,79 @@ fn maintainer_hint(e: RepoError, region: &str) -> RepoError {
     }
 }
 
+async fn list_region(repo: &Repository, b: &DynBackend, now: i64) -> Result<Listing> {
+    let key = *repo.writer().index_key();
+    // Index before data: a pack indexed between the two listings is merely young.
+    let mut index_files = BTreeMap::new();
+    for o in b.list("index/").await? {
+        let id: Id = o
+            .name
+            .trim_start_matches("index/")
+            .parse()
+            .map_err(|_| RepoError::Corrupt(format!("unexpected object {}", o.name)))?;
+        let bytes = b.get(&o.name, None).await?;
+        check_stored_id(&bytes, &id, &o.name)?;
+        index_files.insert(o.name.clone(), index::decode(&key, &bytes, &o.name)?);
+    }
+    let mut packs = HashMap::new();
+    for o in b.list("data/").await? {
+        if let Some(id) = pack_id(&o.name) {
+            packs.insert(id, (o.size, o.modified));
+        }
+    }
+    let mut marks = HashMap::new();
+    for o in b.list(MARK_PREFIX).await? {
+        let Some(id) = mark_id(&o.name) else { continue };
+        let at = match b.get(&o.name, None).await {
+            Ok(bytes) => serde_json::from_slice::<Marker>(&bytes)
+                .map(|m| m.marked_at)
+                .ok()
+                .or(o.modified)
+                .unwrap_or(now),
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        marks.insert(id, at);
+    }
+    Ok(Listing {
+        index_files,
+        packs,
+        marks,
+    })
+}
+
+/// Chunk → the pack that should hold it everywhere: present in the most regions, unmarked
+/// before marked, then by id.
+fn preferred_homes(listings: &HashMap<usize, Listing>, needed: &HashSet<Id>) -> HashMap<Id, Id> {
+    let mut packs: HashMap<Id, (u32, bool, &Vec<PackEntry>)> = HashMap::new();
+    for l in listings.values() {
+        let mut here: HashSet<Id> = HashSet::new();
+        for files in l.index_files.values() {
+            for (p, e) in files {
+                if l.packs.contains_key(p) && here.insert(*p) {
+                    let slot = packs.entry(*p).or_insert((0, false, e));
+                    slot.0 += 1;
+                    slot.1 |= l.marks.contains_key(p);
+                }
+            }
+        }
+    }
+    let mut order: Vec<(&Id, &(u32, bool, &Vec<PackEntry>))> = packs.iter().collect();
+    order.sort_by_key(|(p, (n, marked, _))| (std::cmp::Reverse(*n), *marked, **p));
+    let mut home = HashMap::new();
+    for (p, (_, _, entries)) in order {
+        for e in entries.iter() {
+            if needed.contains(&e.id) {
+                home.entry(e.id).or_insert(*p);
+            }
+        }
+    }
+    home
+}
+
+/// (old pack, chunk) moved, in order → the packs written for them.
+type RepackCache = HashMap<Vec<(Id, Id)>, Vec<crate::pack::FinishedPack>>;
+
 struct RegionCtx<'a> {
     repo: &'a Arc<Repository>,
     backend: DynBackend,
@@ -269,6 +363,7 @@ struct RegionCtx<'a> {
     erased: &'a HashSet<Id>,
     report: &'a mut RegionPrune,
     cancel: &'a Cancel,
+    repacked: &'a mut RepackCache,
 }
 
 struct Listing {
@@ -281,55 +376,17 @@ struct Listing {
 }
 
 impl RegionCtx<'_> {
-    async fn list(&mut self) -> Result<Listing> {
-        let b = &self.backend;
-        let key = *self.repo.writer().index_key();
-        // Index before data: a pack indexed between the two listings is merely young.
-        let mut index_files = BTreeMap::new();
-        for o in b.list("index/").await? {
-            let id: Id = o
-                .name
-                .trim_start_matches("index/")
-                .parse()
-                .map_err(|_| RepoError::Corrupt(format!("unexpected object {}", o.name)))?;
-            let bytes = b.get(&o.name, None).await?;
-            check_stored_id(&bytes, &id, &o.name)?;
-            index_files.insert(o.name.clone(), index::decode(&key, &bytes, &o.name)?);
-        }
-        let mut packs = HashMap::new();
-        for o in b.list("data/").await? {
-            if let Some(id) = pack_id(&o.name) {
-                packs.insert(id, (o.size, o.modified));
-            }
-        }
-        let mut marks = HashMap::new();
-        for o in b.list(MARK_PREFIX).await? {
-            let Some(id) = mark_id(&o.name) else { continue };
-            let at = match b.get(&o.name, None).await {
-                Ok(bytes) => serde_json::from_slice::<Marker>(&bytes)
-                    .map(|m| m.marked_at)
-                    .ok()
-                    .or(o.modified)
-                    .unwrap_or(self.opts.now),
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            marks.insert(id, at);
-        }
-        self.report.packs = packs.len() as u64;
-        self.report.index_files = index_files.len() as u64;
-        Ok(Listing {
-            index_files,
-            packs,
-            marks,
-        })
-    }
-
     /// Returns how many erased chunks are still stored here.
-    async fn run(&mut self, manifests: &[String]) -> Result<u64> {
+    async fn run(
+        &mut self,
+        mut l: Listing,
+        global: &HashMap<Id, Id>,
+        manifests: &[String],
+    ) -> Result<u64> {
         let now = self.opts.now;
         let grace = self.opts.grace;
-        let mut l = self.list().await?;
+        self.report.packs = l.packs.len() as u64;
+        self.report.index_files = l.index_files.len() as u64;
         // Every indexed pack's entries (first index file wins) and the files naming it.
         let mut entries: HashMap<Id, Vec<PackEntry>> = HashMap::new();
         let mut named_by: HashMap<Id, Vec<String>> = HashMap::new();
@@ -347,7 +404,12 @@ impl RegionCtx<'_> {
             .copied()
             .collect();
         order.sort_by_key(|p| (l.marks.contains_key(p), *p));
-        let mut home: HashMap<Id, Id> = HashMap::new();
+        let present: HashSet<Id> = order.iter().copied().collect();
+        let mut home: HashMap<Id, Id> = global
+            .iter()
+            .filter(|(_, p)| present.contains(p))
+            .map(|(c, p)| (*c, *p))
+            .collect();
         for p in &order {
             for e in &entries[p] {
                 if self.needed.contains(&e.id) {
@@ -538,6 +600,18 @@ impl RegionCtx<'_> {
         entries: &HashMap<Id, Vec<PackEntry>>,
         home: &HashMap<Id, Id>,
     ) -> Result<Vec<(Id, Id)>> {
+        let mut key: Vec<(Id, Id)> = Vec::new();
+        let mut seen: HashSet<Id> = HashSet::new();
+        for p in packs {
+            for e in &entries[p] {
+                if home.get(&e.id) == Some(p) && seen.insert(e.id) {
+                    key.push((*p, e.id));
+                }
+            }
+        }
+        if let Some(done) = self.repacked.get(&key).cloned() {
+            return self.store_repacked(done).await;
+        }
         let identity = self.repo.identity("prune (repack)")?.inner().clone();
         let recipients: Vec<age::x25519::Recipient> =
             self.repo.recipients().into_iter().cloned().collect();
@@ -577,6 +651,15 @@ impl RegionCtx<'_> {
         if let Some(w) = writer.take().filter(|w| !w.is_empty()) {
             finished.push(w.finish()?);
         }
+        self.repacked.insert(key, finished.clone());
+        self.store_repacked(finished).await
+    }
+
+    /// Upload repacked packs to this region, then one index file naming them.
+    async fn store_repacked(
+        &mut self,
+        finished: Vec<crate::pack::FinishedPack>,
+    ) -> Result<Vec<(Id, Id)>> {
         let mut moved = Vec::new();
         let mut named = Vec::new();
         for pack in finished {

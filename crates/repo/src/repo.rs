@@ -485,6 +485,21 @@ impl Repository {
         &self,
         skip: &std::collections::HashSet<Id>,
     ) -> Result<Index> {
+        // Prune consolidates index files (writes the new one, then deletes the old ones): a
+        // file listed a moment ago may be gone. Its packs are in a newer file, so list again.
+        let mut attempt = 0;
+        loop {
+            match self.load_index_once(skip).await {
+                Err(RepoError::Backend(BackendError::NotFound(name))) if attempt < 5 => {
+                    tracing::debug!(object = %name, "index file removed while loading (prune); listing again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn load_index_once(&self, skip: &std::collections::HashSet<Id>) -> Result<Index> {
         let mut names: BTreeMap<String, u64> = BTreeMap::new();
         for (i, objects) in self.list_everywhere("index/").await?.0 {
             for o in objects {
@@ -549,9 +564,15 @@ impl Repository {
                 .trim_start_matches("snapshots/")
                 .parse()
                 .map_err(|_| RepoError::Corrupt(format!("unexpected object {name}")))?;
-            let (bytes, _) = self
+            let (bytes, _) = match self
                 .get_checked(&name, |b| check_stored_id(b, &id, &name))
-                .await?;
+                .await
+            {
+                Ok(got) => got,
+                // Forgotten between the listing and the read: it is simply not a snapshot.
+                Err(RepoError::Backend(BackendError::NotFound(_))) => continue,
+                Err(e) => return Err(e),
+            };
             let manifest = self.decrypt_manifest(&bytes, &name)?;
             regions.sort_by_key(|r| self.region_index(r));
             out.push(SnapshotEntry {
