@@ -5,7 +5,7 @@
 //! One set of migrations (`migrations/`, embedded in the binary) serves both through sqlx's
 //! `Any` driver with runtime queries only, so nothing needs a database at build time. To
 //! keep one SQL text valid on both, queries use `$N` placeholders, flags are BIGINT 0/1,
-//! times are epoch seconds, and ids are made here ([`new_id`]). The catalog is never the
+//! times are epoch seconds, and ids come from [`crate::host::new_id`]. The catalog is never the
 //! source of truth: `snapshots` can be rebuilt from any region ([`sync`]); losing the rest
 //! loses history, not backups.
 //!
@@ -22,14 +22,11 @@ use sqlx::{AnyPool, Row, SqlSafeStr};
 pub mod audit;
 pub mod evidence;
 pub mod leases;
-pub mod record;
 pub mod runs;
 pub mod snapshots;
-pub mod sync;
 
 pub use runs::{Phase, RunEnd, RunKind, RunRecord};
 pub use snapshots::SnapshotRow;
-pub use sync::sync;
 
 /// The schema, oldest first. A new migration appends a file and a line here; released
 /// migrations are never edited (sqlx checks their checksums).
@@ -44,10 +41,21 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "snapshot commit order",
         include_str!("../../migrations/0002_snapshot_commit_order.sql"),
     ),
+    (
+        3,
+        "drills",
+        include_str!("../../migrations/0003_drills.sql"),
+    ),
+    (
+        4,
+        "snapshot trust",
+        include_str!("../../migrations/0004_snapshot_trust.sql"),
+    ),
 ];
 
+/// Which SQL database holds the catalog (not a storage `Backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum Database {
     Sqlite,
     Postgres,
 }
@@ -56,7 +64,7 @@ pub enum Backend {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     pool: AnyPool,
-    backend: Backend,
+    database: Database,
 }
 
 impl Catalog {
@@ -64,16 +72,16 @@ impl Catalog {
     /// creating a SQLite file and its directory when missing, and apply pending migrations.
     pub async fn open(url: &str) -> Result<Catalog> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
+        let database = if url.starts_with("sqlite:") {
+            Database::Sqlite
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres
+            Database::Postgres
         } else {
             anyhow::bail!("unsupported catalog URL (expected sqlite://FILE or postgres://HOST/DB)");
         };
         let mut url = url.to_string();
         let mut max = 4;
-        if backend == Backend::Sqlite {
+        if database == Database::Sqlite {
             let rest = url
                 .trim_start_matches("sqlite://")
                 .trim_start_matches("sqlite:");
@@ -96,8 +104,8 @@ impl Catalog {
             .acquire_timeout(Duration::from_secs(30))
             .connect(&url)
             .await
-            .with_context(|| format!("open catalog {}", redact_url(&url)))?;
-        if backend == Backend::Sqlite {
+            .with_context(|| format!("open catalog {}", crate::host::redact_url(&url)))?;
+        if database == Database::Sqlite {
             // WAL lets `status` read while a backup writes; the busy timeout (sqlx's default
             // 5 s) covers writers from other processes.
             sqlx::query("PRAGMA journal_mode=WAL")
@@ -105,7 +113,7 @@ impl Catalog {
                 .await
                 .context("catalog: enable WAL")?;
         }
-        let catalog = Catalog { pool, backend };
+        let catalog = Catalog { pool, database };
         catalog.migrate().await?;
         Ok(catalog)
     }
@@ -130,7 +138,7 @@ impl Catalog {
         loop {
             match migrator.run(&self.pool).await {
                 Ok(()) => return Ok(()),
-                Err(e) if attempt < 3 && self.backend == Backend::Sqlite => {
+                Err(e) if attempt < 3 && self.database == Database::Sqlite => {
                     tracing::debug!(error = %e, "catalog: migration raced; retrying");
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
@@ -144,49 +152,18 @@ impl Catalog {
         &self.pool
     }
 
-    pub fn backend(&self) -> Backend {
-        self.backend
+    pub fn database(&self) -> Database {
+        self.database
     }
-}
-
-/// The URL without a password, for messages.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}@{host}{tail}")
-        }
-        None => url.to_string(),
-    }
-}
-
-/// A new id: 32 hex digits, the creation time in nanoseconds then 64 random bits, so ids
-/// sort by creation time (runs started within the same second keep their order).
-pub fn new_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    format!("{nanos:016x}{}", hex::encode(rand::random::<[u8; 8]>()))
-}
-
-/// Seconds since the Unix epoch.
-pub fn now() -> i64 {
-    crate::engine::now_epoch()
 }
 
 /// The host name and process id, naming a lease holder in messages and rows.
 pub fn holder_name() -> String {
     format!(
         "{}:{}:{}",
-        crate::engine::hostname(),
+        crate::host::hostname(),
         std::process::id(),
-        &new_id()[..8]
+        &crate::host::new_id()[..8]
     )
 }
 

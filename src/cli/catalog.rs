@@ -39,18 +39,22 @@ pub enum CatalogCommand {
 
 pub async fn run(cli: &Cli, cmd: &CatalogCommand) -> Result<u8> {
     let config = load_config(cli)?;
-    let catalog = Catalog::open(&config.catalog_url).await?;
+    let catalog = Catalog::open(config.catalog_url()?).await?;
     match cmd {
         CatalogCommand::Sync { from, json } => {
-            let report = crate::catalog::sync(&config, &catalog, from.as_deref()).await?;
+            let report = crate::engine::sync(&config, &catalog, from.as_deref()).await?;
             if *json {
-                super::commands::print_json(&serde_json::to_value(&report)?);
+                super::output::print_json(&serde_json::to_value(&report)?);
             } else {
                 println!(
                     "catalog synced: {} snapshots read from {}; presence recorded for {}",
                     report.snapshots,
                     report.from.as_deref().unwrap_or("every reachable region"),
                     report.listed.join(", ")
+                );
+                println!(
+                    "drill history: {} reports in the regions, {} new to the catalog",
+                    report.drills, report.drills_restored
                 );
                 for (r, e) in &report.unreachable {
                     println!(
@@ -62,7 +66,7 @@ pub async fn run(cli: &Cli, cmd: &CatalogCommand) -> Result<u8> {
         CatalogCommand::Snapshots { plan, json } => {
             let list = catalog.snapshots(plan.as_deref()).await?;
             if *json {
-                super::commands::print_json(&serde_json::to_value(&list)?);
+                super::output::print_json(&serde_json::to_value(&list)?);
             } else if list.is_empty() {
                 println!("the catalog knows no snapshots (run `lifeboat catalog sync`)");
             } else {
@@ -102,7 +106,7 @@ pub async fn run(cli: &Cli, cmd: &CatalogCommand) -> Result<u8> {
         CatalogCommand::Runs { plan, limit, json } => {
             let runs = catalog.runs(plan.as_deref(), None, *limit).await?;
             if *json {
-                super::commands::print_json(&json!(runs));
+                super::output::print_json(&json!(runs));
             } else {
                 let rows: Vec<Vec<String>> = runs
                     .iter()

@@ -9,40 +9,15 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use lifeboat_repo::keys::{Identity, WriterKey};
 use lifeboat_repo::verify::{verify, VerifyOptions};
-use lifeboat_repo::{Cancel, Progress};
+use lifeboat_repo::Progress;
 use serde_json::json;
 
+use super::output::{cancel_on_signals, print_json};
 use super::progress::Bar;
 use super::render::{bytes, rate, table, time};
 use super::{exit, load_config, Cli, Command, ConfigCommand, KeysCommand, RegionsCommand};
 use crate::catalog::RunKind;
 use crate::engine::{self, KeyNeed, RestoreRequest};
-
-/// Cancel on SIGINT or SIGTERM: the operation stops at the next chunk, commits nothing.
-pub(super) fn cancel_on_signals() -> Cancel {
-    let cancel = Cancel::new();
-    let c = cancel.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-        tracing::warn!("signal received: stopping; nothing partial will be visible");
-        c.cancel();
-    });
-    cancel
-}
-
-pub(super) fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-}
 
 pub async fn run(cli: &Cli) -> Result<u8> {
     match &cli.command {
@@ -127,6 +102,7 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         Command::Prune(args) => super::prune::run(cli, args).await,
         Command::Replicate { json } => super::regions::replicate(cli, *json).await,
         Command::Regions(RegionsCommand::Check { json }) => super::regions::check(cli, *json).await,
+        Command::Drill(c) => super::drill::run(cli, c).await,
     }
 }
 
@@ -225,6 +201,8 @@ async fn backup(cli: &Cli, plan: &str, json: bool) -> Result<u8> {
             "complete_in": r.outcome.complete,
             "failed_regions": failed.iter().map(|(n, e)| json!({"region": n, "error": e})).collect::<Vec<_>>(),
             "degraded": r.is_degraded(),
+            "partial": m.is_partial(),
+            "unreadable": m.unreadable,
             "stats": m.stats,
             "duration_seconds": secs,
             "warnings": r.warnings,
@@ -246,6 +224,17 @@ async fn backup(cli: &Cli, plan: &str, json: bool) -> Result<u8> {
             eprintln!("warning: {w}");
         }
     }
+    if m.is_partial() {
+        eprintln!(
+            "lifeboat: PARTIAL: {} entr{} could not be read and {} not in this snapshot (everything else is):",
+            m.unreadable.len(),
+            if m.unreadable.len() == 1 { "y" } else { "ies" },
+            if m.unreadable.len() == 1 { "is" } else { "are" },
+        );
+        for u in &m.unreadable {
+            eprintln!("lifeboat:   {u}");
+        }
+    }
     if r.is_degraded() {
         for (n, e) in &failed {
             eprintln!("lifeboat: DEGRADED: region {n} does not hold this snapshot: {e}");
@@ -253,14 +242,14 @@ async fn backup(cli: &Cli, plan: &str, json: bool) -> Result<u8> {
         eprintln!("lifeboat: the snapshot does not count toward the RPO until `lifeboat replicate` copies it there");
         return Ok(exit::DEGRADED);
     }
+    if m.is_partial() {
+        return Ok(exit::DEGRADED);
+    }
     Ok(exit::OK)
 }
 
 async fn snapshots(cli: &Cli, plan: Option<&str>, json: bool) -> Result<u8> {
     let config = load_config(cli)?;
-    if let Some(p) = plan {
-        config.plan(p)?;
-    }
     let repo = engine::open(&config, KeyNeed::Any, None).await?;
     let list: Vec<_> = repo
         .list_snapshots()
@@ -268,6 +257,10 @@ async fn snapshots(cli: &Cli, plan: Option<&str>, json: bool) -> Result<u8> {
         .into_iter()
         .filter(|s| plan.is_none_or(|p| s.manifest.plan == p))
         .collect();
+    // A plan is known from the config or from the manifests: an unknown name is a typo.
+    if let Some(p) = plan.filter(|p| list.is_empty() && config.plan(p).is_err()) {
+        engine::find_plan_snapshot(&config, &repo, p, "latest").await?;
+    }
     let all_regions: Vec<String> = config.regions.iter().map(|r| r.name.clone()).collect();
     if json {
         let v: Vec<_> = list
@@ -281,6 +274,8 @@ async fn snapshots(cli: &Cli, plan: Option<&str>, json: bool) -> Result<u8> {
                     "source": s.manifest.source,
                     "regions": s.regions,
                     "complete": all_regions.iter().all(|r| s.regions.contains(r)),
+                    "partial": s.manifest.is_partial(),
+                    "unreadable": s.manifest.unreadable,
                     "stats": s.manifest.stats,
                 })
             })
@@ -305,9 +300,14 @@ async fn snapshots(cli: &Cli, plan: Option<&str>, json: bool) -> Result<u8> {
                 bytes(s.manifest.stats.bytes),
                 bytes(s.manifest.stats.stored_bytes),
                 format!(
-                    "{}{}",
+                    "{}{}{}",
                     s.regions.join(","),
-                    if complete { "" } else { " (DEGRADED)" }
+                    if complete { "" } else { " (DEGRADED)" },
+                    if s.manifest.is_partial() {
+                        format!(" (PARTIAL: {} unreadable)", s.manifest.unreadable.len())
+                    } else {
+                        String::new()
+                    }
                 ),
             ]
         })
@@ -342,6 +342,7 @@ async fn restore(cli: &Cli, req: &RestoreRequest, json: bool) -> Result<u8> {
             "duration_seconds": secs,
             "objects_per_region": r.per_region.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "fallbacks": r.fallbacks.iter().map(|f| json!({"object": f.object, "failed_region": f.failed_region, "error": f.error, "used_region": f.used_region})).collect::<Vec<_>>(),
+            "demoted_regions": r.demoted.iter().map(|d| json!({"region": d.region, "error": d.error})).collect::<Vec<_>>(),
         }));
     } else {
         println!(
@@ -369,6 +370,12 @@ async fn restore(cli: &Cli, req: &RestoreRequest, json: bool) -> Result<u8> {
                 f.object, f.used_region, f.failed_region, f.error
             );
         }
+        for d in &r.demoted {
+            println!(
+                "region {} demoted for the rest of the restore after repeated failures ({}); reads went to the other regions",
+                d.region, d.error
+            );
+        }
     }
     Ok(exit::OK)
 }
@@ -392,6 +399,7 @@ async fn verify_cmd(cli: &Cli, read_data: Option<f64>, json: bool) -> Result<u8>
         &repo,
         &VerifyOptions {
             read_data_percent: read_data,
+            plan_regions: engine::plan_regions(&config),
         },
         progress,
         cancel_on_signals(),
@@ -401,6 +409,15 @@ async fn verify_cmd(cli: &Cli, read_data: Option<f64>, json: bool) -> Result<u8>
     report
         .warnings
         .extend(super::regions::lock_warnings(&config));
+    match repo.list_snapshots().await {
+        Ok(list) => report.warnings.extend(crate::objectives::future_warnings(
+            &list,
+            crate::host::now_secs(),
+        )),
+        Err(e) => report.warnings.push(format!(
+            "could not list snapshots to check their dates: {e}"
+        )),
+    }
     super::history::record_verify(&config, &report).await;
     if json {
         print_json(&serde_json::to_value(&report)?);

@@ -27,7 +27,7 @@ pub struct ExecArgs {
     #[arg(
         long = "webhook",
         value_name = "URL",
-        env = "LIFEBOAT_WEBHOOK_URL",
+        env = crate::config::WEBHOOK_ENV,
         hide_env_values = true
     )]
     webhooks: Vec<String>,
@@ -35,10 +35,14 @@ pub struct ExecArgs {
     #[arg(
         long = "slack-webhook",
         value_name = "URL",
-        env = "LIFEBOAT_SLACK_WEBHOOK_URL",
+        env = crate::config::SLACK_WEBHOOK_ENV,
         hide_env_values = true
     )]
     slack_webhooks: Vec<String>,
+    /// Runbooks (runbooks/*.toml) to schedule: drills without an approve step run when their
+    /// frequency falls due; due ones with a gate raise the drill_overdue alert.
+    #[arg(long, value_name = "DIR")]
+    runbooks: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -68,7 +72,7 @@ pub struct RunDueArgs {
 async fn executor(cli: &Cli, args: &ExecArgs) -> Result<(Executor, Alerter)> {
     let config = load_config(cli)?;
     crate::daemon::check_schedules(&config)?;
-    let catalog = Catalog::open(&config.catalog_url).await?;
+    let catalog = Catalog::open(config.catalog_url()?).await?;
     let options = ExecOptions {
         retries: args.retries,
         backoff: args.backoff,
@@ -95,7 +99,16 @@ async fn executor(cli: &Cli, args: &ExecArgs) -> Result<(Executor, Alerter)> {
         catalog: catalog.clone(),
         webhooks,
     };
-    Ok((Executor::new(Arc::new(config), catalog, options), alerter))
+    let config = Arc::new(config);
+    let mut exec = Executor::new(config.clone(), catalog.clone(), options);
+    if let Some(dir) = &args.runbooks {
+        exec = exec.with_drills(Arc::new(crate::drill::Scheduled {
+            config,
+            catalog,
+            dir: dir.clone(),
+        }));
+    }
+    Ok((exec, alerter))
 }
 
 pub async fn daemon(cli: &Cli, args: &DaemonArgs) -> Result<u8> {
@@ -107,7 +120,7 @@ pub async fn daemon(cli: &Cli, args: &DaemonArgs) -> Result<u8> {
                 format!("--listen {a:?}: expected HOST:PORT, e.g. 127.0.0.1:9187")
             })?),
         };
-    let cancel = super::commands::cancel_on_signals();
+    let cancel = super::output::cancel_on_signals();
     let opts = DaemonOptions {
         tick: args.tick.max(Duration::from_millis(100)),
         listen,
@@ -121,13 +134,13 @@ pub async fn daemon(cli: &Cli, args: &DaemonArgs) -> Result<u8> {
 
 pub async fn run_due(cli: &Cli, args: &RunDueArgs) -> Result<u8> {
     let (exec, alerter) = executor(cli, &args.exec).await?;
-    let cancel = super::commands::cancel_on_signals();
-    let runs = exec.run_due(crate::catalog::now(), &cancel).await?;
+    let cancel = super::output::cancel_on_signals();
+    let runs = exec.run_due(crate::host::now_secs(), &cancel).await?;
     if let Err(e) = alert_once(&exec, &alerter).await {
         tracing::error!(error = %format!("{e:#}"), "alerts failed");
     }
     if args.json {
-        super::commands::print_json(&json!({ "runs": runs }));
+        super::output::print_json(&json!({ "runs": runs }));
     } else if runs.is_empty() {
         println!("nothing is due");
     } else {

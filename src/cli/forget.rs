@@ -85,7 +85,7 @@ pub async fn run(cli: &Cli, args: &ForgetArgs) -> Result<u8> {
     }
     let repo = engine::open(&config, KeyNeed::Any, None).await?;
     let history = History::begin(&config, RunKind::Forget, args.plan.as_deref()).await;
-    let now = engine::now_epoch();
+    let now = lifeboat_repo::clock::now_secs();
     let req = retention::ForgetRequest {
         plan: args.plan.clone(),
         keep: args.policy(),
@@ -117,7 +117,7 @@ pub async fn run(cli: &Cli, args: &ForgetArgs) -> Result<u8> {
     }
     let report = res?;
     if args.json {
-        super::commands::print_json(&serde_json::to_value(&report)?);
+        super::output::print_json(&serde_json::to_value(&report)?);
     } else {
         for p in &report.plans {
             let verb = if report.dry_run {
@@ -170,7 +170,7 @@ async fn erase(config: &Config, args: &ForgetArgs) -> Result<u8> {
     );
     let repo = engine::open(config, KeyNeed::Read, None).await?;
     let history = History::begin(config, RunKind::Forget, Some(&plan)).await;
-    let holder = format!("{} pid {}", engine::hostname(), std::process::id());
+    let holder = format!("{} pid {}", crate::host::hostname(), std::process::id());
     let res = lifeboat_repo::erase::erase(
         &repo,
         &plan,
@@ -178,7 +178,7 @@ async fn erase(config: &Config, args: &ForgetArgs) -> Result<u8> {
         &reason,
         &holder,
         args.dry_run,
-        &super::commands::cancel_on_signals(),
+        &super::output::cancel_on_signals(),
     )
     .await
     .map_err(|e| retention::maintainer_hint(e.into()));
@@ -210,7 +210,7 @@ async fn erase(config: &Config, args: &ForgetArgs) -> Result<u8> {
         }
     }
     if args.json {
-        super::commands::print_json(&json);
+        super::output::print_json(&json);
     } else {
         let verb = if args.dry_run {
             "would rewrite"

@@ -60,7 +60,7 @@ pub async fn run(cli: &Cli, args: &PruneArgs) -> Result<u8> {
         args.grace,
         args.max_unused / 100.0,
         args.dry_run,
-        &super::commands::cancel_on_signals(),
+        &super::output::cancel_on_signals(),
     )
     .await;
     if let Some(h) = &history {
@@ -96,7 +96,7 @@ pub async fn run(cli: &Cli, args: &PruneArgs) -> Result<u8> {
         v["bytes_freed"] = report.bytes_freed().into();
         v["objects_deleted"] = report.objects_deleted().into();
         v["duration_seconds"] = secs.into();
-        super::commands::print_json(&v);
+        super::output::print_json(&v);
     } else {
         let would = if report.dry_run { "would " } else { "" };
         for (name, r) in &report.regions {

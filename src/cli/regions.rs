@@ -7,7 +7,6 @@ use std::time::Instant;
 use anyhow::Result;
 use bytes::Bytes;
 use lifeboat_repo::backend::{Backend, LocalBackend};
-use lifeboat_repo::replicate::{replicate as replicate_regions, CopyEvent, ReplicateReport};
 use lifeboat_repo::Progress;
 use serde::Serialize;
 use serde_json::json;
@@ -15,7 +14,6 @@ use serde_json::json;
 use super::progress::Bar;
 use super::render::bytes;
 use super::{exit, load_config, Cli};
-use crate::catalog::{Catalog, Phase, RunEnd, RunKind};
 use crate::config::{Config, LockMode, RegionConfig, RegionKind};
 use crate::storage::{S3Backend, S3Settings};
 
@@ -23,47 +21,25 @@ use crate::storage::{S3Backend, S3Settings};
 /// every snapshot, 3 (degraded) when some copy failed, 1 when a region is unreachable.
 pub async fn replicate(cli: &Cli, json: bool) -> Result<u8> {
     let config = load_config(cli)?;
-    let regions = crate::storage::regions(&config)?;
     let progress = Arc::new(Progress::default());
     let bar = Bar::start("replicate", progress.clone(), !json);
     let started = Instant::now();
-    let on_copy = |e: &CopyEvent| match &e.error {
-        None => {
-            tracing::info!(region = %e.region, object = %e.object, from = %e.source, bytes = e.bytes, "copied and verified")
-        }
-        Some(err) => {
-            tracing::warn!(region = %e.region, object = %e.object, error = %err, "not copied")
-        }
-    };
     let history = super::history::open(&config).await;
-    let run = match &history {
-        Some(c) => c
-            .begin_run(RunKind::Replicate, None, None)
-            .await
-            .map_err(
-                |e| tracing::warn!(error = %format!("{e:#}"), "catalog: could not record the run"),
-            )
-            .ok(),
-        None => None,
-    };
-    let res = replicate_regions(
-        &regions,
+    let res = crate::daemon::heal::replicate_recorded(
+        &config,
+        history.as_ref(),
         progress,
-        super::commands::cancel_on_signals(),
-        &on_copy,
+        super::output::cancel_on_signals(),
     )
     .await;
     bar.finish();
-    if let (Some(catalog), Some(run)) = (&history, &run) {
-        record(&config, catalog, run, &res).await;
-    }
     let report = res?;
     let secs = started.elapsed().as_secs_f64();
     if json {
         let mut v = serde_json::to_value(&report)?;
         v["ok"] = json!(report.ok());
         v["duration_seconds"] = json!(secs);
-        super::commands::print_json(&v);
+        super::output::print_json(&v);
     } else {
         for (name, r) in &report.regions {
             let copied: Vec<String> = r
@@ -109,52 +85,6 @@ pub async fn replicate(cli: &Cli, json: bool) -> Result<u8> {
     })
 }
 
-/// Record the run, and when objects were copied, refresh the catalog's snapshot cache from
-/// the regions, so the RPO (read from the catalog) counts the healed snapshots at once.
-/// Best effort, like every catalog write: the object store is the source of truth.
-async fn record(
-    config: &Config,
-    catalog: &Catalog,
-    run: &str,
-    res: &lifeboat_repo::Result<ReplicateReport>,
-) {
-    let end = match res {
-        Ok(report) => RunEnd {
-            phase: Some(if report.ok() {
-                Phase::Succeeded
-            } else {
-                Phase::Degraded
-            }),
-            bytes: report.regions.values().map(|r| r.bytes).sum(),
-            regions: report
-                .regions
-                .iter()
-                .map(|(name, r)| {
-                    let state = if r.complete { "ok" } else { "incomplete" };
-                    (name.clone(), state.to_string())
-                })
-                .collect(),
-            error: (!report.problems.is_empty()).then(|| report.problems.join("; ")),
-            attempts: 1,
-            ..Default::default()
-        },
-        Err(e) => RunEnd {
-            phase: Some(Phase::Failed),
-            error: Some(e.to_string()),
-            attempts: 1,
-            ..Default::default()
-        },
-    };
-    if let Err(e) = catalog.end_run(run, &end).await {
-        tracing::warn!(error = %format!("{e:#}"), "catalog: could not record the run");
-    }
-    if res.as_ref().is_ok_and(|r| r.copied_total() > 0) {
-        if let Err(e) = crate::catalog::sync(config, catalog, None).await {
-            tracing::warn!(error = %format!("{e:#}"), "catalog: could not refresh the snapshot cache after replicate (run `lifeboat catalog sync`)");
-        }
-    }
-}
-
 /// One region's answers to `regions check`.
 #[derive(Debug, Default, Serialize)]
 struct RegionCheck {
@@ -185,7 +115,7 @@ impl RegionCheck {
 /// The probe object `regions check` writes (and tries to delete). Under Object Lock it cannot
 /// be deleted and stays, one small version per check.
 fn probe_name() -> String {
-    format!("check/{}", crate::engine::hostname())
+    format!("check/{}", crate::host::hostname())
 }
 
 async fn check_basic(b: &dyn Backend, c: &mut RegionCheck) {
@@ -196,7 +126,7 @@ async fn check_basic(b: &dyn Backend, c: &mut RegionCheck) {
     }
     let body = Bytes::from(format!(
         "lifeboat regions check {}\n",
-        crate::engine::now_epoch()
+        crate::host::now_secs()
     ));
     match b.put(&probe, body.clone()).await {
         Ok(()) => c.can_put = true,
@@ -321,7 +251,7 @@ pub async fn check(cli: &Cli, json: bool) -> Result<u8> {
     }
     let all_ok = checks.iter().all(RegionCheck::ok);
     if json {
-        super::commands::print_json(&json!({ "ok": all_ok, "regions": checks }));
+        super::output::print_json(&json!({ "ok": all_ok, "regions": checks }));
     } else {
         let yes = |b: bool| if b { "yes" } else { "NO" };
         for c in &checks {
@@ -412,7 +342,7 @@ pub fn lock_warnings(config: &Config) -> Vec<String> {
                 .as_deref()
                 .and_then(|e| crate::daemon::Schedule::parse(e, p.zone.as_deref()).ok())
                 .and_then(|s| {
-                    let now = crate::engine::now_epoch();
+                    let now = lifeboat_repo::clock::now_secs();
                     let a = s.next_after(now)?;
                     Some((s.next_after(a)? - a) as u64 / 86_400)
                 })

@@ -11,12 +11,12 @@ use crate::objectives::{human, Level, PlanStatus};
 
 pub async fn run(cli: &Cli, json: bool) -> Result<u8> {
     let config = load_config(cli)?;
-    let catalog = Catalog::open(&config.catalog_url).await?;
-    let now = crate::catalog::now();
+    let catalog = Catalog::open(config.catalog_url()?).await?;
+    let now = crate::host::now_secs();
     let statuses = crate::objectives::status(&config, &catalog, now).await?;
     let worst = statuses.iter().map(|s| s.level).max().unwrap_or(Level::Ok);
     if json {
-        super::commands::print_json(&json!({
+        super::output::print_json(&json!({
             "at": now,
             "level": worst,
             "plans": statuses,
@@ -103,6 +103,19 @@ fn render(statuses: &[PlanStatus]) -> String {
                 s.plan,
                 r.region,
                 r.detail.as_deref().unwrap_or(&r.health)
+            ));
+        }
+        if let Some(d) = &s.drill.last {
+            out.push_str(&format!(
+                "{}: last drill {} ({}) {} {}{}\n",
+                s.plan,
+                d.id,
+                d.runbook,
+                time(d.started_at),
+                d.result.to_uppercase(),
+                d.rto_achieved_ms
+                    .map(|ms| format!(", achieved RTO {}", crate::drill::report::dur(ms)))
+                    .unwrap_or_default()
             ));
         }
         if let Some(t) = s.rpo.snapshot_time {

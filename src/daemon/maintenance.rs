@@ -12,7 +12,7 @@ use lifeboat_repo::Cancel;
 
 use super::alerts::Condition;
 use super::{due, Due, Executor, PlanRun, Schedule};
-use crate::catalog::{self, Catalog, Phase, RunEnd, RunKind};
+use crate::catalog::{Catalog, Phase, RunEnd, RunKind};
 use crate::config::{Config, PlanConfig};
 use crate::engine::{self, retention, KeyNeed};
 
@@ -99,7 +99,7 @@ impl Executor {
             attempts: 0,
             error: None,
         };
-        let run_id = catalog::new_id();
+        let run_id = crate::host::new_id();
         if !self
             .catalog
             .claim_occurrence(&key, due.scheduled_for, &run_id, &self.holder)
@@ -143,7 +143,7 @@ impl Executor {
             .await?;
         let forgot = async {
             let repo = engine::open(&self.config, KeyNeed::Read, None).await?;
-            let now = catalog::now();
+            let now = lifeboat_repo::clock::now_secs();
             let req = retention::ForgetRequest {
                 plan: Some(plan.name.clone()),
                 keep: None,

@@ -2,11 +2,13 @@
 //! retries, a per-run timeout, a lease so one run per plan happens at a time (also across
 //! processes sharing a catalog), and a claim so each schedule occurrence runs once.
 //!
-//! The scheduler only decides; the executor runs. `run-due` calls [`Executor::run_due`]
-//! once; the daemon loop ([`run_daemon`] in `daemon::runner`) calls it on every tick and
+//! After a degraded backup, [`heal`] copies what a region missed once it answers again
+//! (with backoff). The scheduler only decides; the executor runs. `run-due` calls
+//! [`Executor::run_due`] once; the daemon loop ([`run_daemon`] in `daemon::runner`) calls it on every tick and
 //! serves metrics. Cancellation (SIGTERM) stops a running backup at the next chunk; the
 //! backup commits nothing, so no partial snapshot is ever visible, and the run is recorded
-//! as `cancelled`.
+//! as `cancelled`. A run that panics is a failed attempt, recorded like any other, and
+//! its plan is scheduled again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +21,8 @@ use crate::catalog::{self, Catalog, Phase, RunKind};
 use crate::config::Config;
 
 pub mod alerts;
+pub mod drills;
+pub mod heal;
 pub mod maintenance;
 pub mod metrics;
 pub mod restore_tests;
@@ -137,6 +141,8 @@ pub struct Executor {
     pub holder: String,
     pub options: ExecOptions,
     pub metrics: Arc<metrics::Metrics>,
+    /// Scheduled drills (`--runbooks`): due ungated ones run, gated ones raise an alert.
+    pub drills: Option<Arc<dyn drills::Drills>>,
 }
 
 impl Executor {
@@ -147,7 +153,14 @@ impl Executor {
             holder: catalog::holder_name(),
             options,
             metrics: Arc::new(metrics::Metrics::default()),
+            drills: None,
         }
+    }
+
+    /// This executor, also running the drills `drills` finds due.
+    pub fn with_drills(mut self, drills: Arc<dyn drills::Drills>) -> Executor {
+        self.drills = Some(drills);
+        self
     }
 
     /// Run every plan due at `now`, one after another.
@@ -171,7 +184,26 @@ impl Executor {
             }
             out.push(self.run_maintenance(&d, cancel).await?);
         }
+        for d in self.due_drills(now).await? {
+            if cancel.is_cancelled() {
+                break;
+            }
+            if !d.gated {
+                out.push(self.run_drill(&d, cancel).await?);
+            }
+        }
+        self.heal(cancel).await;
         Ok(out)
+    }
+
+    /// Copy what regions missed (after a degraded backup), if the backoff allows it now.
+    /// Best effort: a failure is logged and recorded, and retried later.
+    pub async fn heal(&self, cancel: &Cancel) {
+        let res =
+            heal::heal_if_needed(&self.config, &self.catalog, self.options.backoff, cancel).await;
+        if let Err(e) = res {
+            tracing::warn!(error = %format!("{e:#}"), "healing failed; will retry with backoff");
+        }
     }
 
     /// Run one due occurrence: take the plan's lease, claim the occurrence, back up with
@@ -187,7 +219,7 @@ impl Executor {
             error: None,
         };
         let lease = self.options.lease.as_secs().max(3) as i64;
-        let now = catalog::now();
+        let now = crate::host::now_secs();
         if !self
             .catalog
             .acquire_lease(&due.plan, &self.holder, now, now + lease)
@@ -197,7 +229,7 @@ impl Executor {
             result.error = Some("another run holds the plan".into());
             return Ok(result);
         }
-        let run_id = catalog::new_id();
+        let run_id = crate::host::new_id();
         let claimed = self
             .catalog
             .claim_occurrence(&due.plan, due.scheduled_for, &run_id, &self.holder)
@@ -231,7 +263,7 @@ impl Executor {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs((lease / 3).max(1) as u64)).await;
-                let now = catalog::now();
+                let now = crate::host::now_secs();
                 match catalog
                     .acquire_lease(&plan, &holder, now, now + lease)
                     .await
@@ -265,12 +297,12 @@ impl Executor {
         let mut attempts = 0;
         let report = loop {
             attempts += 1;
-            let res = self.attempt(&due.plan, cancel).await;
+            let res = self.attempt_guarded(&due.plan, cancel).await;
             let Err(e) = &res else { break res };
-            let code = crate::cli::exit::code_for(e);
+            let code = crate::outcome::code_for(e);
             let permanent = matches!(
                 code,
-                crate::cli::exit::USAGE | crate::cli::exit::KEYS | crate::cli::exit::INTERRUPTED
+                crate::outcome::USAGE | crate::outcome::KEYS | crate::outcome::INTERRUPTED
             );
             if cancel.is_cancelled() || permanent || attempts > self.options.retries {
                 break res;
@@ -281,11 +313,11 @@ impl Executor {
                 break res;
             }
         };
-        catalog::record::backup(&self.catalog, run_id, &report, attempts).await?;
+        crate::engine::record::backup(&self.catalog, run_id, &report, attempts).await?;
         let phase = match &report {
-            Ok(r) if r.is_degraded() => Phase::Degraded,
+            Ok(r) if r.is_degraded() || r.is_partial() => Phase::Degraded,
             Ok(_) => Phase::Succeeded,
-            Err(e) => catalog::record::error_phase(e),
+            Err(e) => crate::engine::record::error_phase(e),
         };
         match &report {
             Ok(r) => {
@@ -307,21 +339,42 @@ impl Executor {
         Ok((phase, attempts, report))
     }
 
+    /// [`Executor::attempt`] in a task of its own, so that a panic in it is a failed
+    /// attempt (recorded, retried, the lease released) rather than a run left `running`.
+    async fn attempt_guarded(
+        &self,
+        plan: &str,
+        cancel: &Cancel,
+    ) -> Result<crate::engine::BackupReport> {
+        let (exec, name, cancel) = (self.clone(), plan.to_string(), cancel.clone());
+        match tokio::spawn(async move { exec.attempt(&name, &cancel).await }).await {
+            Ok(res) => res,
+            Err(e) if e.is_panic() => Err(anyhow::anyhow!(
+                "backup of plan {plan} panicked: {} (a bug in lifeboat: please report it)",
+                panic_message(e.into_panic())
+            )),
+            Err(e) => Err(anyhow::anyhow!("backup of plan {plan} was aborted: {e}")),
+        }
+    }
+
     /// One backup attempt, cancelled when `cancel` fires or the timeout passes.
     async fn attempt(&self, plan: &str, cancel: &Cancel) -> Result<crate::engine::BackupReport> {
-        let run_cancel = Cancel::new();
+        // A child: a stop request reaches the attempt, the timeout stops only the attempt.
+        let run_cancel = cancel.child();
         let watcher = {
-            let (outer, inner) = (cancel.clone(), run_cancel.clone());
+            let inner = run_cancel.clone();
             let timeout = self.options.timeout;
             tokio::spawn(async move {
-                let deadline = tokio::time::Instant::now() + timeout;
-                while !outer.is_cancelled() && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(timeout) => {
+                        inner.cancel();
+                        true
+                    }
+                    _ = inner.cancelled() => false,
                 }
-                inner.cancel();
-                !outer.is_cancelled()
             })
         };
+        fault_panic(plan);
         let res = crate::engine::backup(
             &self.config,
             plan,
@@ -342,15 +395,35 @@ impl Executor {
     }
 }
 
+/// The text of a panic's payload.
+pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "(no message)".into()),
+    }
+}
+
+/// Test builds only: panic once, in the run of `plan`, when the file named by
+/// `LIFEBOAT_TEST_PANIC_ONCE` exists (it is removed first), to prove a panicked run is
+/// recorded and rescheduled. Compiled out of release builds.
+fn fault_panic(plan: &str) {
+    #[cfg(debug_assertions)]
+    if let Some(path) = std::env::var_os("LIFEBOAT_TEST_PANIC_ONCE") {
+        if std::fs::remove_file(&path).is_ok() {
+            panic!("injected panic in the run of plan {plan} (LIFEBOAT_TEST_PANIC_ONCE)");
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = plan;
+}
+
 /// Sleep `d`, or less if `cancel` fires; true when cancelled.
 pub async fn sleep_or_cancel(d: Duration, cancel: &Cancel) -> bool {
-    let deadline = tokio::time::Instant::now() + d;
-    while tokio::time::Instant::now() < deadline {
-        if cancel.is_cancelled() {
-            return true;
-        }
-        let left = deadline - tokio::time::Instant::now();
-        tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+    tokio::select! {
+        _ = tokio::time::sleep(d) => cancel.is_cancelled(),
+        _ = cancel.cancelled() => true,
     }
-    cancel.is_cancelled()
 }

@@ -1,9 +1,10 @@
-//! The daemon loop: every tick, refresh the objectives status (metrics, alerts) and start
-//! each due plan that is not already running here; on cancellation (SIGTERM), stop
+//! The daemon loop: every tick, refresh the objectives status (metrics, alerts), heal
+//! regions that missed a snapshot (see [`super::heal`]) and start each due plan that is
+//! not already running here; on cancellation (SIGTERM), stop
 //! starting runs, let running backups stop at their next chunk (committing nothing), record
 //! them as cancelled and return.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -12,7 +13,6 @@ use tokio::task::JoinSet;
 
 use super::alerts::{conditions, Alerter};
 use super::{due_plans, metrics, Executor, PlanRun};
-use crate::catalog;
 
 pub struct DaemonOptions {
     /// Longest sleep between two looks at the schedule.
@@ -47,19 +47,23 @@ pub async fn run_daemon(
     };
     let mut running: HashSet<String> = HashSet::new();
     let mut tasks: JoinSet<(String, Result<PlanRun>)> = JoinSet::new();
+    // Which plan (or restore-test key) each task runs, for a task that panics.
+    let mut keys: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut finished = Vec::new();
     tracing::info!(holder = %exec.holder, plans = exec.config.plans.len(), "daemon started");
     let mut sync_task: Option<tokio::task::JoinHandle<()>> = None;
+    // Healing runs beside backups, one at a time.
+    let mut heal_task: Option<tokio::task::JoinHandle<()>> = None;
     let mut last_sync: Option<std::time::Instant> = None;
     while !cancel.is_cancelled() {
-        let now = catalog::now();
+        let now = crate::host::now_secs();
         if let Some(every) = opts.sync_every {
             let idle = sync_task.as_ref().is_none_or(|t| t.is_finished());
             if idle && last_sync.is_none_or(|t| t.elapsed() >= every) {
                 last_sync = Some(std::time::Instant::now());
                 let (config, catalog) = (exec.config.clone(), exec.catalog.clone());
                 sync_task = Some(tokio::spawn(async move {
-                    match catalog::sync(&config, &catalog, None).await {
+                    match crate::engine::sync(&config, &catalog, None).await {
                         Ok(r) => tracing::info!(
                             snapshots = r.snapshots,
                             "catalog synced from the regions"
@@ -69,6 +73,14 @@ pub async fn run_daemon(
                 }));
             }
         }
+        if heal_task.as_ref().is_none_or(|t| t.is_finished()) {
+            let (exec, cancel) = (exec.clone(), cancel.clone());
+            heal_task = Some(tokio::spawn(async move { exec.heal(&cancel).await }));
+        }
+        let due_drills = exec.due_drills(now).await.unwrap_or_else(|e| {
+            tracing::error!(error = %format!("{e:#}"), "drill schedule check failed");
+            Vec::new()
+        });
         match exec.metrics.refresh(&exec.config, &exec.catalog, now).await {
             Ok(statuses) => {
                 if let Some(alerter) = &opts.alerter {
@@ -79,6 +91,7 @@ pub async fn run_daemon(
                             tracing::error!(error = %format!("{e:#}"), "alerts: prune runs unreadable")
                         }
                     }
+                    current.extend(super::drills::gated_conditions(&due_drills));
                     if let Err(e) = alerter.reconcile(&current, now).await {
                         tracing::error!(error = %format!("{e:#}"), "alerts: reconcile failed");
                     }
@@ -93,10 +106,12 @@ pub async fn run_daemon(
                         continue;
                     }
                     let (exec, cancel) = (exec.clone(), cancel.clone());
-                    tasks.spawn(async move {
+                    let key = d.plan.clone();
+                    let task = tasks.spawn(async move {
                         let r = exec.run_plan(&d, &cancel).await;
                         (d.plan, r)
                     });
+                    keys.insert(task.id(), key);
                 }
             }
             Err(e) => tracing::error!(error = %format!("{e:#}"), "schedule check failed"),
@@ -110,12 +125,26 @@ pub async fn run_daemon(
                         continue;
                     }
                     let (exec, cancel) = (exec.clone(), cancel.clone());
-                    tasks.spawn(async move { (key, exec.run_restore_test(&d, &cancel).await) });
+                    let task_key = key.clone();
+                    let task = tasks
+                        .spawn(async move { (task_key, exec.run_restore_test(&d, &cancel).await) });
+                    keys.insert(task.id(), key);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "restore test schedule check failed")
             }
+        }
+        // Drills without a gate run beside the rest, one per runbook at a time.
+        for d in due_drills.into_iter().filter(|d| !d.gated) {
+            let key = d.key();
+            if !running.insert(key.clone()) {
+                continue;
+            }
+            let (exec, cancel) = (exec.clone(), cancel.clone());
+            let task_key = key.clone();
+            let task = tasks.spawn(async move { (task_key, exec.run_drill(&d, &cancel).await) });
+            keys.insert(task.id(), key);
         }
         // Forget + prune (`prune_schedule`), one per plan at a time; the maintenance lock
         // keeps two prunes of the repository apart.
@@ -127,7 +156,10 @@ pub async fn run_daemon(
                         continue;
                     }
                     let (exec, cancel) = (exec.clone(), cancel.clone());
-                    tasks.spawn(async move { (key, exec.run_maintenance(&d, &cancel).await) });
+                    let task_key = key.clone();
+                    let task = tasks
+                        .spawn(async move { (task_key, exec.run_maintenance(&d, &cancel).await) });
+                    keys.insert(task.id(), key);
                 }
             }
             Err(e) => tracing::error!(error = %format!("{e:#}"), "prune schedule check failed"),
@@ -136,8 +168,8 @@ pub async fn run_daemon(
         let sleep = super::sleep_or_cancel(opts.tick, &cancel);
         tokio::select! {
             _ = sleep => {}
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                collect(joined, &mut running, &mut finished);
+            Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                collect(joined, &mut keys, &mut running, &mut finished);
             }
         }
     }
@@ -145,11 +177,16 @@ pub async fn run_daemon(
         running = tasks.len(),
         "stopping: waiting for running backups to stop"
     );
-    while let Some(joined) = tasks.join_next().await {
-        collect(joined, &mut running, &mut finished);
+    while let Some(joined) = tasks.join_next_with_id().await {
+        collect(joined, &mut keys, &mut running, &mut finished);
     }
     if let Some(t) = metrics_task {
         t.abort();
+    }
+    // Replication writes each object whole and verified, in dependency order: stopping it
+    // leaves nothing half-written.
+    if let Some(t) = heal_task {
+        let _ = t.await;
     }
     // A sync only reads the regions; the next one redoes an interrupted one.
     if let Some(t) = sync_task {
@@ -159,33 +196,48 @@ pub async fn run_daemon(
     Ok(finished)
 }
 
+/// A finished task: its plan may run again. A task that panicked outside the run (the
+/// run itself catches its panics) is logged and its plan freed all the same.
 fn collect(
-    joined: std::result::Result<(String, Result<PlanRun>), tokio::task::JoinError>,
+    joined: std::result::Result<
+        (tokio::task::Id, (String, Result<PlanRun>)),
+        tokio::task::JoinError,
+    >,
+    keys: &mut HashMap<tokio::task::Id, String>,
     running: &mut HashSet<String>,
     finished: &mut Vec<PlanRun>,
 ) {
     match joined {
-        Ok((plan, Ok(run))) => {
+        Ok((id, (plan, result))) => {
+            keys.remove(&id);
             running.remove(&plan);
-            finished.push(run);
+            match result {
+                Ok(run) => finished.push(run),
+                Err(e) => {
+                    tracing::error!(plan = %plan, error = %format!("{e:#}"), "run failed to start or record")
+                }
+            }
         }
-        Ok((plan, Err(e))) => {
+        Err(e) => {
+            let plan = keys.remove(&e.id()).unwrap_or_default();
             running.remove(&plan);
-            tracing::error!(plan = %plan, error = %format!("{e:#}"), "run failed to start or record");
+            tracing::error!(plan = %plan, error = %e, "run task panicked; the plan will be scheduled again");
         }
-        Err(e) => tracing::error!(error = %e, "run task panicked"),
     }
 }
 
 /// Run an alerter once against the current status (for `run-due`, which has no loop).
 pub async fn alert_once(exec: &Executor, alerter: &Alerter) -> Result<()> {
-    let now = catalog::now();
+    let now = crate::host::now_secs();
     let statuses = exec
         .metrics
         .refresh(&exec.config, &exec.catalog, now)
         .await?;
     let mut current = conditions(&statuses);
     current.extend(super::maintenance::conditions(&exec.config, &exec.catalog).await?);
+    current.extend(super::drills::gated_conditions(
+        &exec.due_drills(now).await?,
+    ));
     alerter.reconcile(&current, now).await?;
     Ok(())
 }

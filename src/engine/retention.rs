@@ -126,7 +126,8 @@ async fn busy_plans(catalog: Option<&Catalog>) -> Result<Vec<(String, String)>> 
     let mut out = Vec::new();
     for kind in [RunKind::Restore, RunKind::Verify, RunKind::Drill] {
         for r in catalog.runs(None, Some(kind), 50).await? {
-            if r.phase == Phase::Running && r.started_at > crate::engine::now_epoch() - 86_400 {
+            if r.phase == Phase::Running && r.started_at > lifeboat_repo::clock::now_secs() - 86_400
+            {
                 if let Some(plan) = r.plan {
                     out.push((plan, format!("{} run {}", kind.as_str(), r.id)));
                 }
@@ -295,8 +296,8 @@ pub async fn prune(
         grace: grace(config, grace_flag).as_secs() as i64,
         max_unused,
         dry_run,
-        now: crate::engine::now_epoch(),
-        holder: format!("{} pid {}", crate::engine::hostname(), std::process::id()),
+        now: lifeboat_repo::clock::now_secs(),
+        holder: format!("{} pid {}", crate::host::hostname(), std::process::id()),
     };
     lifeboat_repo::prune::prune(repo, &opts, cancel)
         .await

@@ -1,6 +1,8 @@
 //! lifeboat's one integration-test binary (every extra binary relinks the whole dependency
 //! graph). Each area is a module; shared helpers live in `common`.
 
+mod barehost;
+mod breaker;
 mod catalog;
 mod command;
 mod common;
@@ -9,9 +11,12 @@ mod crash;
 mod daemon;
 mod dedup;
 mod deploy;
+mod drill;
 mod faults;
 mod format;
+mod hardening;
 mod keys;
+mod layers;
 mod logs;
 mod object_lock;
 mod ops;

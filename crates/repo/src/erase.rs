@@ -228,7 +228,7 @@ async fn erase_locked(
     dry_run: bool,
     cancel: &Cancel,
 ) -> Result<Receipt> {
-    let now = crate::repo::now();
+    let now = crate::clock::now_secs();
     let marked = crate::prune::marked_packs(repo).await?;
     let full = Arc::new(repo.load_index().await?);
     let for_backup = Arc::new(repo.load_index_excluding(&marked).await?);
@@ -272,9 +272,6 @@ async fn erase_locked(
         manifest.root = root;
         manifest.stats.files = manifest.stats.files.saturating_sub(rw.removed_files);
         manifest.stats.bytes = manifest.stats.bytes.saturating_sub(rw.bytes);
-        if !manifest.tags.iter().any(|t| t == "erased") {
-            manifest.tags.push("erased".into());
-        }
         let targets: Vec<usize> = snap
             .regions
             .iter()
@@ -289,9 +286,11 @@ async fn erase_locked(
             let handle = tokio::runtime::Handle::current();
             let targets2 = targets.clone();
             let outcome = tokio::task::spawn_blocking(move || {
+                let plan = manifest.plan.clone();
                 let mut w = BackupWriter::start(
                     repo2,
                     index2,
+                    &plan,
                     &targets2,
                     handle,
                     cancel2,

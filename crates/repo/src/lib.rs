@@ -9,6 +9,8 @@
 
 pub mod backend;
 pub mod chunker;
+pub mod clock;
+pub mod drills;
 pub mod erase;
 pub mod error;
 pub mod id;
@@ -19,6 +21,7 @@ pub mod pack;
 pub mod progress;
 pub mod prune;
 pub mod reader;
+pub mod regions;
 pub mod replicate;
 pub mod repo;
 pub mod restore;
@@ -33,4 +36,13 @@ pub use error::{RepoError, Result};
 pub use id::Id;
 pub use index::Index;
 pub use progress::{Cancel, Progress};
+pub use regions::RegionSet;
 pub use repo::{Region, RepoConfig, Repository};
+
+/// Threads for CPU-bound stages (compression in a backup, pack fetch and decode in a
+/// restore): one per core, at least 1 and at most 4 (more only adds memory in flight).
+pub(crate) fn worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 4)
+}

@@ -44,7 +44,7 @@ pub struct MaintenanceLock {
 }
 
 fn now() -> i64 {
-    crate::repo::now()
+    crate::clock::now_secs()
 }
 
 fn this_host() -> String {

@@ -45,6 +45,9 @@ use crate::Id;
 
 pub const MARK_PREFIX: &str = "marks/";
 pub const RECEIPT_PREFIX: &str = "receipts/";
+/// The plan recorded in index files prune writes (consolidated or repacked): several plans'
+/// packs, written by no backup.
+pub const PRUNE_PLAN: &str = "lifeboat-prune";
 /// Packs named by one consolidated index file.
 const PACKS_PER_INDEX: usize = 4096;
 
@@ -294,7 +297,7 @@ async fn list_region(repo: &Repository, b: &DynBackend, now: i64) -> Result<List
             .map_err(|_| RepoError::Corrupt(format!("unexpected object {}", o.name)))?;
         let bytes = b.get(&o.name, None).await?;
         check_stored_id(&bytes, &id, &o.name)?;
-        index_files.insert(o.name.clone(), index::decode(&key, &bytes, &o.name)?);
+        index_files.insert(o.name.clone(), index::decode(&key, &bytes, &o.name)?.packs);
     }
     let mut packs = HashMap::new();
     for o in b.list("data/").await? {
@@ -671,7 +674,7 @@ impl RegionCtx<'_> {
             named.push((pack.id, pack.entries));
         }
         if !named.is_empty() {
-            let sealed = index::encode(self.repo.writer().index_key(), &named)?;
+            let sealed = index::encode(self.repo.writer().index_key(), PRUNE_PLAN, &named)?;
             let id = Id::of_stored(&sealed);
             self.backend
                 .put(&format!("index/{id}"), Bytes::from(sealed))
@@ -708,7 +711,7 @@ impl RegionCtx<'_> {
         let all: Vec<(Id, Vec<PackEntry>)> = packs.into_iter().collect();
         let mut written = HashSet::new();
         for chunk in all.chunks(PACKS_PER_INDEX) {
-            let sealed = index::encode(self.repo.writer().index_key(), chunk)?;
+            let sealed = index::encode(self.repo.writer().index_key(), PRUNE_PLAN, chunk)?;
             let name = format!("index/{}", Id::of_stored(&sealed));
             self.report.written_index_files += 1;
             if !self.opts.dry_run {

@@ -125,7 +125,7 @@ pub fn manifest(root: Id) -> Manifest {
         root,
         stats: Default::default(),
         probes: Default::default(),
-        tags: Vec::new(),
+        unreadable: Vec::new(),
     }
 }
 
@@ -153,6 +153,7 @@ pub async fn backup_with_index(
         let mut w = BackupWriter::start(
             repo,
             index,
+            "test",
             &targets,
             handle,
             Cancel::new(),

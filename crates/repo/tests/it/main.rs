@@ -2,7 +2,9 @@
 //! and its dependencies are linked once (see STYLE.md).
 
 mod backend;
+mod drills;
 mod fixture;
+mod integrity;
 mod malicious;
 mod pipeline;
 mod replicate;

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 
-use super::{Catalog, Phase, RunEnd};
+use crate::catalog::{Catalog, Phase, RunEnd};
 use crate::engine::{BackupReport, RestoreResult};
 
 /// The phase an error ends a run in.
 pub fn error_phase(e: &anyhow::Error) -> Phase {
-    if crate::cli::exit::code_for(e) == crate::cli::exit::INTERRUPTED {
+    if crate::outcome::code_for(e) == crate::outcome::INTERRUPTED {
         Phase::Cancelled
     } else {
         Phase::Failed
@@ -41,7 +41,7 @@ pub async fn backup(
                     .await?;
             }
             RunEnd {
-                phase: Some(if r.is_degraded() {
+                phase: Some(if r.is_degraded() || r.is_partial() {
                     Phase::Degraded
                 } else {
                     Phase::Succeeded

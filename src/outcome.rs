@@ -1,4 +1,7 @@
-//! Exit codes, documented in the README ("Exit codes") and relied on by cron and monitoring.
+//! How an operation ended, as a number: the exit codes (documented in the README, "Exit
+//! codes", relied on by cron and monitoring) and the classification of an error chain into
+//! one. Below the catalog, engine and daemon so each can classify an error without asking
+//! the CLI; `cli::exit` is this module under the name the CLI uses.
 
 use lifeboat_repo::RepoError;
 
@@ -34,11 +37,37 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         if let Some(r) = cause.downcast_ref::<RepoError>() {
             return match r {
                 RepoError::NeedIdentity(_) | RepoError::WrongKey(_) | RepoError::Key(_) => KEYS,
+                // A failed hash or authentication is damage; an outage or timeout
+                // (`Unavailable`, `Backend`) is a failure naming the region and cause.
                 RepoError::Corrupt(_) => VERIFY_FAILED,
+                RepoError::Unavailable(_) | RepoError::Backend(_) => FAILURE,
                 RepoError::Cancelled => INTERRUPTED,
                 _ => FAILURE,
             };
         }
     }
     FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lifeboat_repo::backend::BackendError;
+
+    #[test]
+    fn an_outage_is_a_failure_and_damage_is_a_verification_failure() {
+        let outage = anyhow::Error::new(RepoError::Unavailable(
+            "data/ab/ab…: no region could serve it (us-west-2: get: timeout (transient))".into(),
+        ))
+        .context("restore snapshot 1234");
+        assert_eq!(code_for(&outage), FAILURE);
+        let refused = anyhow::Error::new(RepoError::Backend(BackendError::permanent(
+            "get",
+            "config",
+            "AccessDenied",
+        )));
+        assert_eq!(code_for(&refused), FAILURE);
+        let damaged = anyhow::Error::new(RepoError::Corrupt("bad hash".into())).context("restore");
+        assert_eq!(code_for(&damaged), VERIFY_FAILED);
+    }
 }
