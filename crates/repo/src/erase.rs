@@ -24,7 +24,6 @@ use crate::keys::{age_decrypt, age_encrypt, chunk_id};
 use crate::lock::MaintenanceLock;
 use crate::pack::BlobKind;
 use crate::progress::{Cancel, Progress};
-use crate::prune::RECEIPT_PREFIX;
 use crate::reader::BlobReader;
 use crate::repo::{pack_name, Repository};
 use crate::tree::{NodeKind, Tree};
@@ -32,6 +31,21 @@ use crate::writer::BackupWriter;
 use crate::Id;
 
 pub const RECEIPT_VERSION: u32 = 1;
+pub const RECEIPT_PREFIX: &str = "receipts/";
+
+/// Chunk ids that erasure receipts ask prune to remove from every pack.
+pub async fn erased_chunks(repo: &Repository) -> Result<HashSet<Id>> {
+    let mut names = HashSet::new();
+    for (_, objects) in repo.list_everywhere(RECEIPT_PREFIX).await?.0 {
+        names.extend(objects.into_iter().map(|o| o.name));
+    }
+    let mut out = HashSet::new();
+    for name in names {
+        let (bytes, _) = repo.get_checked(&name, |_| Ok(())).await?;
+        out.extend(Receipt::open(repo, &bytes, &name)?.chunks);
+    }
+    Ok(out)
+}
 
 /// One snapshot rewritten.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -229,7 +243,7 @@ async fn erase_locked(
     cancel: &Cancel,
 ) -> Result<Receipt> {
     let now = crate::clock::now_secs();
-    let marked = crate::prune::marked_packs(repo).await?;
+    let marked = crate::lock::marked_packs(repo).await?;
     let full = Arc::new(repo.load_index().await?);
     let for_backup = Arc::new(repo.load_index_excluding(&marked).await?);
     let reader = BlobReader::new(repo.clone(), full.clone());

@@ -18,6 +18,9 @@ use crate::error::{RepoError, Result};
 use crate::Repository;
 
 pub const LOCK_PREFIX: &str = "locks/";
+/// Prune markers (`marks/<pack id>`), here beside the lock because backups and erasure read
+/// them too: see `prune`.
+pub const MARK_PREFIX: &str = "marks/";
 /// How long a lock lives without a refresh.
 pub const LOCK_TTL: i64 = 30 * 60;
 
@@ -157,4 +160,17 @@ impl Drop for MaintenanceLock {
             r.abort();
         }
     }
+}
+
+/// Packs carrying a prune marker in any available region.
+pub async fn marked_packs(repo: &Repository) -> Result<std::collections::HashSet<crate::Id>> {
+    let mut out = std::collections::HashSet::new();
+    for (_, objects) in repo.list_everywhere(MARK_PREFIX).await?.0 {
+        out.extend(objects.iter().filter_map(|o| mark_id(&o.name)));
+    }
+    Ok(out)
+}
+
+pub(crate) fn mark_id(name: &str) -> Option<crate::Id> {
+    name.strip_prefix(MARK_PREFIX)?.parse().ok()
 }

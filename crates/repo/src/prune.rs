@@ -43,8 +43,8 @@ use crate::repo::{check_stored_id, pack_name, Repository};
 use crate::tree::{NodeKind, Tree};
 use crate::Id;
 
-pub const MARK_PREFIX: &str = "marks/";
-pub const RECEIPT_PREFIX: &str = "receipts/";
+use crate::lock::mark_id;
+pub use crate::lock::{marked_packs, MARK_PREFIX};
 /// The plan recorded in index files prune writes (consolidated or repacked): several plans'
 /// packs, written by no backup.
 pub const PRUNE_PLAN: &str = "lifeboat-prune";
@@ -121,19 +121,6 @@ struct Marker {
     marked_at: i64,
 }
 
-/// Packs carrying a prune marker in any available region.
-pub async fn marked_packs(repo: &Repository) -> Result<HashSet<Id>> {
-    let mut out = HashSet::new();
-    for (_, objects) in repo.list_everywhere(MARK_PREFIX).await?.0 {
-        out.extend(objects.iter().filter_map(|o| mark_id(&o.name)));
-    }
-    Ok(out)
-}
-
-fn mark_id(name: &str) -> Option<Id> {
-    name.strip_prefix(MARK_PREFIX)?.parse().ok()
-}
-
 fn pack_id(name: &str) -> Option<Id> {
     name.strip_prefix("data/")?.rsplit('/').next()?.parse().ok()
 }
@@ -165,21 +152,6 @@ pub async fn reachable(
     Ok(needed)
 }
 
-/// Chunk ids that erasure receipts ask prune to remove from every pack.
-async fn erased_chunks(repo: &Repository) -> Result<HashSet<Id>> {
-    let mut names = HashSet::new();
-    for (_, objects) in repo.list_everywhere(RECEIPT_PREFIX).await?.0 {
-        names.extend(objects.into_iter().map(|o| o.name));
-    }
-    let mut out = HashSet::new();
-    for name in names {
-        let (bytes, _) = repo.get_checked(&name, |_| Ok(())).await?;
-        let receipt = crate::erase::Receipt::open(repo, &bytes, &name)?;
-        out.extend(receipt.chunks);
-    }
-    Ok(out)
-}
-
 /// Run prune over every available region. Takes the maintenance lock unless `dry_run`.
 pub async fn prune(
     repo: &Arc<Repository>,
@@ -208,7 +180,7 @@ async fn prune_locked(
         dry_run: opts.dry_run,
         ..PruneReport::default()
     };
-    let erased = erased_chunks(repo).await?;
+    let erased = crate::erase::erased_chunks(repo).await?;
     let (snapshots, failed) = repo.list_snapshots_detailed().await?;
     let needed = reachable(repo, snapshots.iter().map(|s| s.manifest.root), cancel).await?;
     let failed_names: HashSet<String> = failed.iter().map(|(r, _)| r.clone()).collect();
