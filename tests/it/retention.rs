@@ -196,7 +196,7 @@ fn a_held_maintenance_lock_refuses_a_second_prune() {
     let ws = workspace();
     write(&ws.path("data/a.txt"), b"a");
     ws.ok(&["backup", "app-data"]);
-    let now = lifeboat::engine::now_epoch();
+    let now = lifeboat_repo::clock::now_secs();
     let lock = serde_json::json!({
         "holder": "other-host pid 1", "operation": "prune", "host": "other-host", "pid": 1,
         "created": now - 10, "expires": now + 600

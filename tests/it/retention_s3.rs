@@ -114,7 +114,7 @@ fn locked_objects_are_reported_not_deleted_and_needed_packs_stay_locked() {
     let old = plan["forgotten"][0]["id"].as_str().unwrap().to_string();
     assert_eq!(plan["locked"][0][0], "us-west-2", "{f}");
     assert!(
-        plan["locked"][0][2].as_i64().unwrap() > lifeboat::engine::now_epoch() + 86_400,
+        plan["locked"][0][2].as_i64().unwrap() > lifeboat_repo::clock::now_secs() + 86_400,
         "{f}"
     );
     rt.block_on(async {
@@ -158,7 +158,7 @@ fn locked_objects_are_reported_not_deleted_and_needed_packs_stay_locked() {
             grace: 0,
             max_unused: 1.0,
             dry_run: false,
-            now: lifeboat::engine::now_epoch() + 2 * 86_400,
+            now: lifeboat_repo::clock::now_secs() + 2 * 86_400,
             holder: "test".into(),
         };
         lifeboat_repo::prune::prune(&repo, &opts, &Cancel::new())
@@ -169,7 +169,7 @@ fn locked_objects_are_reported_not_deleted_and_needed_packs_stay_locked() {
     assert!(west.retention_extended > 0, "{west:?}");
     assert!(west.locked.iter().any(|l| l.object == junk), "{west:?}");
     let packs = rt.block_on(locked.list("data/")).unwrap();
-    let want = lifeboat::engine::now_epoch() + 5 * 86_400;
+    let want = lifeboat_repo::clock::now_secs() + 5 * 86_400;
     let extended = rt.block_on(async {
         let mut n = 0;
         for o in packs.iter().filter(|o| o.name != junk) {
