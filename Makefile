@@ -78,6 +78,7 @@ bench:
 	bash tests/bench/run.sh
 	bash tests/bench/pg.sh
 	bash tests/bench/s3.sh
+	bash tests/bench/prune.sh
 
 ## bench-s3: only the S3 case (throughput through S3 as a fraction of local, peak RSS).
 bench-s3:

@@ -17,6 +17,7 @@ pub enum RunKind {
     Restore,
     Replicate,
     Verify,
+    Forget,
     Prune,
     Drill,
 }
@@ -28,6 +29,7 @@ impl RunKind {
             RunKind::Restore => "restore",
             RunKind::Replicate => "replicate",
             RunKind::Verify => "verify",
+            RunKind::Forget => "forget",
             RunKind::Prune => "prune",
             RunKind::Drill => "drill",
         }

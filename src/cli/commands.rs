@@ -98,6 +98,8 @@ pub async fn run(cli: &Cli) -> Result<u8> {
             limit,
             json,
         } => super::audit::run(cli, *verify, *limit, *json).await,
+        Command::Forget(args) => super::forget::run(cli, args).await,
+        Command::Prune(args) => super::prune::run(cli, args).await,
         Command::Replicate { json } => super::regions::replicate(cli, *json).await,
         Command::Regions(RegionsCommand::Check { json }) => super::regions::check(cli, *json).await,
         Command::Drill(c) => super::drill::run(cli, c).await,

@@ -46,6 +46,17 @@ impl History {
         }
     }
 
+    /// End a run with an outcome the caller composed (forget, prune).
+    pub async fn end(&self, end: &RunEnd) {
+        if let (Some(c), Some(id)) = (&self.catalog, &self.run) {
+            warn(c.end_run(id, end).await);
+        }
+    }
+
+    pub fn catalog(&self) -> Option<&Catalog> {
+        self.catalog.as_ref()
+    }
+
     pub async fn end_restore(&self, res: &Result<RestoreResult>) {
         if let (Some(c), Some(id)) = (&self.catalog, &self.run) {
             warn(crate::engine::record::restore(c, id, res).await);

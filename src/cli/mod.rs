@@ -14,9 +14,11 @@ pub mod catalog;
 mod commands;
 pub mod daemon;
 pub mod drill;
+mod forget;
 mod history;
 mod output;
 mod progress;
+mod prune;
 mod regions;
 mod render;
 mod restore_stream;
@@ -193,6 +195,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply retention policies (delete manifests), or erase paths with --path; see --help.
+    Forget(forget::ForgetArgs),
+    /// Remove data no snapshot needs: mark, wait the grace period, delete; see --help.
+    Prune(prune::PruneArgs),
     /// Copy to every region what it lacks (degraded snapshots, a new region): packs, then
     /// index, then snapshots, each object verified. Idempotent; safe to interrupt and rerun.
     Replicate {

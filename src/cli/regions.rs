@@ -310,7 +310,8 @@ pub async fn check(cli: &Cli, json: bool) -> Result<u8> {
 }
 
 /// Warnings for `verify`: an s3 region whose Object Lock period is shorter than what a plan
-/// storing there keeps, so older snapshots are no longer protected from a stolen writer key.
+/// storing there keeps plus the prune interval plus a day's margin, so older snapshots are no
+/// longer protected from a stolen writer key (prune extends retention only when it runs).
 pub fn lock_warnings(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
     for r in &config.regions {
@@ -329,14 +330,28 @@ pub fn lock_warnings(config: &Config) -> Vec<String> {
                 (k.keep_monthly, 31, "keep_monthly"),
                 (k.keep_yearly, 366, "keep_yearly"),
             ];
+            let within = k.keep_within.map(|d| d.as_secs().div_ceil(86_400) as u32);
             let longest = horizons
                 .iter()
+                .chain([(within, 1, "keep_within")].iter())
                 .filter_map(|(n, days, key)| n.map(|n| (u64::from(n) * days, *key, n)))
                 .max_by_key(|(d, _, _)| *d);
+            // Prune extends retention only when it runs: add its interval and a day.
+            let interval = p
+                .prune_schedule
+                .as_deref()
+                .and_then(|e| crate::daemon::Schedule::parse(e, p.zone.as_deref()).ok())
+                .and_then(|s| {
+                    let now = lifeboat_repo::clock::now_secs();
+                    let a = s.next_after(now)?;
+                    Some((s.next_after(a)? - a) as u64 / 86_400)
+                })
+                .unwrap_or(7);
             if let Some((days, key, n)) = longest {
-                if u64::from(lock.days) < days {
+                let need = days + interval + 1;
+                if u64::from(lock.days) < need {
                     out.push(format!(
-                        "region {}: Object Lock holds uploads for {} days, but plan {} keeps snapshots for about {days} days ({key} = {n}): older snapshots can be deleted by anyone with the writer's credentials; raise object_lock_days to at least {days}",
+                        "region {}: Object Lock holds uploads for {} days, but plan {} keeps snapshots for about {days} days ({key} = {n}) and prunes (which extends retention) every {interval} days: older snapshots can be deleted by anyone with the writer's credentials; raise object_lock_days to at least {need} (retention + prune interval + 1 day margin)",
                         r.name, lock.days, p.name
                     ));
                 }

@@ -112,6 +112,8 @@ pub struct PlanConfig {
     pub retention: Retention,
     /// A cron expression for restore tests, not yet parsed.
     pub verify_schedule: Option<String>,
+    /// A cron expression for forget + prune, not yet parsed.
+    pub prune_schedule: Option<String>,
 }
 
 /// Where a plan's data comes from. New kinds add a variant here and an arm in
@@ -193,10 +195,16 @@ impl Default for Objectives {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
     pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
     pub keep_daily: Option<u32>,
     pub keep_weekly: Option<u32>,
     pub keep_monthly: Option<u32>,
     pub keep_yearly: Option<u32>,
+    /// Keep every snapshot newer than this (never less than the plan's RPO).
+    pub keep_within: Option<Duration>,
+    /// Prune's grace between marking and deleting (default 24 h; the repository uses the
+    /// longest any plan asks for).
+    pub grace: Option<Duration>,
 }
 
 impl Config {

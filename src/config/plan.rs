@@ -88,16 +88,33 @@ impl Resolver<'_> {
             }
             None => Objectives::default(),
         };
-        let retention =
-            raw.retention
-                .map(Spanned::into_inner)
-                .map_or_else(Retention::default, |r| Retention {
+        let prune_schedule = self.cron(
+            raw.prune_schedule.as_ref(),
+            &format!("{key}.prune_schedule"),
+        )?;
+        let retention = match raw.retention.map(Spanned::into_inner) {
+            None => Retention::default(),
+            Some(r) => {
+                let optional = |v: Option<&Spanned<String>>, k: &str| -> Result<Option<Duration>> {
+                    match v {
+                        None => Ok(None),
+                        Some(v) => self
+                            .duration(Some(v), &format!("{key}.retention.{k}"), Duration::ZERO)
+                            .map(Some),
+                    }
+                };
+                Retention {
                     keep_last: r.keep_last,
+                    keep_hourly: r.keep_hourly,
                     keep_daily: r.keep_daily,
                     keep_weekly: r.keep_weekly,
                     keep_monthly: r.keep_monthly,
                     keep_yearly: r.keep_yearly,
-                });
+                    keep_within: optional(r.keep_within.as_ref(), "keep_within")?,
+                    grace: optional(r.grace.as_ref(), "grace")?,
+                }
+            }
+        };
         Ok(PlanConfig {
             name,
             schedule,
@@ -107,6 +124,7 @@ impl Resolver<'_> {
             objectives,
             retention,
             verify_schedule,
+            prune_schedule,
         })
     }
 

@@ -74,6 +74,7 @@ pub(super) struct RawPlan {
     pub objectives: Option<Spanned<RawObjectives>>,
     pub retention: Option<Spanned<RawRetention>>,
     pub verify_schedule: Text,
+    pub prune_schedule: Text,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,10 +89,14 @@ pub(super) struct RawObjectives {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRetention {
     pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
     pub keep_daily: Option<u32>,
     pub keep_weekly: Option<u32>,
     pub keep_monthly: Option<u32>,
     pub keep_yearly: Option<u32>,
+    pub keep_within: Text,
+    /// Time between prune's mark and delete.
+    pub grace: Text,
 }
 
 /// One `probes` entry of a postgres source.

@@ -57,6 +57,8 @@ struct State {
     drills: BTreeMap<String, (i64, Option<f64>)>,
     /// Epoch of the last refresh; `/healthz` fails when it is stale.
     refreshed_at: i64,
+    /// Scheduled prunes: (bytes freed, objects deleted, runs failed) totals, last duration.
+    prune: (u64, u64, u64, Option<f64>),
 }
 
 impl Metrics {
@@ -72,6 +74,19 @@ impl Metrics {
             s.last_bytes
                 .insert(plan.to_string(), r.outcome.manifest.stats.bytes);
         }
+    }
+
+    /// Record a scheduled prune this process finished (`None`: it failed).
+    pub fn record_prune(&self, freed: Option<(u64, u64)>, seconds: f64) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match freed {
+            Some((bytes, objects)) => {
+                s.prune.0 += bytes;
+                s.prune.1 += objects;
+            }
+            None => s.prune.2 += 1,
+        }
+        s.prune.3 = Some(seconds);
     }
 
     /// Replace the gauges with the catalog's view at `now`.
@@ -289,6 +304,33 @@ impl Metrics {
                 })
                 .collect(),
         );
+        // Scheduled forget + prune of this daemon (docs/retention.md).
+        counter(
+            r,
+            "lifeboat_prune_bytes_freed",
+            "Bytes scheduled prunes of this daemon deleted",
+            vec![(Vec::new(), s.prune.0)],
+        );
+        counter(
+            r,
+            "lifeboat_prune_objects_deleted",
+            "Objects (packs, index files, temporary files) scheduled prunes deleted",
+            vec![(Vec::new(), s.prune.1)],
+        );
+        counter(
+            r,
+            "lifeboat_prune_failures",
+            "Scheduled forget + prune runs that failed",
+            vec![(Vec::new(), s.prune.2)],
+        );
+        if let Some(d) = s.prune.3 {
+            float(
+                r,
+                "lifeboat_prune_duration_seconds",
+                "Duration of the last scheduled forget + prune",
+                vec![(Vec::new(), d)],
+            );
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);

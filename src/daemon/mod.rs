@@ -23,6 +23,7 @@ use crate::config::Config;
 pub mod alerts;
 pub mod drills;
 pub mod heal;
+pub mod maintenance;
 pub mod metrics;
 pub mod restore_tests;
 pub mod runner;
@@ -111,6 +112,7 @@ pub fn check_schedules(config: &Config) -> Result<()> {
         for (key, expr) in [
             ("schedule", &plan.schedule),
             ("verify_schedule", &plan.verify_schedule),
+            ("prune_schedule", &plan.prune_schedule),
         ] {
             if let Some(expr) = expr {
                 Schedule::parse(expr, plan.zone.as_deref())
@@ -175,6 +177,12 @@ impl Executor {
                 break;
             }
             out.push(self.run_restore_test(&d, cancel).await?);
+        }
+        for d in maintenance::due_maintenance(&self.config, &self.catalog, now).await? {
+            if cancel.is_cancelled() {
+                break;
+            }
+            out.push(self.run_maintenance(&d, cancel).await?);
         }
         for d in self.due_drills(now).await? {
             if cancel.is_cancelled() {

@@ -85,6 +85,12 @@ pub async fn run_daemon(
             Ok(statuses) => {
                 if let Some(alerter) = &opts.alerter {
                     let mut current = conditions(&statuses);
+                    match super::maintenance::conditions(&exec.config, &exec.catalog).await {
+                        Ok(more) => current.extend(more),
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "alerts: prune runs unreadable")
+                        }
+                    }
                     current.extend(super::drills::gated_conditions(&due_drills));
                     if let Err(e) = alerter.reconcile(&current, now).await {
                         tracing::error!(error = %format!("{e:#}"), "alerts: reconcile failed");
@@ -139,6 +145,24 @@ pub async fn run_daemon(
             let task_key = key.clone();
             let task = tasks.spawn(async move { (task_key, exec.run_drill(&d, &cancel).await) });
             keys.insert(task.id(), key);
+        }
+        // Forget + prune (`prune_schedule`), one per plan at a time; the maintenance lock
+        // keeps two prunes of the repository apart.
+        match super::maintenance::due_maintenance(&exec.config, &exec.catalog, now).await {
+            Ok(due) => {
+                for d in due {
+                    let key = super::maintenance::occurrence_key(&d.plan);
+                    if !running.insert(key.clone()) {
+                        continue;
+                    }
+                    let (exec, cancel) = (exec.clone(), cancel.clone());
+                    let task_key = key.clone();
+                    let task = tasks
+                        .spawn(async move { (task_key, exec.run_maintenance(&d, &cancel).await) });
+                    keys.insert(task.id(), key);
+                }
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "prune schedule check failed"),
         }
         // Sleep until the tick ends or a run finishes (its plan may be due again).
         let sleep = super::sleep_or_cancel(opts.tick, &cancel);
@@ -210,6 +234,7 @@ pub async fn alert_once(exec: &Executor, alerter: &Alerter) -> Result<()> {
         .refresh(&exec.config, &exec.catalog, now)
         .await?;
     let mut current = conditions(&statuses);
+    current.extend(super::maintenance::conditions(&exec.config, &exec.catalog).await?);
     current.extend(super::drills::gated_conditions(
         &exec.due_drills(now).await?,
     ));

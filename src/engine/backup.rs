@@ -86,7 +86,16 @@ async fn into_repository(
             .collect::<Vec<_>>()
             .join("; ")
     );
-    let index = Arc::new(repo.load_index().await.context("load index")?);
+    // Packs prune has marked for deletion are left out, so this backup stores their chunks
+    // anew instead of making a pack needed that may be deleted (docs/FORMAT.md, "Prune").
+    let marked = lifeboat_repo::prune::marked_packs(&repo)
+        .await
+        .context("list prune marks")?;
+    let index = Arc::new(
+        repo.load_index_excluding(&marked)
+            .await
+            .context("load index")?,
+    );
     let cache_path = FilesCache::path(&config.cache_dir, &repo.config.id, &plan.name);
     let handle = tokio::runtime::Handle::current();
     let time = now_secs();

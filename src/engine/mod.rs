@@ -16,6 +16,7 @@ pub mod kinds;
 pub mod record;
 pub mod restore;
 pub mod restore_test;
+pub mod retention;
 pub mod stream;
 pub mod sync;
 

@@ -520,7 +520,11 @@ impl Backend for S3Backend {
             .key(self.key(name))
             .content_length(len)
             .body(ByteStream::from(data));
-        if let Some((mode, until)) = self.retain_until() {
+        // Lock and marker objects must stay deletable: a maintenance lock that could not be
+        // removed would block every prune until its retention ended.
+        let maintenance = name.starts_with(lifeboat_repo::lock::LOCK_PREFIX)
+            || name.starts_with(lifeboat_repo::prune::MARK_PREFIX);
+        if let Some((mode, until)) = self.retain_until().filter(|_| !maintenance) {
             req = req
                 .object_lock_mode(mode)
                 .object_lock_retain_until_date(until);
@@ -558,12 +562,16 @@ impl Backend for S3Backend {
                 out.push(ObjectInfo {
                     name,
                     size: o.size().unwrap_or(0).max(0) as u64,
+                    modified: o.last_modified().map(|t| t.secs()),
                 });
             }
         }
         Ok(out)
     }
 
+    /// On a versioned (Object Lock) bucket this adds a delete marker: the version stays until
+    /// the bucket's lifecycle expires noncurrent versions, which is the only permanent
+    /// deletion (the maintainer role has no s3:DeleteObjectVersion, see terraform/modules/iam).
     async fn delete(&self, name: &str) -> BackendResult<()> {
         match self
             .client()
@@ -593,6 +601,40 @@ impl Backend for S3Backend {
             .await
             .map_err(|e| classify("head", name, e))?;
         Ok(out.content_length().unwrap_or(0).max(0) as u64)
+    }
+
+    fn object_lock_period(&self) -> Option<i64> {
+        self.settings
+            .object_lock
+            .map(|l| i64::from(l.days) * 86_400)
+    }
+
+    async fn retain_until(&self, name: &str) -> BackendResult<Option<i64>> {
+        Ok(self.retention(name).await?.map(|(_, until)| until))
+    }
+
+    /// PutObjectRetention with the configured mode; never shortens a retention.
+    async fn extend_retention(&self, name: &str, until: i64) -> BackendResult<bool> {
+        let Some((mode, _)) = self.retain_until() else {
+            return Ok(false);
+        };
+        if self.retention(name).await?.is_some_and(|(_, u)| u >= until) {
+            return Ok(true);
+        }
+        let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
+            .mode(mode.as_str().into())
+            .retain_until_date(DateTime::from_secs(until))
+            .build();
+        self.client()
+            .await
+            .put_object_retention()
+            .bucket(&self.settings.bucket)
+            .key(self.key(name))
+            .retention(retention)
+            .send()
+            .await
+            .map_err(|e| classify("put retention", name, e))?;
+        Ok(true)
     }
 
     fn describe(&self) -> String {

@@ -24,6 +24,8 @@ mod pg;
 mod pgsource;
 mod recovery;
 mod replicate;
+mod retention;
+mod retention_s3;
 mod roundtrip;
 mod s3;
 mod servers;

@@ -153,7 +153,7 @@ async fn list_region(region: &Region) -> Result<Listing> {
     let mut out = Listing::new();
     // Reverse write order: see the module documentation.
     for prefix in ["snapshots/", "index/", "data/"] {
-        for ObjectInfo { name, size } in region.backend.list(prefix).await? {
+        for ObjectInfo { name, size, .. } in region.backend.list(prefix).await? {
             if ObjectKind::of(&name).is_some() {
                 out.insert(name, size);
             }

@@ -523,6 +523,31 @@ impl Repository {
     /// in [`Index::unlisted`] so that a backup treats it as down instead of re-uploading
     /// everything to it.
     pub async fn load_index(&self) -> Result<Index> {
+        self.load_index_excluding(&std::collections::HashSet::new())
+            .await
+    }
+
+    /// [`load_index`](Self::load_index) without the packs in `skip`: a backup leaves out
+    /// packs prune has marked for deletion, so it never makes them needed again.
+    pub async fn load_index_excluding(
+        &self,
+        skip: &std::collections::HashSet<Id>,
+    ) -> Result<Index> {
+        // Prune consolidates index files (writes the new one, then deletes the old ones): a
+        // file listed a moment ago may be gone. Its packs are in a newer file, so list again.
+        let mut attempt = 0;
+        loop {
+            match self.load_index_once(skip).await {
+                Err(RepoError::Backend(BackendError::NotFound(name))) if attempt < 5 => {
+                    tracing::debug!(object = %name, "index file removed while loading (prune); listing again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn load_index_once(&self, skip: &std::collections::HashSet<Id>) -> Result<Index> {
         let mut names: BTreeMap<String, RegionSet> = BTreeMap::new();
         let (listed, failed) = self.list_everywhere("index/").await?;
         for (i, objects) in listed {
@@ -545,7 +570,7 @@ impl Repository {
                 .await?;
             let file = index::open_file(&key, &name, &bytes)?;
             for region in regions.iter() {
-                for (pack, entries) in &file.packs {
+                for (pack, entries) in file.packs.iter().filter(|(p, _)| !skip.contains(p)) {
                     index.add_pack(*pack, entries, region);
                 }
             }
@@ -586,9 +611,15 @@ impl Repository {
         let mut out = Vec::new();
         for (name, mut regions) in names {
             let id = Id::from_object_name(&name)?;
-            let (bytes, _) = self
+            let (bytes, _) = match self
                 .get_checked(&name, |b| check_stored_id(b, &id, &name))
-                .await?;
+                .await
+            {
+                Ok(got) => got,
+                // Forgotten between the listing and the read: it is simply not a snapshot.
+                Err(RepoError::Backend(BackendError::NotFound(_))) => continue,
+                Err(e) => return Err(e),
+            };
             let manifest = self.decrypt_manifest(&bytes, &name)?;
             regions.sort_by_key(|r| self.region_index(r));
             out.push(SnapshotEntry {

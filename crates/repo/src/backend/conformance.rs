@@ -58,6 +58,9 @@ impl Suite {
         self.idempotent_put().await.context("idempotent put")?;
         self.overwrite().await.context("overwrite")?;
         self.listing().await.context("list by prefix")?;
+        self.modification_time()
+            .await
+            .context("modification time")?;
         self.missing().await.context("missing objects")?;
         self.delete().await.context("delete")?;
         self.large_object().await.context("5 MiB object")?;
@@ -101,6 +104,38 @@ impl Suite {
             );
         }
         Ok(map)
+    }
+
+    /// `list` reports when each object was written, close to this host's clock: prune's grace
+    /// period and temporary-file cleanup depend on it.
+    async fn modification_time(&self) -> Result<()> {
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        };
+        let before = now();
+        let name = self.name("mtime/object");
+        self.put(&name, &content(7, 10)).await?;
+        let after = now();
+        let listed = self
+            .backend
+            .list(&self.name("mtime/"))
+            .await
+            .context("list failed")?;
+        let info = listed
+            .iter()
+            .find(|o| o.name == name)
+            .context("list after put must show the object")?;
+        let modified = info
+            .modified
+            .context("list must report each object's modification time")?;
+        // Generous slack: a server's clock may differ a little from ours.
+        ensure!(
+            modified >= before - 300 && modified <= after + 300,
+            "modification time {modified} is far from the time of the put ({before}..{after})"
+        );
+        Ok(())
     }
 
     async fn roundtrip(&self) -> Result<()> {

@@ -295,4 +295,23 @@ impl Backend for FaultInjector {
     fn describe(&self) -> String {
         format!("{} (fault injection)", self.inner.describe())
     }
+
+    fn object_lock_period(&self) -> Option<i64> {
+        self.inner.object_lock_period()
+    }
+
+    async fn retain_until(&self, name: &str) -> BackendResult<Option<i64>> {
+        self.gate(Op::Head, name).await?;
+        self.inner.retain_until(name).await
+    }
+
+    async fn extend_retention(&self, name: &str, until: i64) -> BackendResult<bool> {
+        self.gate(Op::Put, name).await?;
+        self.inner.extend_retention(name, until).await
+    }
+
+    async fn clean_temp(&self, older_than: std::time::Duration) -> BackendResult<usize> {
+        self.gate(Op::Delete, "").await?;
+        self.inner.clean_temp(older_than).await
+    }
 }

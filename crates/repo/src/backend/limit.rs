@@ -11,6 +11,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -88,5 +89,24 @@ impl<B: Backend + ?Sized> Backend for ConcurrencyLimit<B> {
 
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+
+    fn object_lock_period(&self) -> Option<i64> {
+        self.inner.object_lock_period()
+    }
+
+    async fn retain_until(&self, name: &str) -> BackendResult<Option<i64>> {
+        let _permit = self.permit("head", name).await?;
+        self.inner.retain_until(name).await
+    }
+
+    async fn extend_retention(&self, name: &str, until: i64) -> BackendResult<bool> {
+        let _permit = self.permit("put retention", name).await?;
+        self.inner.extend_retention(name, until).await
+    }
+
+    async fn clean_temp(&self, older_than: Duration) -> BackendResult<usize> {
+        let _permit = self.permit("clean", "").await?;
+        self.inner.clean_temp(older_than).await
     }
 }

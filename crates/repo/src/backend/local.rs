@@ -260,6 +260,10 @@ impl Backend for LocalBackend {
     fn describe(&self) -> String {
         format!("local:{}", self.root.display())
     }
+
+    async fn clean_temp(&self, older_than: Duration) -> BackendResult<usize> {
+        self.clean_temp_files(older_than).await
+    }
 }
 
 /// Run file-system work off the async threads, mapping its error for `op` on `name`.
@@ -464,9 +468,15 @@ fn list_files(root: &Path, prefix: &str) -> io::Result<Vec<ObjectInfo>> {
                     stack.push((entry.path(), sub));
                 }
             } else if meta.is_file() && name.starts_with(prefix) {
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs() as i64);
                 out.push(ObjectInfo {
                     name,
                     size: meta.len(),
+                    modified,
                 });
             }
         }

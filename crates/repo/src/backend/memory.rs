@@ -19,7 +19,14 @@ use super::{Backend, BackendError, BackendResult, ObjectInfo};
 /// Objects held in a `BTreeMap` behind a mutex. Not shared between instances.
 #[derive(Debug, Default)]
 pub struct MemoryBackend {
-    objects: Mutex<BTreeMap<String, Bytes>>,
+    /// Name → (bytes, modification time in epoch seconds).
+    objects: Mutex<BTreeMap<String, (Bytes, i64)>>,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl MemoryBackend {
@@ -29,12 +36,12 @@ impl MemoryBackend {
 
     /// The stored bytes of `name`, bypassing the backend interface (and any wrappers).
     pub fn raw(&self, name: &str) -> Option<Bytes> {
-        self.lock().get(name).cloned()
+        self.lock().get(name).map(|(b, _)| b.clone())
     }
 
     /// Store bytes without any checks, e.g. to corrupt an object in a test.
     pub fn set_raw(&self, name: impl Into<String>, bytes: impl Into<Bytes>) {
-        self.lock().insert(name.into(), bytes.into());
+        self.lock().insert(name.into(), (bytes.into(), now_secs()));
     }
 
     /// Every stored name, sorted.
@@ -42,7 +49,15 @@ impl MemoryBackend {
         self.lock().keys().cloned().collect()
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Bytes>> {
+    /// Pretend `name` was last written at `secs` (epoch seconds), e.g. to age it past a
+    /// grace period in a test.
+    pub fn set_modified(&self, name: &str, secs: i64) {
+        if let Some(entry) = self.lock().get_mut(name) {
+            entry.1 = secs;
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, (Bytes, i64)>> {
         // A panic while holding the lock cannot leave the map half-updated (every operation
         // is a single insert, remove or read), so a poisoned lock is still consistent.
         self.objects
@@ -59,7 +74,7 @@ fn check(op: &'static str, name: &str) -> BackendResult<()> {
 impl Backend for MemoryBackend {
     async fn put(&self, name: &str, data: Bytes) -> BackendResult<()> {
         check("put", name)?;
-        self.lock().insert(name.to_string(), data);
+        self.lock().insert(name.to_string(), (data, now_secs()));
         Ok(())
     }
 
@@ -68,7 +83,7 @@ impl Backend for MemoryBackend {
         let data = self
             .lock()
             .get(name)
-            .cloned()
+            .map(|(b, _)| b.clone())
             .ok_or_else(|| BackendError::NotFound(name.to_string()))?;
         let Some(range) = range else {
             return Ok(data);
@@ -90,9 +105,10 @@ impl Backend for MemoryBackend {
         Ok(objects
             .range(prefix.to_string()..)
             .take_while(|(name, _)| name.starts_with(prefix))
-            .map(|(name, data)| ObjectInfo {
+            .map(|(name, (data, modified))| ObjectInfo {
                 name: name.clone(),
                 size: data.len() as u64,
+                modified: Some(*modified),
             })
             .collect())
     }
@@ -107,7 +123,7 @@ impl Backend for MemoryBackend {
         check("head", name)?;
         self.lock()
             .get(name)
-            .map(|data| data.len() as u64)
+            .map(|(data, _)| data.len() as u64)
             .ok_or_else(|| BackendError::NotFound(name.to_string()))
     }
 

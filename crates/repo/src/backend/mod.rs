@@ -18,6 +18,14 @@
 //!   no particular order. A prefix that matches nothing yields an empty list.
 //! * `delete(name)` removes the object; deleting a missing object is not an error.
 //! * `head(name)` returns the object's size, or `NotFound`.
+//! * `list` reports each object's last modification (`modified`, seconds since the epoch)
+//!   when the store knows it; prune uses it so it never touches an object a running backup
+//!   may have written moments ago.
+//! * Object Lock (optional, default "not supported"): `retain_until(name)` is the retain-until
+//!   date of the object's current version, `extend_retention` moves it later. Stores without
+//!   a lock answer `None` and do nothing.
+//! * `clean_temp(older_than)` removes leftovers of interrupted `put`s older than the given age
+//!   (stores whose puts cannot leave any answer 0).
 //!
 //! Errors say whether retrying can help: [`BackendError::is_permanent`]. The retry wrapper
 //! retries only transient errors, with exponential backoff.
@@ -25,6 +33,7 @@
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -52,6 +61,18 @@ pub use retry::{Retry, RetryPolicy};
 pub struct ObjectInfo {
     pub name: String,
     pub size: u64,
+    /// Last modification, seconds since the Unix epoch; `None` when the store cannot say.
+    pub modified: Option<i64>,
+}
+
+impl ObjectInfo {
+    pub fn new(name: impl Into<String>, size: u64, modified: Option<i64>) -> ObjectInfo {
+        ObjectInfo {
+            name: name.into(),
+            size,
+            modified,
+        }
+    }
 }
 
 /// Why a backend operation failed, classified for callers that must branch.
@@ -128,6 +149,27 @@ pub trait Backend: Send + Sync + fmt::Debug {
     async fn head(&self, name: &str) -> BackendResult<u64>;
     /// A short human description for messages, e.g. `local:/var/lib/lifeboat/us-east-2`.
     fn describe(&self) -> String;
+    /// Object Lock: how long new objects are locked for (seconds), `None` without a lock.
+    fn object_lock_period(&self) -> Option<i64> {
+        None
+    }
+    /// Object Lock: when the current version of `name` may be deleted (epoch seconds), or
+    /// `None` when it is not locked (or the store has no locks).
+    async fn retain_until(&self, name: &str) -> BackendResult<Option<i64>> {
+        let _ = name;
+        Ok(None)
+    }
+    /// Object Lock: keep `name` locked until at least `until` (never shortens). Returns
+    /// whether the store has locks at all (false: nothing was done).
+    async fn extend_retention(&self, name: &str, until: i64) -> BackendResult<bool> {
+        let _ = (name, until);
+        Ok(false)
+    }
+    /// Remove leftovers of interrupted `put`s older than `older_than`; how many went.
+    async fn clean_temp(&self, older_than: Duration) -> BackendResult<usize> {
+        let _ = older_than;
+        Ok(0)
+    }
 }
 
 pub type DynBackend = Arc<dyn Backend>;

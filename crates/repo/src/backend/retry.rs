@@ -156,4 +156,25 @@ impl<B: Backend + ?Sized> Backend for Retry<B> {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+
+    fn object_lock_period(&self) -> Option<i64> {
+        self.inner.object_lock_period()
+    }
+
+    async fn retain_until(&self, name: &str) -> BackendResult<Option<i64>> {
+        self.run("head", name, || self.inner.retain_until(name))
+            .await
+    }
+
+    async fn extend_retention(&self, name: &str, until: i64) -> BackendResult<bool> {
+        self.run("put retention", name, || {
+            self.inner.extend_retention(name, until)
+        })
+        .await
+    }
+
+    async fn clean_temp(&self, older_than: Duration) -> BackendResult<usize> {
+        self.run("clean", "", || self.inner.clean_temp(older_than))
+            .await
+    }
 }
