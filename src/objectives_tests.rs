@@ -21,6 +21,7 @@ fn plan() -> PlanConfig {
         objectives: Objectives::default(),
         retention: Retention::default(),
         verify_schedule: None,
+        prune_schedule: None,
     }
 }
 

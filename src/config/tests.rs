@@ -148,8 +148,12 @@ verify_schedule = "0 5 * * 0"
                 keep_weekly: Some(4),
                 keep_monthly: Some(12),
                 keep_yearly: Some(3),
+                keep_hourly: None,
+                keep_within: None,
+                grace: None,
             },
             verify_schedule: Some("0 5 * * 0".to_string()),
+            prune_schedule: None,
         }],
     };
     assert_eq!(config, expected);
