@@ -12,5 +12,6 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod objectives;
+pub mod rds;
 pub mod source;
 pub mod storage;

@@ -44,6 +44,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "snapshot commit order",
         include_str!("../../migrations/0002_snapshot_commit_order.sql"),
     ),
+    (
+        6,
+        "rds snapshot state",
+        include_str!("../../migrations/0006_rds_snapshot_state.sql"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

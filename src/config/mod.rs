@@ -17,6 +17,7 @@ mod example;
 mod keys;
 mod plan;
 mod raw;
+mod rds;
 mod region;
 mod resolve;
 #[cfg(test)]
@@ -28,6 +29,7 @@ use std::time::Duration;
 pub use error::{ConfigError, Position};
 pub use example::example;
 pub use keys::{KeysConfig, SecretRef, SecretString};
+pub use rds::{valid_identifier, RdsCopy, RdsSource, DEFAULT_RDS_POLL, DEFAULT_RDS_TIMEOUT};
 
 /// A loaded, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +145,8 @@ pub enum SourceConfig {
         /// argv of the restore test's command: stream on stdin, `LIFEBOAT_SCRATCH_DIR` set.
         verify_command: Option<Vec<String>>,
     },
+    /// Native RDS snapshots of one DB instance, copied to other AWS regions; no repository.
+    Rds(Box<RdsSource>),
 }
 
 /// A query whose result is recorded at backup time and must match after a restore.
@@ -153,12 +157,13 @@ pub struct SqlProbe {
 }
 
 impl SourceConfig {
-    /// The kind's name as written in the config (`dir`, `postgres`, `command`).
+    /// The kind's name as written in the config (`dir`, `postgres`, `command`, `rds`).
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Dir { .. } => "dir",
             SourceConfig::Postgres { .. } => "postgres",
             SourceConfig::Command { .. } => "command",
+            SourceConfig::Rds(_) => "rds",
         }
     }
 }

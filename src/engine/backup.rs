@@ -42,6 +42,10 @@ pub async fn backup(
 ) -> Result<BackupReport> {
     let started = Instant::now();
     let plan = config.plan(plan_name)?.clone();
+    anyhow::ensure!(
+        !matches!(plan.source, SourceConfig::Rds(_)),
+        "plan {plan_name} is an rds plan: its snapshots are RDS snapshots, taken by `lifeboat backup {plan_name}` (crate::rds), not repository snapshots"
+    );
     let repo = open(config, KeyNeed::Write, None).await?;
     let mut targets = Vec::new();
     let mut unavailable = Vec::new();
@@ -92,7 +96,7 @@ pub async fn backup(
         _ => None,
     };
     let stream = match &plan.source {
-        SourceConfig::Dir { .. } => None,
+        SourceConfig::Dir { .. } | SourceConfig::Rds(_) => None,
         SourceConfig::Postgres { url, .. } => {
             let target = PgTarget {
                 url,

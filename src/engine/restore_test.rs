@@ -90,6 +90,12 @@ impl RestoreTestOutcome {
 /// Record an outcome in the catalog's `restore_tests` (what `status` reads).
 pub async fn record(catalog: &Catalog, outcome: &RestoreTestOutcome) -> Result<()> {
     catalog.record_restore_test(&outcome.to_record()).await?;
+    // An RDS snapshot is verified by a restore that came up (repository snapshots by `verify`).
+    if outcome.kind == "rds" && outcome.passed {
+        catalog
+            .mark_verified(&outcome.snapshot, &outcome.region, outcome.started_at)
+            .await?;
+    }
     Ok(())
 }
 
@@ -109,11 +115,17 @@ pub async fn restore_tests(
         req.snapshot.is_none() || req.plan.is_some(),
         "--snapshot needs --plan (a snapshot belongs to one plan)"
     );
-    if let Some(from) = &req.from {
-        config.region(from)?;
+    // rds plans restore from RDS snapshots in AWS regions: no repository, no identity.
+    let all_rds = plans
+        .iter()
+        .all(|p| matches!(p.source, SourceConfig::Rds(_)));
+    if !all_rds {
+        if let Some(from) = &req.from {
+            config.region(from)?;
+        }
+        // Fail early, once, when this host cannot decrypt.
+        open(config, KeyNeed::Read, req.from.as_deref()).await?;
     }
-    // Fail early, once, when this host cannot decrypt.
-    open(config, KeyNeed::Read, req.from.as_deref()).await?;
     let mut out = Vec::new();
     for plan in &plans {
         cancel.check()?;
@@ -130,6 +142,20 @@ pub async fn restore_test(
     progress: Arc<Progress>,
     cancel: Cancel,
 ) -> Result<RestoreTestOutcome> {
+    if let SourceConfig::Rds(src) = &plan.source {
+        let waiter = crate::rds::wait::Waiter::of(src, cancel);
+        let which = req.snapshot.as_deref().unwrap_or("latest");
+        let run = crate::catalog::new_id();
+        return crate::rds::restore_test(
+            crate::rds::client(src),
+            plan,
+            req.from.as_deref(),
+            which,
+            &run,
+            &waiter,
+        )
+        .await;
+    }
     let region = req
         .from
         .clone()
@@ -183,6 +209,7 @@ pub async fn restore_test(
             )
             .await
         }
+        SourceConfig::Rds(_) => unreachable!("rds plans return above"),
     };
     if let Err(e) = run {
         if cancel.is_cancelled() {
