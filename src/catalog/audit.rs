@@ -146,10 +146,10 @@ impl Catalog {
             };
             let mut ev = AuditEvent {
                 seq,
-                at: super::now(),
+                at: crate::host::now_secs(),
                 os_user: os_user(),
                 principal: aws_principal(),
-                host: crate::engine::hostname(),
+                host: crate::host::hostname(),
                 command: entry.command.clone(),
                 target: entry.target.clone(),
                 outcome: entry.outcome.clone(),

@@ -4,7 +4,8 @@
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{get_i64, get_opt_i64, get_opt_str, get_str, new_id, Catalog};
+use super::{get_i64, get_opt_i64, get_opt_str, get_str, Catalog};
+use crate::host::new_id;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RestoreTest {

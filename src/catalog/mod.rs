@@ -5,7 +5,7 @@
 //! One set of migrations (`migrations/`, embedded in the binary) serves both through sqlx's
 //! `Any` driver with runtime queries only, so nothing needs a database at build time. To
 //! keep one SQL text valid on both, queries use `$N` placeholders, flags are BIGINT 0/1,
-//! times are epoch seconds, and ids are made here ([`new_id`]). The catalog is never the
+//! times are epoch seconds, and ids come from [`crate::host::new_id`]. The catalog is never the
 //! source of truth: `snapshots` can be rebuilt from any region ([`sync`]); losing the rest
 //! loses history, not backups.
 //!
@@ -22,14 +22,11 @@ use sqlx::{AnyPool, Row, SqlSafeStr};
 pub mod audit;
 pub mod evidence;
 pub mod leases;
-pub mod record;
 pub mod runs;
 pub mod snapshots;
-pub mod sync;
 
 pub use runs::{Phase, RunEnd, RunKind, RunRecord};
 pub use snapshots::SnapshotRow;
-pub use sync::sync;
 
 /// The schema, oldest first. A new migration appends a file and a line here; released
 /// migrations are never edited (sqlx checks their checksums).
@@ -101,7 +98,7 @@ impl Catalog {
             .acquire_timeout(Duration::from_secs(30))
             .connect(&url)
             .await
-            .with_context(|| format!("open catalog {}", redact_url(&url)))?;
+            .with_context(|| format!("open catalog {}", crate::host::redact_url(&url)))?;
         if backend == Backend::Sqlite {
             // WAL lets `status` read while a backup writes; the busy timeout (sqlx's default
             // 5 s) covers writers from other processes.
@@ -154,44 +151,13 @@ impl Catalog {
     }
 }
 
-/// The URL without a password, for messages.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}@{host}{tail}")
-        }
-        None => url.to_string(),
-    }
-}
-
-/// A new id: 32 hex digits, the creation time in nanoseconds then 64 random bits, so ids
-/// sort by creation time (runs started within the same second keep their order).
-pub fn new_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    format!("{nanos:016x}{}", hex::encode(rand::random::<[u8; 8]>()))
-}
-
-/// Seconds since the Unix epoch.
-pub fn now() -> i64 {
-    crate::engine::now_epoch()
-}
-
 /// The host name and process id, naming a lease holder in messages and rows.
 pub fn holder_name() -> String {
     format!(
         "{}:{}:{}",
-        crate::engine::hostname(),
+        crate::host::hostname(),
         std::process::id(),
-        &new_id()[..8]
+        &crate::host::new_id()[..8]
     )
 }
 

@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use sqlx::any::AnyRow;
 
-use super::{get_i64, get_opt_i64, get_opt_str, get_str, new_id, now, Catalog};
+use super::{get_i64, get_opt_i64, get_opt_str, get_str, Catalog};
+use crate::host::{new_id, now_secs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -149,8 +150,8 @@ impl Catalog {
         .bind(kind.as_str())
         .bind(plan.map(str::to_string))
         .bind(scheduled_for)
-        .bind(now())
-        .bind(crate::engine::hostname())
+        .bind(now_secs())
+        .bind(crate::host::hostname())
         .execute(self.pool())
         .await
         .context("catalog: record run start")?;
@@ -159,7 +160,7 @@ impl Catalog {
 
     /// Record how run `id` ended.
     pub async fn end_run(&self, id: &str, end: &RunEnd) -> Result<()> {
-        let ended = now();
+        let ended = now_secs();
         let started: i64 = sqlx::query("SELECT started_at FROM runs WHERE id = $1")
             .bind(id.to_string())
             .fetch_one(self.pool())

@@ -6,7 +6,8 @@ use lifeboat_repo::snapshot::Manifest;
 use serde::Serialize;
 use sqlx::any::AnyRow;
 
-use super::{get_i64, get_opt_i64, get_str, now, Catalog};
+use super::{get_i64, get_opt_i64, get_str, Catalog};
+use crate::host::now_secs;
 
 /// One snapshot as the catalog knows it, with its regions folded together.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -66,7 +67,7 @@ impl Catalog {
         .bind(manifest.stats.bytes as i64)
         .bind(manifest.stats.stored_bytes as i64)
         .bind(i64::from(present))
-        .bind(now())
+        .bind(now_secs())
         .bind(manifest.committed_ns)
         .execute(self.pool())
         .await

@@ -19,7 +19,7 @@ pub async fn run(cli: &Cli, check: bool, limit: Option<i64>, json: bool) -> Resu
         _ => &all[..],
     };
     if json {
-        super::commands::print_json(&json!({
+        super::output::print_json(&json!({
             "events": shown,
             "verified": check,
             "intact": problems.is_empty(),

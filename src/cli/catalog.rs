@@ -44,13 +44,13 @@ pub async fn run(cli: &Cli, cmd: &CatalogCommand) -> Result<u8> {
         CatalogCommand::Sync { from, json } => {
             // rds plans first: their snapshots live in RDS, not in the repository.
             let rds = super::rds::sync(&config, &catalog, *json).await?;
-            let report = crate::catalog::sync(&config, &catalog, from.as_deref()).await?;
+            let report = crate::engine::sync(&config, &catalog, from.as_deref()).await?;
             if *json {
                 let mut v = serde_json::to_value(&report)?;
                 if let (Some(rds), Some(map)) = (rds, v.as_object_mut()) {
                     map.insert("rds".into(), serde_json::to_value(rds)?);
                 }
-                super::commands::print_json(&v);
+                super::output::print_json(&v);
             } else {
                 println!(
                     "catalog synced: {} snapshots read from {}; presence recorded for {}",
@@ -68,7 +68,7 @@ pub async fn run(cli: &Cli, cmd: &CatalogCommand) -> Result<u8> {
         CatalogCommand::Snapshots { plan, json } => {
             let list = catalog.snapshots(plan.as_deref()).await?;
             if *json {
-                super::commands::print_json(&serde_json::to_value(&list)?);
+                super::output::print_json(&serde_json::to_value(&list)?);
             } else if list.is_empty() {
                 println!("the catalog knows no snapshots (run `lifeboat catalog sync`)");
             } else {
@@ -108,7 +108,7 @@ pub async fn run(cli: &Cli, cmd: &CatalogCommand) -> Result<u8> {
         CatalogCommand::Runs { plan, limit, json } => {
             let runs = catalog.runs(plan.as_deref(), None, *limit).await?;
             if *json {
-                super::commands::print_json(&json!(runs));
+                super::output::print_json(&json!(runs));
             } else {
                 let rows: Vec<Vec<String>> = runs
                     .iter()

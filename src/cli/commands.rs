@@ -9,40 +9,15 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use lifeboat_repo::keys::{Identity, WriterKey};
 use lifeboat_repo::verify::{verify, VerifyOptions};
-use lifeboat_repo::{Cancel, Progress};
+use lifeboat_repo::Progress;
 use serde_json::json;
 
+use super::output::{cancel_on_signals, print_json};
 use super::progress::Bar;
 use super::render::{bytes, rate, table, time};
 use super::{exit, load_config, Cli, Command, ConfigCommand, KeysCommand, RegionsCommand};
 use crate::catalog::RunKind;
 use crate::engine::{self, KeyNeed, RestoreRequest};
-
-/// Cancel on SIGINT or SIGTERM: the operation stops at the next chunk, commits nothing.
-pub(super) fn cancel_on_signals() -> Cancel {
-    let cancel = Cancel::new();
-    let c = cancel.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-        tracing::warn!("signal received: stopping; nothing partial will be visible");
-        c.cancel();
-    });
-    cancel
-}
-
-pub(super) fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-}
 
 pub async fn run(cli: &Cli) -> Result<u8> {
     match &cli.command {

@@ -107,7 +107,7 @@ pub async fn daemon(cli: &Cli, args: &DaemonArgs) -> Result<u8> {
                 format!("--listen {a:?}: expected HOST:PORT, e.g. 127.0.0.1:9187")
             })?),
         };
-    let cancel = super::commands::cancel_on_signals();
+    let cancel = super::output::cancel_on_signals();
     let opts = DaemonOptions {
         tick: args.tick.max(Duration::from_millis(100)),
         listen,
@@ -121,13 +121,13 @@ pub async fn daemon(cli: &Cli, args: &DaemonArgs) -> Result<u8> {
 
 pub async fn run_due(cli: &Cli, args: &RunDueArgs) -> Result<u8> {
     let (exec, alerter) = executor(cli, &args.exec).await?;
-    let cancel = super::commands::cancel_on_signals();
-    let runs = exec.run_due(crate::catalog::now(), &cancel).await?;
+    let cancel = super::output::cancel_on_signals();
+    let runs = exec.run_due(crate::host::now_secs(), &cancel).await?;
     if let Err(e) = alert_once(&exec, &alerter).await {
         tracing::error!(error = %format!("{e:#}"), "alerts failed");
     }
     if args.json {
-        super::commands::print_json(&json!({ "runs": runs }));
+        super::output::print_json(&json!({ "runs": runs }));
     } else if runs.is_empty() {
         println!("nothing is due");
     } else {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use lifeboat_repo::verify::VerifyReport;
 
-use crate::catalog::{self, Catalog, Phase, RunEnd, RunKind};
+use crate::catalog::{Catalog, Phase, RunEnd, RunKind};
 use crate::config::Config;
 use crate::engine::{BackupReport, RestoreResult};
 
@@ -40,13 +40,13 @@ impl History {
 
     pub async fn end_backup(&self, res: &Result<BackupReport>) {
         if let (Some(c), Some(id)) = (&self.catalog, &self.run) {
-            warn(catalog::record::backup(c, id, res, 1).await);
+            warn(crate::engine::record::backup(c, id, res, 1).await);
         }
     }
 
     pub async fn end_restore(&self, res: &Result<RestoreResult>) {
         if let (Some(c), Some(id)) = (&self.catalog, &self.run) {
-            warn(catalog::record::restore(c, id, res).await);
+            warn(crate::engine::record::restore(c, id, res).await);
         }
     }
 }
@@ -60,7 +60,7 @@ pub async fn record_verify(config: &Config, report: &VerifyReport) {
     let Some(run) = warn(c.begin_run(RunKind::Verify, None, None).await) else {
         return;
     };
-    let now = catalog::now();
+    let now = crate::host::now_secs();
     let snapshots = warn(c.snapshots(None).await).unwrap_or_default();
     let mut regions = BTreeMap::new();
     for name in report.regions.keys() {

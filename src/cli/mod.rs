@@ -13,8 +13,8 @@ mod audit;
 pub mod catalog;
 mod commands;
 pub mod daemon;
-pub mod exit;
 mod history;
+mod output;
 mod progress;
 mod rds;
 mod regions;
@@ -22,6 +22,9 @@ mod render;
 mod restore_stream;
 mod status;
 pub mod verify_restore;
+
+/// The exit codes, under the name the CLI uses (they live below, in [`crate::outcome`]).
+pub use crate::outcome as exit;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::commands::{cancel_on_signals, print_json};
 use super::exit;
+use super::output::{cancel_on_signals, print_json};
 use super::render::{table, time};
 use crate::catalog::{Catalog, Phase, RunEnd, RunKind};
 use crate::config::{Config, PlanConfig};
@@ -19,7 +19,7 @@ use crate::rds::{self, source_of};
 /// Open the catalog and begin a run row, best effort.
 async fn begin(config: &Config, kind: RunKind, plan: &str) -> (Option<Catalog>, String) {
     let catalog = super::history::open(config).await;
-    let mut run = crate::catalog::new_id();
+    let mut run = crate::host::new_id();
     if let Some(c) = &catalog {
         match c.begin_run(kind, Some(plan), None).await {
             Ok(id) => run = id,
@@ -41,7 +41,7 @@ async fn end(catalog: &Option<Catalog>, run: &str, end: RunEnd) {
 
 fn failed_end(e: &anyhow::Error) -> RunEnd {
     RunEnd {
-        phase: Some(crate::catalog::record::error_phase(e)),
+        phase: Some(crate::engine::record::error_phase(e)),
         error: Some(format!("{e:#}")),
         attempts: 1,
         ..Default::default()
@@ -50,52 +50,21 @@ fn failed_end(e: &anyhow::Error) -> RunEnd {
 
 pub async fn backup(config: &Config, plan: &PlanConfig, json: bool) -> Result<u8> {
     let src = source_of(plan)?;
-    let (catalog, run) = begin(config, RunKind::Backup, &plan.name).await;
-    let waiter = Waiter::of(src, cancel_on_signals());
     if !json {
         eprintln!(
             "backup {}: snapshot of RDS instance {} in {}",
             plan.name, src.instance, src.region
         );
     }
-    let res = rds::backup(rds::client(src), plan, &run, &waiter, catalog.as_ref()).await;
-    let r = match res {
-        Ok(r) => r,
-        Err(e) => {
-            end(&catalog, &run, failed_end(&e)).await;
-            return Err(e);
-        }
-    };
-    let regions: BTreeMap<String, String> = r
-        .regions
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                if v.is_available() {
-                    "ok".into()
-                } else {
-                    v.detail.clone().unwrap_or_else(|| v.state.clone())
-                },
-            )
-        })
-        .collect();
-    end(
-        &catalog,
-        &run,
-        RunEnd {
-            phase: Some(if r.is_degraded() {
-                Phase::Degraded
-            } else {
-                Phase::Succeeded
-            }),
-            snapshot: Some(r.snapshot.clone()),
-            regions,
-            attempts: 1,
-            ..Default::default()
-        },
-    )
-    .await;
+    let history = super::history::History::begin(config, RunKind::Backup, Some(&plan.name)).await;
+    let progress = std::sync::Arc::new(lifeboat_repo::Progress::default());
+    let res = crate::engine::backup(config, &plan.name, progress, cancel_on_signals()).await;
+    history.end_backup(&res).await;
+    let report = res?;
+    let r = report
+        .rds
+        .as_ref()
+        .context("an rds plan's backup returned no rds report")?;
     if json {
         print_json(&json!({
             "plan": r.plan,

@@ -49,7 +49,7 @@ pub async fn replicate(cli: &Cli, json: bool) -> Result<u8> {
     let res = replicate_regions(
         &regions,
         progress,
-        super::commands::cancel_on_signals(),
+        super::output::cancel_on_signals(),
         &on_copy,
     )
     .await;
@@ -63,7 +63,7 @@ pub async fn replicate(cli: &Cli, json: bool) -> Result<u8> {
         let mut v = serde_json::to_value(&report)?;
         v["ok"] = json!(report.ok());
         v["duration_seconds"] = json!(secs);
-        super::commands::print_json(&v);
+        super::output::print_json(&v);
     } else {
         for (name, r) in &report.regions {
             let copied: Vec<String> = r
@@ -149,7 +149,7 @@ async fn record(
         tracing::warn!(error = %format!("{e:#}"), "catalog: could not record the run");
     }
     if res.as_ref().is_ok_and(|r| r.copied_total() > 0) {
-        if let Err(e) = crate::catalog::sync(config, catalog, None).await {
+        if let Err(e) = crate::engine::sync(config, catalog, None).await {
             tracing::warn!(error = %format!("{e:#}"), "catalog: could not refresh the snapshot cache after replicate (run `lifeboat catalog sync`)");
         }
     }
@@ -185,7 +185,7 @@ impl RegionCheck {
 /// The probe object `regions check` writes (and tries to delete). Under Object Lock it cannot
 /// be deleted and stays, one small version per check.
 fn probe_name() -> String {
-    format!("check/{}", crate::engine::hostname())
+    format!("check/{}", crate::host::hostname())
 }
 
 async fn check_basic(b: &dyn Backend, c: &mut RegionCheck) {
@@ -196,7 +196,7 @@ async fn check_basic(b: &dyn Backend, c: &mut RegionCheck) {
     }
     let body = Bytes::from(format!(
         "lifeboat regions check {}\n",
-        crate::engine::now_epoch()
+        crate::host::now_secs()
     ));
     match b.put(&probe, body.clone()).await {
         Ok(()) => c.can_put = true,
@@ -321,7 +321,7 @@ pub async fn check(cli: &Cli, json: bool) -> Result<u8> {
     }
     let all_ok = checks.iter().all(RegionCheck::ok);
     if json {
-        super::commands::print_json(&json!({ "ok": all_ok, "regions": checks }));
+        super::output::print_json(&json!({ "ok": all_ok, "regions": checks }));
     } else {
         let yes = |b: bool| if b { "yes" } else { "NO" };
         for c in &checks {

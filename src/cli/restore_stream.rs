@@ -8,7 +8,7 @@ use anyhow::Result;
 use lifeboat_repo::Progress;
 use serde_json::json;
 
-use super::commands::{cancel_on_signals, print_json};
+use super::output::{cancel_on_signals, print_json};
 use super::progress::Bar;
 use super::render::{bytes, rate, time};
 use super::{exit, load_config, Cli};

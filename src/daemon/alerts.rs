@@ -239,8 +239,8 @@ pub fn payload(format: Format, n: &Notification) -> serde_json::Value {
             "kind": c.kind,
             "plan": c.plan,
             "message": c.message,
-            "at": crate::catalog::now(),
-            "host": crate::engine::hostname(),
+            "at": crate::host::now_secs(),
+            "host": crate::host::hostname(),
             "source": "lifeboat",
         }),
         Format::Slack => {

@@ -274,7 +274,7 @@ pub async fn serve(
                     metrics.render(),
                 ),
                 ("GET", "/healthz") => {
-                    if metrics.healthy(crate::catalog::now(), stale_after) {
+                    if metrics.healthy(crate::host::now_secs(), stale_after) {
                         ("200 OK", "text/plain", "ok\n".to_string())
                     } else {
                         (

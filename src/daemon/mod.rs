@@ -179,7 +179,7 @@ impl Executor {
             error: None,
         };
         let lease = self.options.lease.as_secs().max(3) as i64;
-        let now = catalog::now();
+        let now = crate::host::now_secs();
         if !self
             .catalog
             .acquire_lease(&due.plan, &self.holder, now, now + lease)
@@ -189,7 +189,7 @@ impl Executor {
             result.error = Some("another run holds the plan".into());
             return Ok(result);
         }
-        let run_id = catalog::new_id();
+        let run_id = crate::host::new_id();
         let claimed = self
             .catalog
             .claim_occurrence(&due.plan, due.scheduled_for, &run_id, &self.holder)
@@ -210,7 +210,7 @@ impl Executor {
         result.attempts = attempts;
         result.outcome = phase.as_str().into();
         match &report {
-            Ok(r) => result.snapshot = Some(r.outcome.snapshot.to_hex()),
+            Ok(r) => result.snapshot = Some(r.snapshot_name()),
             Err(e) => result.error = Some(format!("{e:#}")),
         }
         self.metrics.record_run(&due.plan, phase, &report);
@@ -223,7 +223,7 @@ impl Executor {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs((lease / 3).max(1) as u64)).await;
-                let now = catalog::now();
+                let now = crate::host::now_secs();
                 match catalog
                     .acquire_lease(&plan, &holder, now, now + lease)
                     .await
@@ -259,10 +259,10 @@ impl Executor {
             attempts += 1;
             let res = self.attempt(&due.plan, cancel).await;
             let Err(e) = &res else { break res };
-            let code = crate::cli::exit::code_for(e);
+            let code = crate::outcome::code_for(e);
             let permanent = matches!(
                 code,
-                crate::cli::exit::USAGE | crate::cli::exit::KEYS | crate::cli::exit::INTERRUPTED
+                crate::outcome::USAGE | crate::outcome::KEYS | crate::outcome::INTERRUPTED
             );
             if cancel.is_cancelled() || permanent || attempts > self.options.retries {
                 break res;
@@ -273,15 +273,15 @@ impl Executor {
                 break res;
             }
         };
-        catalog::record::backup(&self.catalog, run_id, &report, attempts).await?;
+        crate::engine::record::backup(&self.catalog, run_id, &report, attempts).await?;
         let phase = match &report {
             Ok(r) if r.is_degraded() => Phase::Degraded,
             Ok(_) => Phase::Succeeded,
-            Err(e) => catalog::record::error_phase(e),
+            Err(e) => crate::engine::record::error_phase(e),
         };
         match &report {
             Ok(r) => {
-                tracing::info!(plan = %due.plan, snapshot = %r.outcome.snapshot.short(), phase = phase.as_str(), "scheduled backup done")
+                tracing::info!(plan = %due.plan, snapshot = %r.snapshot_name(), phase = phase.as_str(), "scheduled backup done")
             }
             Err(e) => {
                 tracing::error!(plan = %due.plan, error = %format!("{e:#}"), phase = phase.as_str(), "scheduled backup failed")

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use lifeboat_repo::{Cancel, Progress};
 
 use super::{due, Due, Executor, PlanRun, Schedule};
-use crate::catalog::{self, Catalog};
+use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::engine::restore_test::{record, restore_test, RestoreTestRequest};
 
@@ -59,7 +59,7 @@ impl Executor {
             attempts: 0,
             error: None,
         };
-        let run_id = catalog::new_id();
+        let run_id = crate::host::new_id();
         if !self
             .catalog
             .claim_occurrence(&key, due.scheduled_for, &run_id, &self.holder)

@@ -12,7 +12,6 @@ use tokio::task::JoinSet;
 
 use super::alerts::{conditions, Alerter};
 use super::{due_plans, metrics, Executor, PlanRun};
-use crate::catalog;
 
 pub struct DaemonOptions {
     /// Longest sleep between two looks at the schedule.
@@ -52,14 +51,14 @@ pub async fn run_daemon(
     let mut sync_task: Option<tokio::task::JoinHandle<()>> = None;
     let mut last_sync: Option<std::time::Instant> = None;
     while !cancel.is_cancelled() {
-        let now = catalog::now();
+        let now = crate::host::now_secs();
         if let Some(every) = opts.sync_every {
             let idle = sync_task.as_ref().is_none_or(|t| t.is_finished());
             if idle && last_sync.is_none_or(|t| t.elapsed() >= every) {
                 last_sync = Some(std::time::Instant::now());
                 let (config, catalog) = (exec.config.clone(), exec.catalog.clone());
                 sync_task = Some(tokio::spawn(async move {
-                    match catalog::sync(&config, &catalog, None).await {
+                    match crate::engine::sync(&config, &catalog, None).await {
                         Ok(r) => tracing::info!(
                             snapshots = r.snapshots,
                             "catalog synced from the regions"
@@ -157,7 +156,7 @@ fn collect(
 
 /// Run an alerter once against the current status (for `run-due`, which has no loop).
 pub async fn alert_once(exec: &Executor, alerter: &Alerter) -> Result<()> {
-    let now = catalog::now();
+    let now = crate::host::now_secs();
     let statuses = exec
         .metrics
         .refresh(&exec.config, &exec.catalog, now)

@@ -11,14 +11,18 @@ use lifeboat_repo::Repository;
 use crate::config::Config;
 
 pub mod backup;
+pub mod kinds;
+pub mod record;
 pub mod restore;
 pub mod restore_test;
 pub mod stream;
+pub mod sync;
 
 pub use backup::{backup, BackupReport};
 pub use restore::{restore, RestoreRequest, RestoreResult};
 pub use restore_test::{restore_tests, RestoreTestOutcome, RestoreTestRequest};
 pub use stream::{restore_stream, StreamRestoreRequest, StreamTarget};
+pub use sync::{sync, SyncReport};
 
 /// What the engine needs from the key configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,21 +95,4 @@ pub async fn open(
     let regions = crate::storage::regions(config)?;
     let preferred = preferred.or_else(|| Some(config.preferred_region().name.as_str()));
     Ok(Arc::new(Repository::open(regions, keys, preferred).await?))
-}
-
-/// This host's name, for manifests.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-pub fn now_epoch() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

@@ -1,6 +1,8 @@
 //! Restore tests (`verify --restore`): restore a snapshot into scratch space, compare it with
 //! what was recorded at backup time, time it, and never touch the production target.
 //!
+//! Each kind's test lives with the kind (`engine::kinds`):
+//!
 //! - `dir`: into a new temporary directory under the cache directory (or `--scratch`);
 //!   `restore_tree` compares every file's BLAKE3 with the manifest; then the file count.
 //! - `postgres`: into a scratch database created for the test (`lifeboat_verify_…`) on the
@@ -16,21 +18,17 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use lifeboat_repo::reader::BlobReader;
-use lifeboat_repo::restore::{restore_tree, RestoreOptions};
 use lifeboat_repo::{Cancel, Id, Progress, RepoError};
 use serde::Serialize;
 
 use crate::catalog::evidence::RestoreTest;
 use crate::catalog::Catalog;
 use crate::config::{Config, PlanConfig, SourceConfig};
-use crate::engine::stream::{restore_into_database, OpenStream};
+use crate::engine::kinds::{shape, Shape, TestCx};
 use crate::engine::{open, KeyNeed};
-use crate::source::child::SinkChild;
-use crate::source::postgres::{self, PgTarget};
 
 #[derive(Debug, Clone)]
 pub struct RestoreTestRequest {
@@ -142,20 +140,6 @@ pub async fn restore_test(
     progress: Arc<Progress>,
     cancel: Cancel,
 ) -> Result<RestoreTestOutcome> {
-    if let SourceConfig::Rds(src) = &plan.source {
-        let waiter = crate::rds::wait::Waiter::of(src, cancel);
-        let which = req.snapshot.as_deref().unwrap_or("latest");
-        let run = crate::catalog::new_id();
-        return crate::rds::restore_test(
-            crate::rds::client(src),
-            plan,
-            req.from.as_deref(),
-            which,
-            &run,
-            &waiter,
-        )
-        .await;
-    }
     let region = req
         .from
         .clone()
@@ -165,7 +149,7 @@ pub async fn restore_test(
         kind: plan.source.kind().to_string(),
         snapshot: String::new(),
         region,
-        started_at: crate::engine::now_epoch(),
+        started_at: crate::host::now_secs(),
         duration_ms: 0,
         bytes: 0,
         throughput: 0.0,
@@ -179,37 +163,18 @@ pub async fn restore_test(
         .clone()
         .unwrap_or_else(|| config.cache_dir.join("restore-tests"));
     std::fs::create_dir_all(&scratch).with_context(|| format!("create {}", scratch.display()))?;
-    let run = match &plan.source {
-        SourceConfig::Dir { .. } => {
-            dir_test(
-                config,
-                plan,
-                &spec,
-                req,
-                &scratch,
-                &progress,
-                &cancel,
-                &mut outcome,
-            )
-            .await
-        }
-        SourceConfig::Postgres { .. } => {
-            pg_test(config, plan, &spec, req, &progress, &cancel, &mut outcome).await
-        }
-        SourceConfig::Command { .. } => {
-            command_test(
-                config,
-                plan,
-                &spec,
-                req,
-                &scratch,
-                &progress,
-                &cancel,
-                &mut outcome,
-            )
-            .await
-        }
-        SourceConfig::Rds(_) => unreachable!("rds plans return above"),
+    let cx = TestCx {
+        config,
+        plan,
+        snapshot: &spec,
+        from: req.from.as_deref(),
+        scratch: &scratch,
+        progress: &progress,
+        cancel: &cancel,
+    };
+    let run = match shape(&plan.source) {
+        Shape::Repository(kind) => kind.restore_test(&cx, &mut outcome).await,
+        Shape::External(kind) => kind.restore_test(&cx, &mut outcome).await,
     };
     if let Err(e) = run {
         if cancel.is_cancelled() {
@@ -225,192 +190,13 @@ pub async fn restore_test(
     Ok(outcome)
 }
 
-fn elapsed_ms(d: Duration) -> i64 {
+/// A restore's duration for the record: at least 1 ms, so a throughput can be computed.
+pub(crate) fn elapsed_ms(d: Duration) -> i64 {
     (d.as_millis() as i64).max(1)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn dir_test(
-    config: &Config,
-    plan: &PlanConfig,
-    spec: &str,
-    req: &RestoreTestRequest,
-    scratch: &std::path::Path,
-    progress: &Arc<Progress>,
-    cancel: &Cancel,
-    outcome: &mut RestoreTestOutcome,
-) -> Result<()> {
-    let repo = open(config, KeyNeed::Read, req.from.as_deref()).await?;
-    let snapshot = repo.find_snapshot(spec, Some(&plan.name)).await?;
-    outcome.snapshot = snapshot.id.to_hex();
-    let index = Arc::new(repo.load_index().await.context("load index")?);
-    let reader = Arc::new(BlobReader::new(repo.clone(), index));
-    let dir = tempfile::Builder::new()
-        .prefix("lifeboat-restore-test-")
-        .tempdir_in(scratch)
-        .with_context(|| format!("create a scratch directory in {}", scratch.display()))?;
-    outcome.checked = "every file's BLAKE3 against the manifest, and the file count".into();
-    let started = Instant::now();
-    let report = restore_tree(
-        reader,
-        snapshot.manifest.root,
-        dir.path(),
-        &RestoreOptions::default(),
-        progress.clone(),
-        cancel.clone(),
-    )
-    .await;
-    outcome.duration_ms = elapsed_ms(started.elapsed());
-    let report = report.map_err(|e| explain(e, &snapshot.id))?;
-    outcome.bytes = report.bytes;
-    let m = &snapshot.manifest.stats;
-    if report.files != m.files {
-        outcome.differences.push(format!(
-            "{} files restored, the snapshot recorded {}",
-            report.files, m.files
-        ));
-    }
-    if report.bytes != m.bytes {
-        outcome.differences.push(format!(
-            "{} bytes restored, the snapshot recorded {}",
-            report.bytes, m.bytes
-        ));
-    }
-    Ok(())
-}
-
-async fn pg_test(
-    config: &Config,
-    plan: &PlanConfig,
-    spec: &str,
-    req: &RestoreTestRequest,
-    progress: &Arc<Progress>,
-    cancel: &Cancel,
-    outcome: &mut RestoreTestOutcome,
-) -> Result<()> {
-    let SourceConfig::Postgres {
-        url,
-        password,
-        scratch_url,
-        ..
-    } = &plan.source
-    else {
-        unreachable!("called for postgres plans")
-    };
-    let stream = OpenStream::open(config, &plan.name, spec, req.from.as_deref()).await?;
-    outcome.snapshot = stream.snapshot.id.to_hex();
-    let password = match password {
-        Some(p) => Some(
-            p.load()
-                .with_context(|| format!("plan {}: source password", plan.name))?,
-        ),
-        None => None,
-    };
-    let admin_url = scratch_url
-        .clone()
-        .unwrap_or_else(|| postgres::with_database(url, "postgres"));
-    let production = postgres::database_of(url);
-    let name = format!("lifeboat_verify_{}", &crate::catalog::new_id()[..12]);
-    anyhow::ensure!(
-        production.as_deref() != Some(name.as_str()),
-        "scratch database name {name} is the production database's: refusing"
-    );
-    let admin = PgTarget {
-        url: &admin_url,
-        password: password.as_ref(),
-    };
-    // template0: nothing a site added to template1 can collide with the dump's objects.
-    postgres::admin(
-        &admin,
-        format!("CREATE DATABASE \"{name}\" TEMPLATE template0"),
-    )
-    .await
-    .context("create the scratch database (the scratch_url user needs CREATEDB)")?;
-    let scratch_db_url = postgres::with_database(&admin_url, &name);
-    let scratch_db = PgTarget {
-        url: &scratch_db_url,
-        password: password.as_ref(),
-    };
-    outcome.checked =
-        "row counts of every table and the plan's SQL probes, in a scratch database".into();
-    let result = async {
-        let started = Instant::now();
-        let restored =
-            restore_into_database(&stream, &scratch_db, false, None, progress, cancel).await;
-        outcome.duration_ms = elapsed_ms(started.elapsed());
-        outcome.bytes = restored?;
-        let mut conn = scratch_db.connect().await?;
-        let diffs = postgres::compare_probes(&mut conn, &stream.snapshot.manifest.probes).await;
-        let _ = sqlx::Connection::close(conn).await;
-        outcome.differences.extend(diffs?);
-        Ok::<(), anyhow::Error>(())
-    }
-    .await;
-    let mut dropped = postgres::admin(
-        &admin,
-        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-    )
-    .await;
-    if dropped.is_err() {
-        // Before PostgreSQL 13 there is no FORCE; our own connections are closed by now.
-        dropped = postgres::admin(&admin, format!("DROP DATABASE IF EXISTS \"{name}\"")).await;
-    }
-    if let Err(e) = dropped {
-        tracing::error!(database = %name, error = %format!("{e:#}"), "could not drop the scratch database; drop it by hand");
-        outcome.differences.push(format!(
-            "scratch database {name} could not be dropped: {e:#}"
-        ));
-    }
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn command_test(
-    config: &Config,
-    plan: &PlanConfig,
-    spec: &str,
-    req: &RestoreTestRequest,
-    scratch: &std::path::Path,
-    progress: &Arc<Progress>,
-    cancel: &Cancel,
-    outcome: &mut RestoreTestOutcome,
-) -> Result<()> {
-    let SourceConfig::Command { verify_command, .. } = &plan.source else {
-        unreachable!("called for command plans")
-    };
-    let stream = OpenStream::open(config, &plan.name, spec, req.from.as_deref()).await?;
-    outcome.snapshot = stream.snapshot.id.to_hex();
-    let started = Instant::now();
-    let bytes = match verify_command {
-        Some(argv) => {
-            outcome.checked = format!(
-                "every chunk and the stream's BLAKE3, fed to verify_command {:?}",
-                argv[0]
-            );
-            let dir = tempfile::Builder::new()
-                .prefix("lifeboat-restore-test-")
-                .tempdir_in(scratch)
-                .with_context(|| format!("create a scratch directory in {}", scratch.display()))?;
-            let mut cmd = crate::source::command::async_command(argv);
-            cmd.env("LIFEBOAT_SCRATCH_DIR", dir.path());
-            let child = SinkChild::spawn(cmd, &format!("verify command {:?}", argv[0]), "")?;
-            stream.pipe_into(child, progress, cancel).await
-        }
-        None => {
-            outcome.checked =
-                "every chunk and the stream's BLAKE3 (no verify_command configured)".into();
-            stream
-                .copy_to(&mut tokio::io::sink(), progress, cancel)
-                .await
-        }
-    };
-    outcome.duration_ms = elapsed_ms(started.elapsed());
-    outcome.bytes = bytes?;
-    Ok(())
-}
-
 /// A restore error, phrased as the difference it is.
-fn explain(e: RepoError, snapshot: &Id) -> anyhow::Error {
+pub(crate) fn explain(e: RepoError, snapshot: &Id) -> anyhow::Error {
     match e {
         RepoError::Corrupt(m) => anyhow::anyhow!("snapshot {} is corrupt: {m}", snapshot.short()),
         other => {

@@ -81,7 +81,7 @@ pub async fn backup(
 ) -> Result<RdsBackupReport> {
     let started = Instant::now();
     let src = source_of(plan)?.clone();
-    let time = crate::engine::now_epoch();
+    let time = crate::host::now_secs();
     let id = snapshot_name(&plan.name, time);
     let tags = snapshot_tags(&plan.name, run, &src.tags);
     let row = rows::Row::new(&plan.name, &id, time, &src);
@@ -194,7 +194,7 @@ pub async fn backup(
         let state = match res {
             Ok(_) => RegionState::available(),
             Err(e) => {
-                if crate::cli::exit::code_for(&e) == crate::cli::exit::INTERRUPTED {
+                if crate::outcome::code_for(&e) == crate::outcome::INTERRUPTED {
                     cancelled = Some(e);
                     // The copy goes on in AWS; the next sync or run sees how it ended.
                     RegionState::pending("copying (lifeboat stopped waiting)")

@@ -10,8 +10,9 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::{source_of, Rds, Snapshot, SNAPSHOT_PREFIX};
-use crate::catalog::{get_opt_str, get_str, now, Catalog};
+use crate::catalog::{get_opt_str, get_str, Catalog};
 use crate::config::{Config, PlanConfig, RdsSource, SourceConfig};
+use crate::host::now_secs as now;
 
 /// A snapshot's state in one region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -118,7 +118,7 @@ impl Fake {
             instance: instance.into(),
             status: script[0].clone(),
             percent: Some(0),
-            created: Some(crate::engine::now_epoch()),
+            created: Some(crate::host::now_secs()),
             kind: "manual".into(),
             tags: tags.clone(),
         };

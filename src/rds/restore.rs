@@ -20,7 +20,19 @@ use super::{
     TAG_DRILL, TAG_PLAN,
 };
 use crate::config::{PlanConfig, RdsSource};
-use crate::engine::RestoreTestOutcome;
+
+/// One restore test's result (the engine reports it as a `RestoreTestOutcome`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TestResult {
+    pub snapshot: String,
+    pub region: String,
+    pub started_at: i64,
+    /// Until the instance answered, or until the probes passed when there are probes.
+    pub duration_ms: i64,
+    pub passed: bool,
+    pub differences: Vec<String>,
+    pub checked: String,
+}
 
 /// What the caller may override of the plan's restore settings.
 #[derive(Debug, Clone, Default)]
@@ -235,23 +247,19 @@ pub async fn restore_test(
     which: &str,
     run: &str,
     waiter: &Waiter,
-) -> Result<RestoreTestOutcome> {
+) -> Result<TestResult> {
     let src = source_of(plan)?;
     let region = from.unwrap_or(&src.region).to_string();
     check_region(plan, &region)?;
     let removed = remove_leftovers(rds.as_ref(), plan, None).await?;
     let snap = pick_snapshot(rds.as_ref(), plan, &region, which).await?;
-    let started_at = crate::engine::now_epoch();
+    let started_at = crate::host::now_secs();
     let scratch = scratch_name(&plan.name, started_at);
-    let mut outcome = RestoreTestOutcome {
-        plan: plan.name.clone(),
-        kind: "rds".into(),
+    let mut outcome = TestResult {
         snapshot: snap.id.clone(),
         region: region.clone(),
         started_at,
         duration_ms: 0,
-        bytes: 0,
-        throughput: 0.0,
         passed: false,
         differences: Vec::new(),
         checked: String::new(),
@@ -298,7 +306,7 @@ pub async fn restore_test(
             .push_str(&format!("; removed leftovers: {}", removed.join(", ")));
     }
     if let Err(e) = res {
-        if crate::cli::exit::code_for(&e) == crate::cli::exit::INTERRUPTED {
+        if crate::outcome::code_for(&e) == crate::outcome::INTERRUPTED {
             return Err(e);
         }
     }

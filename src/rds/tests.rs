@@ -436,8 +436,8 @@ async fn cancellation_during_the_wait_still_deletes_the_instance() {
     .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(
-        crate::cli::exit::code_for(&e),
-        crate::cli::exit::INTERRUPTED,
+        crate::outcome::code_for(&e),
+        crate::outcome::INTERRUPTED,
         "{e:#}"
     );
     assert!(

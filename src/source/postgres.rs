@@ -80,7 +80,7 @@ impl PgTarget<'_> {
 
 /// The URL with any password removed, for messages.
 pub fn redact(url: &str) -> String {
-    crate::catalog::redact_url(url)
+    crate::host::redact_url(url)
 }
 
 /// `url` pointing at database `db` instead (same server, user and parameters).

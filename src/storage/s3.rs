@@ -187,10 +187,7 @@ impl S3Backend {
     /// The retention date for an object uploaded now, when Object Lock is configured.
     fn retain_until(&self) -> Option<(ObjectLockMode, DateTime)> {
         let lock = self.settings.object_lock?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now = crate::host::now_secs();
         let until = DateTime::from_secs(now + i64::from(lock.days) * 86_400);
         let mode = match lock.mode {
             LockMode::Governance => ObjectLockMode::Governance,

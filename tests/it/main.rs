@@ -12,6 +12,7 @@ mod deploy;
 mod faults;
 mod format;
 mod keys;
+mod layers;
 mod logs;
 mod object_lock;
 mod ops;

@@ -29,7 +29,7 @@ async fn create_bucket(b: &lifeboat::storage::S3Backend, name: &str, lock: bool)
 }
 
 fn now() -> i64 {
-    lifeboat::engine::now_epoch()
+    lifeboat::host::now_secs()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

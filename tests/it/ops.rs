@@ -201,7 +201,7 @@ fn status_exit_codes_follow_the_objectives() {
         let c = lifeboat::catalog::Catalog::open(&catalog_url(&ws))
             .await
             .unwrap();
-        let now = lifeboat::catalog::now();
+        let now = lifeboat::host::now_secs();
         c.record_restore_test(&RestoreTest {
             id: String::new(),
             plan: "app-data".into(),

@@ -7,7 +7,25 @@ use std::io::Read;
 use fastcdc::v2020::{FastCDC, Normalization, StreamCDC};
 
 use crate::error::{RepoError, Result};
-use crate::repo::ChunkerParams;
+use serde::{Deserialize, Serialize};
+
+/// Chunk size bounds, fixed at `init` and stored in the repository `config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        ChunkerParams {
+            min: 256 * 1024,
+            avg: 1024 * 1024,
+            max: 4 * 1024 * 1024,
+        }
+    }
+}
 
 /// Reject parameters FastCDC cannot use (it would panic on them).
 pub fn validate(p: &ChunkerParams) -> Result<()> {

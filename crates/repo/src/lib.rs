@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod chunker;
+pub mod clock;
 pub mod error;
 pub mod id;
 pub mod index;

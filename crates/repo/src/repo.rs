@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{BackendError, DynBackend};
+pub use crate::chunker::ChunkerParams;
 use crate::error::{RepoError, Result};
 use crate::keys::{age_decrypt, age_encrypt, parse_recipient, Identity, Keyring, WriterKey};
 use crate::snapshot::{Manifest, SnapshotEntry};
@@ -23,23 +24,6 @@ pub const WRITER_KEY_OBJECT: &str = "keys/writer.age";
 pub struct Region {
     pub name: String,
     pub backend: DynBackend,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkerParams {
-    pub min: u32,
-    pub avg: u32,
-    pub max: u32,
-}
-
-impl Default for ChunkerParams {
-    fn default() -> Self {
-        ChunkerParams {
-            min: 256 * 1024,
-            avg: 1024 * 1024,
-            max: 4 * 1024 * 1024,
-        }
-    }
 }
 
 /// The plaintext `config` object. Holds no secrets.
@@ -161,7 +145,7 @@ pub async fn init(
             format: FORMAT_NAME.into(),
             version: FORMAT_VERSION,
             id: hex::encode(rand::random::<[u8; 16]>()),
-            created: now(),
+            created: crate::clock::now_secs(),
             chunker: opts.chunker,
             pack_size: opts.pack_size,
             zstd_level: opts.zstd_level,
@@ -234,13 +218,6 @@ fn check_keys(
         )));
     }
     Ok(())
-}
-
-pub(crate) fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl Repository {

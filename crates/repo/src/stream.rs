@@ -49,9 +49,7 @@ pub fn store_stream<R: Read>(
     })?;
     let mut node = Node::new(OsStr::new(name), NodeKind::File);
     node.mode = 0o600;
-    node.mtime_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
+    node.mtime_ns = crate::clock::now_nanos();
     node.size = size;
     node.hash = Some(hash.to_hex().to_string());
     node.chunks = chunks;

@@ -251,10 +251,7 @@ impl BackupWriter {
         manifest.stats.new_chunks = self.stats.new_chunks;
         manifest.stats.packs = sh.packs;
         manifest.stats.stored_bytes = sh.stored_bytes;
-        manifest.committed_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
+        manifest.committed_ns = crate::clock::now_nanos();
         let plain = serde_json::to_vec(&manifest).map_err(|e| RepoError::Invalid(e.to_string()))?;
         let writer_rcpt = self.repo.writer().recipient();
         let mut rcpts = self.repo.recipients();

@@ -13,7 +13,7 @@ use lifeboat_repo::repo::RegionState;
 use lifeboat_repo::Repository;
 use serde::Serialize;
 
-use super::Catalog;
+use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::engine::{keyring, KeyNeed};
 
@@ -31,7 +31,7 @@ pub struct SyncReport {
 pub async fn sync(config: &Config, catalog: &Catalog, from: Option<&str>) -> Result<SyncReport> {
     // Rows written after this (by a backup committing while we list) are newer than our
     // listing and must survive it.
-    let started = super::now();
+    let started = crate::host::now_secs();
     let all = crate::storage::regions(config)?;
     let read_from: Vec<_> = match from {
         Some(name) => {

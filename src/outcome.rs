@@ -1,4 +1,7 @@
-//! Exit codes, documented in the README ("Exit codes") and relied on by cron and monitoring.
+//! How an operation ended, as a number: the exit codes (documented in the README, "Exit
+//! codes", relied on by cron and monitoring) and the classification of an error chain into
+//! one. Below the catalog, engine and daemon so each can classify an error without asking
+//! the CLI; `cli::exit` is this module under the name the CLI uses.
 
 use lifeboat_repo::RepoError;
 

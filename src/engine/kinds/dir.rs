@@ -1,0 +1,109 @@
+//! `dir` sources: a directory tree walked into the repository (with the files cache), and
+//! restore-tested into a scratch directory with every file's BLAKE3 checked.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use lifeboat_repo::reader::BlobReader;
+use lifeboat_repo::restore::{restore_tree, RestoreOptions};
+
+use super::{BeginBackup, Begun, RepoSource, TestCx, Written};
+use crate::engine::restore_test::{elapsed_ms, explain};
+use crate::engine::{open, KeyNeed, RestoreTestOutcome};
+use crate::source::cache::FilesCache;
+use crate::source::dir::{DirArchiver, DirSource, Excludes};
+
+pub(super) struct Dir<'a> {
+    pub path: &'a PathBuf,
+    pub exclude: &'a [String],
+    pub one_file_system: bool,
+}
+
+#[async_trait]
+impl RepoSource for Dir<'_> {
+    async fn begin(&self, cx: &BeginBackup<'_>) -> Result<Begun> {
+        let src = DirSource {
+            root: self.path.clone(),
+            excludes: Excludes::new(self.exclude)
+                .with_context(|| format!("plan {}: source.exclude", cx.plan.name))?,
+            one_file_system: self.one_file_system,
+        };
+        let (cache_path, cancel) = (cx.cache_path.clone(), cx.cancel.clone());
+        Ok(Begun {
+            write: Box::new(move |writer, env| {
+                let src = Arc::new(src);
+                {
+                    let (src, progress) = (src.clone(), writer.progress().clone());
+                    std::thread::spawn(move || {
+                        crate::source::dir::estimate(&src, &progress, &cancel)
+                    });
+                }
+                let old = FilesCache::load(&cache_path);
+                let mut arch = DirArchiver::new(writer, env.params, env.seed, &old);
+                let root = arch.run(&src)?;
+                let DirArchiver {
+                    stats,
+                    warnings,
+                    new_cache,
+                    ..
+                } = arch;
+                Ok(Written {
+                    root,
+                    stats,
+                    warnings,
+                    location: src.root.display().to_string(),
+                    probes: Default::default(),
+                    after_commit: Some(Box::new(move || {
+                        if let Err(e) = new_cache.save(&cache_path) {
+                            tracing::warn!(error = %format!("{e:#}"), "could not save the files cache; the next backup reads every file");
+                        }
+                    })),
+                })
+            }),
+            end: None,
+        })
+    }
+
+    async fn restore_test(&self, cx: &TestCx<'_>, outcome: &mut RestoreTestOutcome) -> Result<()> {
+        let repo = open(cx.config, KeyNeed::Read, cx.from).await?;
+        let snapshot = repo.find_snapshot(cx.snapshot, Some(&cx.plan.name)).await?;
+        outcome.snapshot = snapshot.id.to_hex();
+        let index = Arc::new(repo.load_index().await.context("load index")?);
+        let reader = Arc::new(BlobReader::new(repo.clone(), index));
+        let dir = tempfile::Builder::new()
+            .prefix("lifeboat-restore-test-")
+            .tempdir_in(cx.scratch)
+            .with_context(|| format!("create a scratch directory in {}", cx.scratch.display()))?;
+        outcome.checked = "every file's BLAKE3 against the manifest, and the file count".into();
+        let started = Instant::now();
+        let report = restore_tree(
+            reader,
+            snapshot.manifest.root,
+            dir.path(),
+            &RestoreOptions::default(),
+            cx.progress.clone(),
+            cx.cancel.clone(),
+        )
+        .await;
+        outcome.duration_ms = elapsed_ms(started.elapsed());
+        let report = report.map_err(|e| explain(e, &snapshot.id))?;
+        outcome.bytes = report.bytes;
+        let m = &snapshot.manifest.stats;
+        if report.files != m.files {
+            outcome.differences.push(format!(
+                "{} files restored, the snapshot recorded {}",
+                report.files, m.files
+            ));
+        }
+        if report.bytes != m.bytes {
+            outcome.differences.push(format!(
+                "{} bytes restored, the snapshot recorded {}",
+                report.bytes, m.bytes
+            ));
+        }
+        Ok(())
+    }
+}

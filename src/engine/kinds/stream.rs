@@ -1,0 +1,58 @@
+//! The writing step shared by stream kinds (`postgres`, `command`): run a command, chunk its
+//! stdout into the writer as one file node, and require exit status 0.
+
+use lifeboat_repo::snapshot::Stats;
+
+use super::{WriteStep, Written};
+use crate::source::child::StreamChild;
+
+/// A stream source's command and how its snapshot is described.
+pub(super) struct StreamSpec {
+    pub cmd: std::process::Command,
+    pub what: String,
+    pub hint: &'static str,
+    /// The file node's name in the root tree.
+    pub name: &'static str,
+    pub location: String,
+    pub probes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The writing step of a stream backup. On any error the command is stopped and the engine
+/// aborts the writer: no snapshot.
+pub(super) fn write_step(spec: StreamSpec) -> WriteStep {
+    Box::new(move |writer, env| {
+        let (child, stdout) = StreamChild::spawn(spec.cmd, &spec.what, spec.hint)?;
+        let node = match lifeboat_repo::stream::store_stream(
+            writer,
+            spec.name,
+            stdout,
+            &env.params,
+            env.seed,
+        ) {
+            Ok(node) => node,
+            Err(e) => {
+                child.kill();
+                return Err(
+                    anyhow::Error::new(e).context(format!("{}: reading its output", spec.what))
+                );
+            }
+        };
+        // The exit status decides: a dump that stopped early may look like a short stream.
+        child.finish()?;
+        let stats = Stats {
+            files: 1,
+            bytes: node.size,
+            bytes_read: node.size,
+            ..Default::default()
+        };
+        let root = lifeboat_repo::stream::store_root(writer, node)?;
+        Ok(Written {
+            root,
+            stats,
+            warnings: Vec::new(),
+            location: spec.location,
+            probes: spec.probes,
+            after_commit: None,
+        })
+    })
+}
