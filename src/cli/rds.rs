@@ -228,7 +228,7 @@ pub fn rds_plan<'c>(config: &'c Config, name: &str) -> Option<&'c PlanConfig> {
     config
         .plan(name)
         .ok()
-        .filter(|p| matches!(p.source, crate::config::SourceConfig::Rds(_)))
+        .filter(|p| p.source.as_rds().is_some())
 }
 
 /// `catalog sync` for rds plans (after the repository's).
@@ -237,11 +237,7 @@ pub async fn sync(
     catalog: &Catalog,
     json: bool,
 ) -> Result<Option<rds::catalog::RdsSyncReport>> {
-    if !config
-        .plans
-        .iter()
-        .any(|p| matches!(p.source, crate::config::SourceConfig::Rds(_)))
-    {
+    if !config.plans.iter().any(|p| p.source.as_rds().is_some()) {
         return Ok(None);
     }
     let report = rds::catalog::sync(config, catalog, &rds::client).await?;

@@ -157,6 +157,14 @@ pub struct SqlProbe {
 }
 
 impl SourceConfig {
+    /// The rds source, for the code that runs rds plans (`crate::rds`).
+    pub fn as_rds(&self) -> Option<&RdsSource> {
+        match self {
+            SourceConfig::Rds(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// The kind's name as written in the config (`dir`, `postgres`, `command`, `rds`).
     pub fn kind(&self) -> &'static str {
         match self {

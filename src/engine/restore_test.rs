@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::catalog::evidence::RestoreTest;
 use crate::catalog::Catalog;
-use crate::config::{Config, PlanConfig, SourceConfig};
+use crate::config::{Config, PlanConfig};
 use crate::engine::kinds::{shape, Shape, TestCx};
 use crate::engine::{open, KeyNeed};
 
@@ -114,9 +114,7 @@ pub async fn restore_tests(
         "--snapshot needs --plan (a snapshot belongs to one plan)"
     );
     // rds plans restore from RDS snapshots in AWS regions: no repository, no identity.
-    let all_rds = plans
-        .iter()
-        .all(|p| matches!(p.source, SourceConfig::Rds(_)));
+    let all_rds = plans.iter().all(|p| p.source.as_rds().is_some());
     if !all_rds {
         if let Some(from) = &req.from {
             config.region(from)?;

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{source_of, Rds, Snapshot, SNAPSHOT_PREFIX};
 use crate::catalog::{get_opt_str, get_str, Catalog};
-use crate::config::{Config, PlanConfig, RdsSource, SourceConfig};
+use crate::config::{Config, PlanConfig, RdsSource};
 use crate::host::now_secs as now;
 
 /// A snapshot's state in one region.
@@ -183,11 +183,7 @@ pub async fn sync(
     client: &dyn Fn(&RdsSource) -> std::sync::Arc<dyn Rds>,
 ) -> Result<RdsSyncReport> {
     let mut report = RdsSyncReport::default();
-    for plan in config
-        .plans
-        .iter()
-        .filter(|p| matches!(p.source, SourceConfig::Rds(_)))
-    {
+    for plan in config.plans.iter().filter(|p| p.source.as_rds().is_some()) {
         sync_plan(
             plan,
             catalog,

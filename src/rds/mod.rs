@@ -182,8 +182,11 @@ pub fn client(source: &crate::config::RdsSource) -> std::sync::Arc<dyn Rds> {
 
 /// The plan's rds source, or an error saying the plan is of another kind.
 pub fn source_of(plan: &crate::config::PlanConfig) -> Result<&crate::config::RdsSource> {
-    match &plan.source {
-        crate::config::SourceConfig::Rds(s) => Ok(s),
-        other => anyhow::bail!("plan {}: a {} source, not rds", plan.name, other.kind()),
-    }
+    plan.source.as_rds().ok_or_else(|| {
+        anyhow::anyhow!(
+            "plan {}: a {} source, not rds",
+            plan.name,
+            plan.source.kind()
+        )
+    })
 }
