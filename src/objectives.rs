@@ -14,7 +14,7 @@
 
 use serde::Serialize;
 
-use crate::catalog::evidence::{Drill, RestoreTest};
+use crate::catalog::evidence::{Drill, DrillSummary, RestoreTest};
 use crate::catalog::{Catalog, Phase, RunKind, RunRecord, SnapshotRow};
 use crate::config::{Config, PlanConfig};
 
@@ -50,6 +50,8 @@ pub struct PlanFacts {
     pub last_restore_test: Option<RestoreTest>,
     pub last_passed_restore_test: Option<RestoreTest>,
     pub last_drill: Option<Drill>,
+    /// The newest drill covering the plan, whatever its result.
+    pub newest_drill: Option<DrillSummary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,6 +85,8 @@ pub struct DrillStatus {
     pub last_at: Option<i64>,
     pub age_seconds: Option<i64>,
     pub note: Option<String>,
+    /// The newest drill covering the plan (id, dates, result, achieved RTO), passed or not.
+    pub last: Option<DrillSummary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -128,6 +132,7 @@ pub async fn facts(catalog: &Catalog, plan: &str) -> anyhow::Result<PlanFacts> {
         last_restore_test,
         last_passed_restore_test,
         last_drill: catalog.last_passed_drill(plan).await?,
+        newest_drill: catalog.last_drill(plan).await?,
     })
 }
 
@@ -278,6 +283,7 @@ fn drill(plan: &PlanConfig, facts: &PlanFacts, now: i64) -> DrillStatus {
         last_at: None,
         age_seconds: None,
         note: None,
+        last: facts.newest_drill.clone(),
     };
     match &facts.last_drill {
         Some(d) => {
@@ -300,8 +306,23 @@ fn drill(plan: &PlanConfig, facts: &PlanFacts, now: i64) -> DrillStatus {
                 st.note = Some("drill overdue: none passed since the first snapshot".into());
             } else {
                 st.level = Level::Warning;
-                st.note = Some("no DR drill recorded yet (drills from runbooks are not in this build: see docs/operations.md)".into());
+                st.note = Some(
+                    "no DR drill recorded yet (run one: `lifeboat drill run runbooks/region-outage.toml`)".into(),
+                );
             }
+        }
+    }
+    if let Some(newest) = facts.newest_drill.as_ref().filter(|d| d.result != "passed") {
+        let newer = facts
+            .last_drill
+            .as_ref()
+            .is_none_or(|p| newest.started_at >= p.started_at);
+        if newer {
+            st.level = st.level.max(Level::Warning);
+            st.note = Some(format!(
+                "the newest drill {} {} (see `lifeboat drill report {}`)",
+                newest.id, newest.result, newest.id
+            ));
         }
     }
     st

@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0002_snapshot_commit_order.sql"),
     ),
     (
+        3,
+        "drills",
+        include_str!("../../migrations/0003_drills.sql"),
+    ),
+    (
         6,
         "rds snapshot state",
         include_str!("../../migrations/0006_rds_snapshot_state.sql"),

@@ -80,6 +80,7 @@ pub async fn run(cli: &Cli, check: bool, limit: Option<i64>, json: bool) -> Resu
 /// including commands added later — is.
 fn describe(command: &Command) -> Option<Option<String>> {
     use super::catalog::CatalogCommand;
+    use super::drill::DrillCommand;
     match command {
         Command::Keys(_)
         | Command::Config(_)
@@ -87,7 +88,13 @@ fn describe(command: &Command) -> Option<Option<String>> {
         | Command::Audit { .. }
         | Command::Daemon(_)
         | Command::RunDue(_)
-        | Command::Catalog(CatalogCommand::Snapshots { .. } | CatalogCommand::Runs { .. }) => None,
+        | Command::Catalog(CatalogCommand::Snapshots { .. } | CatalogCommand::Runs { .. })
+        | Command::Drill(
+            DrillCommand::Validate { .. }
+            | DrillCommand::Plan { .. }
+            | DrillCommand::List { .. }
+            | DrillCommand::Report { .. },
+        ) => None,
         Command::Backup { plan, .. } | Command::Restore { plan, .. } => Some(Some(plan.clone())),
         Command::Snapshots { plan, .. } => Some(plan.clone()),
         Command::Catalog(CatalogCommand::Sync { from, .. }) => Some(from.clone()),

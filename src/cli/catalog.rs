@@ -58,6 +58,10 @@ pub async fn run(cli: &Cli, cmd: &CatalogCommand) -> Result<u8> {
                     report.from.as_deref().unwrap_or("every reachable region"),
                     report.listed.join(", ")
                 );
+                println!(
+                    "drill history: {} reports in the regions, {} new to the catalog",
+                    report.drills, report.drills_restored
+                );
                 for (r, e) in &report.unreachable {
                     println!(
                         "warning: region {r} not listed ({e}); its snapshots show as not complete"

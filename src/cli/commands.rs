@@ -125,6 +125,7 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         } => super::audit::run(cli, *verify, *limit, *json).await,
         Command::Replicate { json } => super::regions::replicate(cli, *json).await,
         Command::Regions(RegionsCommand::Check { json }) => super::regions::check(cli, *json).await,
+        Command::Drill(c) => super::drill::run(cli, c).await,
     }
 }
 
@@ -346,6 +347,7 @@ async fn restore(cli: &Cli, req: &RestoreRequest, json: bool) -> Result<u8> {
             "duration_seconds": secs,
             "objects_per_region": r.per_region.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "fallbacks": r.fallbacks.iter().map(|f| json!({"object": f.object, "failed_region": f.failed_region, "error": f.error, "used_region": f.used_region})).collect::<Vec<_>>(),
+            "demoted_regions": r.demoted.iter().map(|d| json!({"region": d.region, "error": d.error})).collect::<Vec<_>>(),
         }));
     } else {
         println!(
@@ -373,6 +375,12 @@ async fn restore(cli: &Cli, req: &RestoreRequest, json: bool) -> Result<u8> {
                 f.object, f.used_region, f.failed_region, f.error
             );
         }
+        for d in &r.demoted {
+            println!(
+                "region {} demoted for the rest of the restore after repeated failures ({}); reads went to the other regions",
+                d.region, d.error
+            );
+        }
     }
     Ok(exit::OK)
 }
@@ -396,6 +404,7 @@ async fn verify_cmd(cli: &Cli, read_data: Option<f64>, json: bool) -> Result<u8>
         &repo,
         &VerifyOptions {
             read_data_percent: read_data,
+            plan_regions: engine::plan_regions(&config),
         },
         progress,
         cancel_on_signals(),

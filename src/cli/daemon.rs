@@ -39,6 +39,10 @@ pub struct ExecArgs {
         hide_env_values = true
     )]
     slack_webhooks: Vec<String>,
+    /// Runbooks (runbooks/*.toml) to schedule: drills without an approve step run when their
+    /// frequency falls due; due ones with a gate raise the drill_overdue alert.
+    #[arg(long, value_name = "DIR")]
+    runbooks: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,7 +99,16 @@ async fn executor(cli: &Cli, args: &ExecArgs) -> Result<(Executor, Alerter)> {
         catalog: catalog.clone(),
         webhooks,
     };
-    Ok((Executor::new(Arc::new(config), catalog, options), alerter))
+    let config = Arc::new(config);
+    let mut exec = Executor::new(config.clone(), catalog.clone(), options);
+    if let Some(dir) = &args.runbooks {
+        exec = exec.with_drills(Arc::new(crate::drill::Scheduled {
+            config,
+            catalog,
+            dir: dir.clone(),
+        }));
+    }
+    Ok((exec, alerter))
 }
 
 pub async fn daemon(cli: &Cli, args: &DaemonArgs) -> Result<u8> {

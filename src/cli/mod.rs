@@ -13,6 +13,7 @@ mod audit;
 pub mod catalog;
 mod commands;
 pub mod daemon;
+pub mod drill;
 mod history;
 mod output;
 mod progress;
@@ -206,6 +207,9 @@ pub enum Command {
     /// The regions themselves: reachability, permissions, versioning, Object Lock.
     #[command(subcommand)]
     Regions(RegionsCommand),
+    /// DR drills from runbooks (runbooks/*.toml): validate, plan (dry run), run, list, report.
+    #[command(subcommand)]
+    Drill(drill::DrillCommand),
 }
 
 #[derive(Debug, Subcommand)]

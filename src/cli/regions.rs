@@ -7,7 +7,9 @@ use std::time::Instant;
 use anyhow::Result;
 use bytes::Bytes;
 use lifeboat_repo::backend::{Backend, LocalBackend};
-use lifeboat_repo::replicate::{replicate as replicate_regions, CopyEvent, ReplicateReport};
+use lifeboat_repo::replicate::{
+    replicate as replicate_regions, CopyEvent, ReplicateOptions, ReplicateReport,
+};
 use lifeboat_repo::Progress;
 use serde::Serialize;
 use serde_json::json;
@@ -24,6 +26,23 @@ use crate::storage::{S3Backend, S3Settings};
 pub async fn replicate(cli: &Cli, json: bool) -> Result<u8> {
     let config = load_config(cli)?;
     let regions = crate::storage::regions(&config)?;
+    // The writer key lets replicate check index files and keep each plan's objects in the
+    // plan's regions; it is needed when plans store in different regions.
+    let plan_regions = crate::engine::plan_regions(&config);
+    let keys = crate::engine::keyring(&config, crate::engine::KeyNeed::Any).ok();
+    let repo = match keys.as_ref().and_then(|k| k.writer.as_ref()) {
+        None if !plan_regions.is_empty() => {
+            Some(crate::engine::open(&config, crate::engine::KeyNeed::Any, None).await?)
+        }
+        _ => None,
+    };
+    let opts = ReplicateOptions {
+        writer: match &repo {
+            Some(r) => Some(r.writer()),
+            None => keys.as_ref().and_then(|k| k.writer.as_ref()),
+        },
+        plan_regions,
+    };
     let progress = Arc::new(Progress::default());
     let bar = Bar::start("replicate", progress.clone(), !json);
     let started = Instant::now();
@@ -48,6 +67,7 @@ pub async fn replicate(cli: &Cli, json: bool) -> Result<u8> {
     };
     let res = replicate_regions(
         &regions,
+        &opts,
         progress,
         super::output::cancel_on_signals(),
         &on_copy,

@@ -105,6 +105,19 @@ fn render(statuses: &[PlanStatus]) -> String {
                 r.detail.as_deref().unwrap_or(&r.health)
             ));
         }
+        if let Some(d) = &s.drill.last {
+            out.push_str(&format!(
+                "{}: last drill {} ({}) {} {}{}\n",
+                s.plan,
+                d.id,
+                d.runbook,
+                time(d.started_at),
+                d.result.to_uppercase(),
+                d.rto_achieved_ms
+                    .map(|ms| format!(", achieved RTO {}", crate::drill::report::dur(ms)))
+                    .unwrap_or_default()
+            ));
+        }
         if let Some(t) = s.rpo.snapshot_time {
             out.push_str(&format!(
                 "{}: newest complete snapshot {} taken {}\n",

@@ -26,6 +26,8 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// For other files parsed the same way (runbooks): located errors and key paths.
+pub(crate) use error::{unknown_key_problem, Locator};
 pub use error::{ConfigError, Position};
 pub use example::example;
 pub use keys::{KeysConfig, SecretRef, SecretString};

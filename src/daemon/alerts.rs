@@ -325,6 +325,7 @@ mod tests {
                 last_at: None,
                 age_seconds: None,
                 note: Some("drill overdue".into()),
+                last: None,
             },
             regions: vec![
                 RegionHealth {

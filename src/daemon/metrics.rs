@@ -32,6 +32,8 @@ struct State {
     last_duration: BTreeMap<String, f64>,
     last_bytes: BTreeMap<String, u64>,
     runs: BTreeMap<(String, &'static str), u64>,
+    /// Per runbook id: end of its newest passed drill, and the RTO that drill achieved.
+    drills: BTreeMap<String, (i64, Option<f64>)>,
     /// Epoch of the last refresh; `/healthz` fails when it is stale.
     refreshed_at: i64,
 }
@@ -74,8 +76,16 @@ impl Metrics {
                 bytes.insert(plan.name.clone(), run.bytes.max(0) as u64);
             }
         }
+        let mut drills = BTreeMap::new();
+        for d in catalog.drills(None).await? {
+            if d.result == "passed" && !drills.contains_key(&d.runbook) {
+                let rto = d.rto_achieved_ms.map(|ms| ms as f64 / 1000.0);
+                drills.insert(d.runbook.clone(), (d.ended_at.unwrap_or(d.started_at), rto));
+            }
+        }
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.statuses = statuses.clone();
+        s.drills = drills;
         s.last_success = last_success;
         for (k, v) in durations {
             s.last_duration.entry(k).or_insert(v);
@@ -195,6 +205,25 @@ impl Metrics {
                 .iter()
                 .map(|(k, v)| (k.clone(), *v as f64))
                 .collect()),
+        );
+        let runbook = |r: &str| format!("runbook=\"{}\"", escape(r));
+        family(
+            "lifeboat_drill_last_success_timestamp_seconds",
+            "gauge",
+            "End of the runbook's newest passed DR drill (Unix time).",
+            s.drills
+                .iter()
+                .map(|(r, (at, _))| (runbook(r), *at as f64))
+                .collect(),
+        );
+        family(
+            "lifeboat_drill_rto_achieved_seconds",
+            "gauge",
+            "Recovery time the runbook's newest passed drill achieved, from T0 to usable.",
+            s.drills
+                .iter()
+                .filter_map(|(r, (_, rto))| rto.map(|v| (runbook(r), v)))
+                .collect(),
         );
         family(
             "lifeboat_runs_total",

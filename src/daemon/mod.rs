@@ -19,6 +19,7 @@ use crate::catalog::{self, Catalog, Phase, RunKind};
 use crate::config::Config;
 
 pub mod alerts;
+pub mod drills;
 pub mod metrics;
 pub mod restore_tests;
 pub mod runner;
@@ -135,6 +136,8 @@ pub struct Executor {
     pub holder: String,
     pub options: ExecOptions,
     pub metrics: Arc<metrics::Metrics>,
+    /// Scheduled drills (`--runbooks`): due ungated ones run, gated ones raise an alert.
+    pub drills: Option<Arc<dyn drills::Drills>>,
 }
 
 impl Executor {
@@ -145,7 +148,14 @@ impl Executor {
             holder: catalog::holder_name(),
             options,
             metrics: Arc::new(metrics::Metrics::default()),
+            drills: None,
         }
+    }
+
+    /// This executor, also running the drills `drills` finds due.
+    pub fn with_drills(mut self, drills: Arc<dyn drills::Drills>) -> Executor {
+        self.drills = Some(drills);
+        self
     }
 
     /// Run every plan due at `now`, one after another.
@@ -162,6 +172,14 @@ impl Executor {
                 break;
             }
             out.push(self.run_restore_test(&d, cancel).await?);
+        }
+        for d in self.due_drills(now).await? {
+            if cancel.is_cancelled() {
+                break;
+            }
+            if !d.gated {
+                out.push(self.run_drill(&d, cancel).await?);
+            }
         }
         Ok(out)
     }

@@ -68,10 +68,16 @@ pub async fn run_daemon(
                 }));
             }
         }
+        let due_drills = exec.due_drills(now).await.unwrap_or_else(|e| {
+            tracing::error!(error = %format!("{e:#}"), "drill schedule check failed");
+            Vec::new()
+        });
         match exec.metrics.refresh(&exec.config, &exec.catalog, now).await {
             Ok(statuses) => {
                 if let Some(alerter) = &opts.alerter {
-                    if let Err(e) = alerter.reconcile(&conditions(&statuses), now).await {
+                    let mut current = conditions(&statuses);
+                    current.extend(super::drills::gated_conditions(&due_drills));
+                    if let Err(e) = alerter.reconcile(&current, now).await {
                         tracing::error!(error = %format!("{e:#}"), "alerts: reconcile failed");
                     }
                 }
@@ -108,6 +114,15 @@ pub async fn run_daemon(
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "restore test schedule check failed")
             }
+        }
+        // Drills without a gate run beside the rest, one per runbook at a time.
+        for d in due_drills.into_iter().filter(|d| !d.gated) {
+            let key = d.key();
+            if !running.insert(key.clone()) {
+                continue;
+            }
+            let (exec, cancel) = (exec.clone(), cancel.clone());
+            tasks.spawn(async move { (key, exec.run_drill(&d, &cancel).await) });
         }
         // Sleep until the tick ends or a run finishes (its plan may be due again).
         let sleep = super::sleep_or_cancel(opts.tick, &cancel);

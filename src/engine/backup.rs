@@ -108,8 +108,15 @@ async fn into_repository(
     let Begun { write, end } = begun;
     let (plan_owned, kind_name) = (plan.name.clone(), plan.source.kind());
     let result = tokio::task::spawn_blocking(move || -> Result<_> {
-        let mut writer =
-            BackupWriter::start(repo2.clone(), index, &targets, handle, cancel, progress)?;
+        let mut writer = BackupWriter::start(
+            repo2.clone(),
+            index,
+            &plan_owned,
+            &targets,
+            handle,
+            cancel,
+            progress,
+        )?;
         let env = WriteEnv {
             params: repo2.config.chunker,
             seed: chunker::seed(repo2.writer().chunk_key()),

@@ -9,6 +9,7 @@ use lifeboat_repo::keys::{parse_recipient, Identity, Keyring, WriterKey};
 use lifeboat_repo::Repository;
 
 use crate::config::Config;
+use crate::storage::RegionFaults;
 
 pub mod backup;
 pub mod kinds;
@@ -33,6 +34,17 @@ pub enum KeyNeed {
     Read,
     /// Use the identity when configured (list, verify).
     Any,
+}
+
+/// Plan name → its regions, for every plan that does not store in every region: what
+/// `verify` and `replicate` must respect (data residency).
+pub fn plan_regions(config: &Config) -> lifeboat_repo::verify::PlanRegions {
+    config
+        .plans
+        .iter()
+        .filter(|p| config.regions.iter().any(|r| !p.regions.contains(&r.name)))
+        .map(|p| (p.name.clone(), p.regions.iter().cloned().collect()))
+        .collect()
 }
 
 /// Load this host's keys as the configuration references them.
@@ -91,8 +103,18 @@ pub async fn open(
     need: KeyNeed,
     preferred: Option<&str>,
 ) -> Result<Arc<Repository>> {
+    open_with(config, need, preferred, &RegionFaults::none()).await
+}
+
+/// [`open`] with regions failing on purpose (a drill's simulated outage).
+pub async fn open_with(
+    config: &Config,
+    need: KeyNeed,
+    preferred: Option<&str>,
+    faults: &RegionFaults,
+) -> Result<Arc<Repository>> {
     let keys = keyring(config, need)?;
-    let regions = crate::storage::regions(config)?;
+    let regions = crate::storage::regions_with(config, faults)?;
     let preferred = preferred.or_else(|| Some(config.preferred_region().name.as_str()));
     Ok(Arc::new(Repository::open(regions, keys, preferred).await?))
 }

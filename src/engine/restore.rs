@@ -33,6 +33,8 @@ pub struct RestoreResult {
     pub per_region: Vec<(String, u64)>,
     /// Objects that came from another region than the first choice, and why.
     pub fallbacks: Vec<lifeboat_repo::repo::Fallback>,
+    /// Regions the circuit breaker demoted during the restore, and why.
+    pub demoted: Vec<lifeboat_repo::repo::Demotion>,
     pub duration: Duration,
 }
 
@@ -81,6 +83,7 @@ pub async fn restore(
             .map(|(k, v)| (k.clone(), *v))
             .collect(),
         fallbacks: log.fallbacks.clone(),
+        demoted: log.demoted.clone(),
         duration: started.elapsed(),
     })
 }

@@ -69,6 +69,15 @@ impl OpenStream {
             config.region(from)?;
         }
         let repo = open(config, KeyNeed::Read, from).await?;
+        OpenStream::from_repo(repo, plan, snapshot).await
+    }
+
+    /// Open snapshot `snapshot` (id, prefix or `latest`) of `plan` in an open repository.
+    pub async fn from_repo(
+        repo: Arc<Repository>,
+        plan: &str,
+        snapshot: &str,
+    ) -> Result<OpenStream> {
         let snapshot = repo.find_snapshot(snapshot, Some(plan)).await?;
         let index = Arc::new(repo.load_index().await.context("load index")?);
         let reader = BlobReader::new(repo.clone(), index.clone());
@@ -150,6 +159,7 @@ impl OpenStream {
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
             fallbacks: log.fallbacks.clone(),
+            demoted: log.demoted.clone(),
             duration,
             snapshot: self.snapshot.clone(),
         }

@@ -5,6 +5,10 @@
 //! then only listed (`snapshots/` names, no reads) to record where each snapshot is
 //! present; a region that cannot be listed is left out and reported, so its snapshots show
 //! as not complete rather than as falsely present.
+//!
+//! Drill history comes back too: every `drills/<id>` report the regions hold that the
+//! catalog lacks is read, decrypted and recorded (fields per the report schema in
+//! docs/runbooks.md), so drill age and `drill report` survive the loss of the catalog.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +17,7 @@ use lifeboat_repo::repo::RegionState;
 use lifeboat_repo::Repository;
 use serde::Serialize;
 
+use crate::catalog::evidence::{DrillPlanResult, DrillRecord};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::engine::{keyring, KeyNeed};
@@ -22,6 +27,9 @@ pub struct SyncReport {
     /// The region manifests were read from (all reachable regions when none was named).
     pub from: Option<String>,
     pub snapshots: usize,
+    /// Drill reports found in the regions, and how many of them were new to the catalog.
+    pub drills: usize,
+    pub drills_restored: usize,
     /// Regions whose snapshot list was recorded.
     pub listed: Vec<String>,
     /// Regions that could not be listed, with the reason.
@@ -105,14 +113,95 @@ pub async fn sync(config: &Config, catalog: &Catalog, from: Option<&str>) -> Res
             }
         }
     }
+    let (drills, drills_restored) = sync_drills(&repo, catalog).await?;
     for (region, e) in &unreachable {
         tracing::warn!(region = %region, error = %e, "catalog sync: region not listed; its snapshots show as not complete");
     }
     Ok(SyncReport {
         from: from.map(str::to_string),
         snapshots: entries.len(),
+        drills,
+        drills_restored,
         listed: listed.into_keys().collect(),
         unreachable,
+    })
+}
+
+/// Record every drill report of the regions that the catalog does not have.
+async fn sync_drills(repo: &Repository, catalog: &Catalog) -> Result<(usize, usize)> {
+    let (objects, _failed) = repo
+        .list_drill_reports()
+        .await
+        .context("list drill reports")?;
+    let mut restored = 0;
+    for o in &objects {
+        if catalog.drill_report(&o.id).await?.is_some() {
+            continue;
+        }
+        let bytes = match repo.get_drill_report(&o.id).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(drill = %o.id, error = %e, "catalog sync: drill report unreadable; skipped");
+                continue;
+            }
+        };
+        match drill_record(&bytes) {
+            Ok(record) if record.id == o.id => {
+                if catalog.record_drill_run(&record).await? {
+                    restored += 1;
+                }
+            }
+            Ok(record) => {
+                tracing::warn!(object = %o.id, inside = %record.id, "catalog sync: drill report names another id; skipped")
+            }
+            Err(e) => {
+                tracing::warn!(drill = %o.id, error = %format!("{e:#}"), "catalog sync: drill report not understood; skipped")
+            }
+        }
+    }
+    Ok((objects.len(), restored))
+}
+
+/// The catalog row of a stored report (schema 1: docs/runbooks.md, "Report schema").
+fn drill_record(bytes: &[u8]) -> Result<DrillRecord> {
+    use serde_json::Value;
+    let v: Value = serde_json::from_slice(bytes).context("report JSON")?;
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    let id = text(&v["id"]).context("report without an id")?;
+    let plan_rto = |plan: &str| {
+        v["rto"]["plans"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["plan"] == plan))
+            .and_then(|p| p["achieved_ms"].as_i64())
+    };
+    let plan_rpo = |plan: &str| {
+        v["rpo"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["plan"] == plan))
+            .and_then(|p| p["achieved_s"].as_i64())
+    };
+    let plans = v["plans"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p.as_str()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    Ok(DrillRecord {
+        id,
+        runbook: text(&v["runbook"]["id"]).unwrap_or_default(),
+        runbook_path: text(&v["runbook"]["path"]).unwrap_or_default(),
+        started_at: v["started_ms"].as_i64().unwrap_or(0) / 1000,
+        ended_at: v["ended_ms"].as_i64().unwrap_or(0) / 1000,
+        result: text(&v["result"]).unwrap_or_else(|| "failed".into()),
+        rto_achieved_ms: v["rto"]["achieved_ms"].as_i64(),
+        rpo_achieved_s: plans.iter().filter_map(|p| plan_rpo(p)).max(),
+        plans: plans
+            .iter()
+            .map(|p| DrillPlanResult {
+                plan: p.to_string(),
+                rto_achieved_ms: plan_rto(p),
+                rpo_achieved_s: plan_rpo(p),
+            })
+            .collect(),
+        report: String::from_utf8_lossy(bytes).into_owned(),
     })
 }
 

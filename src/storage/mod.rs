@@ -1,10 +1,14 @@
 //! Regions: turning the `[[regions]]` of lifeboat.toml into repository backends, with the
-//! cross-cutting wrappers (retry with backoff, concurrency limit) applied uniformly.
+//! cross-cutting wrappers (retry with backoff, concurrency limit) applied uniformly, and
+//! [`RegionFaults`]: regions made to fail on purpose, in-process (a drill's simulated
+//! outage), through the fault wrapper outside every other wrapper.
 
 use std::sync::Arc;
 
 use anyhow::Result;
-use lifeboat_repo::backend::{ConcurrencyLimit, DynBackend, LocalBackend, Retry, RetryPolicy};
+use lifeboat_repo::backend::{
+    ConcurrencyLimit, DynBackend, Fault, FaultInjector, LocalBackend, Retry, RetryPolicy,
+};
 use lifeboat_repo::Region;
 
 use crate::config::{Config, RegionConfig, RegionKind};
@@ -36,15 +40,40 @@ pub fn backend(region: &RegionConfig) -> Result<DynBackend> {
     Ok(Arc::new(Retry::new(limited, retry)))
 }
 
+/// Regions whose every call fails ("region down"), never reaching the real storage. Empty by
+/// default; a drill's `declare` step with `simulate = "region_down:NAME"` fills it for the
+/// rest of the drill.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegionFaults {
+    pub down: std::collections::BTreeSet<String>,
+}
+
+impl RegionFaults {
+    pub fn none() -> RegionFaults {
+        RegionFaults::default()
+    }
+}
+
 /// Every configured region, in config order.
 pub fn regions(config: &Config) -> Result<Vec<Region>> {
+    regions_with(config, &RegionFaults::none())
+}
+
+/// Every configured region, with `faults` applied.
+pub fn regions_with(config: &Config, faults: &RegionFaults) -> Result<Vec<Region>> {
     config
         .regions
         .iter()
         .map(|r| {
+            let mut backend = backend(r)?;
+            if faults.down.contains(&r.name) {
+                let injector = FaultInjector::new(backend);
+                injector.inject(Fault::Down);
+                backend = Arc::new(injector);
+            }
             Ok(Region {
                 name: r.name.clone(),
-                backend: backend(r)?,
+                backend,
             })
         })
         .collect()

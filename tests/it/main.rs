@@ -9,6 +9,7 @@ mod crash;
 mod daemon;
 mod dedup;
 mod deploy;
+mod drill;
 mod faults;
 mod format;
 mod keys;

@@ -47,6 +47,16 @@ fn instance_ids(moto: &Moto, region: &str) -> Vec<String> {
     serde_json::from_str(&out).unwrap()
 }
 
+/// `status --json`'s entry for `plan`.
+fn plan_status(ws: &Workspace, plan: &str) -> Value {
+    let out = run(ws, &["status", "--json"]);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["plans"]
+        .as_array()
+        .and_then(|plans| plans.iter().find(|p| p["plan"] == plan).cloned())
+        .unwrap_or_else(|| panic!("no plan {plan} in {status}"))
+}
+
 fn json(ws: &Workspace, args: &[&str], code: i32) -> Value {
     let out = run(ws, args);
     assert_eq!(
@@ -140,16 +150,7 @@ fn backup_copies_across_regions_and_retention_keeps_only_what_it_should() {
             .all(|s| s["complete"] == true),
         "{list}"
     );
-    let out = run(&ws, &["status", "--json"]);
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let db = status["plans"]
-        .as_array()
-        .or(status.as_array())
-        .unwrap()
-        .iter()
-        .find(|p| p["plan"] == "db")
-        .cloned()
-        .unwrap_or_else(|| panic!("{status}"));
+    let db = plan_status(&ws, "db");
     assert_eq!(db["rpo"]["snapshot"], taken[2].as_str(), "{db}");
 
     // catalog sync rebuilds the rows from DescribeDBSnapshots (tags), from scratch.
@@ -209,17 +210,48 @@ fn restore_test_leaves_no_instance_and_restore_creates_one() {
     assert_eq!(instance_ids(&moto, "us-west-2"), vec!["app-db".to_string()]);
 
     // status now has RTO evidence for the plan.
-    let out = run(&ws, &["status", "--json"]);
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let db = status["plans"]
-        .as_array()
-        .or(status.as_array())
-        .unwrap()
-        .iter()
-        .find(|p| p["plan"] == "db")
-        .cloned()
-        .unwrap();
+    let db = plan_status(&ws, "db");
     assert_eq!(db["rto"]["last_test_passed"], true, "{db}");
+
+    // The shipped runbook: the rds_restore step restores from us-east-2 and deletes again.
+    ws.ok(&["init"]); // the drill also reads the (empty) repository of the example regions
+    let book =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks/rds-region-outage.toml");
+    let d = json(
+        &ws,
+        &[
+            "drill",
+            "run",
+            book.to_str().unwrap(),
+            "--approve-all",
+            "--approver",
+            "tester",
+            "--json",
+        ],
+        0,
+    );
+    let report = &d["report"];
+    assert_eq!(report["result"], "passed", "{report:#}");
+    let steps = report["steps"].as_array().unwrap();
+    let rds_step = steps.iter().find(|s| s["id"] == "rds").unwrap();
+    assert_eq!(
+        rds_step["outputs"]["db.region"], "us-east-2",
+        "{rds_step:#}"
+    );
+    let rpo = report["rpo"].as_array().unwrap();
+    assert!(
+        rpo[0]["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["met"] == true),
+        "{:#}",
+        report["rpo"]
+    );
+    assert!(
+        instance_ids(&moto, "us-east-2").is_empty(),
+        "the drill's scratch instance is gone"
+    );
 
     // A restore into a named instance; it exists afterwards, and a second one is refused.
     let r = json(

@@ -18,6 +18,9 @@ pub enum RepoError {
     /// The operation needs the age identity, which this host does not hold.
     #[error("{0} needs the age identity, which this host does not have: set keys.identity_file (or keys.identity_env) in lifeboat.toml on a host allowed to decrypt; backup hosts deliberately hold only recipients and the writer key")]
     NeedIdentity(String),
+    /// No region holding an object answered (outage, timeout, refused request): not damage.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error("repository: {0}")]
     Invalid(String),
     #[error("cancelled")]

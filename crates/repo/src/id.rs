@@ -17,6 +17,15 @@ impl Id {
         hex::encode(self.0)
     }
 
+    /// The id at the end of a content-addressed object name (`index/<id>`, `snapshots/<id>`,
+    /// `data/ab/<id>`): the one parser of object names.
+    pub fn from_object_name(name: &str) -> crate::Result<Id> {
+        name.rsplit('/')
+            .next()
+            .and_then(|h| h.parse().ok())
+            .ok_or_else(|| crate::RepoError::Corrupt(format!("unexpected object {name}")))
+    }
+
     /// The first 8 hex digits, for humans.
     pub fn short(&self) -> String {
         hex::encode(&self.0[..4])

@@ -5,21 +5,34 @@
 //! Plaintext (zstd-compressed) layout, little-endian:
 //!
 //! ```text
-//! "LBIDX001" | pack count u32 | per pack: pack id [32] | entry count u32 |
+//! "LBIDX002" | plan name length u16 | plan name (UTF-8) | pack count u32 |
+//!   per pack: pack id [32] | entry count u32 |
 //!   per entry: chunk id [32] | kind u8 | compression u8 | offset u32 | length u32 | raw length u32
 //! ```
 //!
+//! (`LBIDX001` files, written before index files named their plan, have no plan fields.)
+//!
 //! An index file only ever names packs that were completely stored in that region before it
 //! was written (the write order), so loading any subset of index files is safe.
+//!
+//! A chunk can live in more than one pack: a degraded backup stores it in a pack that only the
+//! regions then reachable hold, and a later backup stores it again, only in the regions that
+//! lacked it. The in-memory index keeps every location: the first one inline (the common case
+//! costs what a single location does) and any further ones in a small side table. A chunk is
+//! stored in a region when any of its locations is; readers take the location that covers
+//! the most regions (the preferred region first) and fall back to the others.
 
 use std::collections::HashMap;
 
 use crate::error::{RepoError, Result};
 use crate::keys::{open, seal};
 use crate::pack::{BlobKind, Compression, PackEntry};
+use crate::regions::RegionSet;
 use crate::Id;
 
-const INDEX_MAGIC: &[u8; 8] = b"LBIDX001";
+const INDEX_MAGIC: &[u8; 8] = b"LBIDX002";
+/// Index files written before they named their plan.
+const LEGACY_MAGIC: &[u8; 8] = b"LBIDX001";
 const ENTRY_LEN: usize = 46;
 
 /// Where one chunk lives.
@@ -29,15 +42,21 @@ pub struct Location {
     pub entry: PackEntry,
 }
 
-/// The in-memory index of one or more regions. Packs carry a bitmask of the regions whose
-/// index files name them, so a backup only deduplicates against chunks present everywhere
-/// it writes.
+/// The in-memory index of one or more regions. Packs carry the set of regions whose index
+/// files name them, so a backup only deduplicates against chunks present everywhere it
+/// writes.
 #[derive(Debug, Default)]
 pub struct Index {
     packs: Vec<Id>,
-    pack_regions: Vec<u64>,
+    pack_regions: Vec<RegionSet>,
     pack_pos: HashMap<Id, u32>,
+    /// The first location seen of every chunk.
     chunks: HashMap<Id, Location>,
+    /// Further locations, for the few chunks stored in more than one pack.
+    extra: HashMap<Id, Vec<Location>>,
+    /// Regions whose `index/` could not be listed, and why: nothing is known to be stored
+    /// there, so a backup must not write to them as if they were empty.
+    unlisted: Vec<(usize, String)>,
 }
 
 impl Index {
@@ -45,47 +64,109 @@ impl Index {
         Index::default()
     }
 
-    /// Record that `pack` holding `entries` is present in `region` (bit index).
+    /// Record that `pack` holding `entries` is present in `region` (a position in the
+    /// repository's region list).
     pub fn add_pack(&mut self, pack: Id, entries: &[PackEntry], region: usize) {
-        let pos = match self.pack_pos.get(&pack) {
-            Some(&p) => p,
+        let (pos, new_pack) = match self.pack_pos.get(&pack) {
+            Some(&p) => (p, false),
             None => {
                 let p = self.packs.len() as u32;
                 self.packs.push(pack);
-                self.pack_regions.push(0);
+                self.pack_regions.push(RegionSet::EMPTY);
                 self.pack_pos.insert(pack, p);
-                p
+                (p, true)
             }
         };
-        self.pack_regions[pos as usize] |= 1 << region;
+        self.pack_regions[pos as usize].insert(region);
+        if !new_pack {
+            // Its chunks were recorded when the pack was first seen (in another region).
+            return;
+        }
         for e in entries {
-            self.chunks.entry(e.id).or_insert(Location {
+            let loc = Location {
                 pack: pos,
                 entry: *e,
-            });
+            };
+            match self.chunks.get(&e.id) {
+                None => {
+                    self.chunks.insert(e.id, loc);
+                }
+                Some(first) if first.pack == pos => {}
+                Some(_) => {
+                    let more = self.extra.entry(e.id).or_default();
+                    if more.iter().all(|l| l.pack != pos) {
+                        more.push(loc);
+                    }
+                }
+            }
         }
     }
 
+    /// Every location of a chunk, first seen first.
+    fn all(&self, id: &Id) -> impl Iterator<Item = &Location> {
+        self.chunks
+            .get(id)
+            .into_iter()
+            .chain(self.extra.get(id).into_iter().flatten())
+    }
+
+    /// Every location of a chunk as (pack, entry, regions holding the pack), best first: the
+    /// pack held in the most regions, then one held in `preferred`.
+    pub fn locations(&self, id: &Id, preferred: Option<usize>) -> Vec<(Id, PackEntry, RegionSet)> {
+        let mut out: Vec<(Id, PackEntry, RegionSet)> = self
+            .all(id)
+            .map(|l| {
+                (
+                    self.packs[l.pack as usize],
+                    l.entry,
+                    self.pack_regions[l.pack as usize],
+                )
+            })
+            .collect();
+        if out.len() > 1 {
+            out.sort_by_key(|(_, _, r)| {
+                (
+                    std::cmp::Reverse(r.len()),
+                    !preferred.is_some_and(|p| r.contains(p)),
+                )
+            });
+        }
+        out
+    }
+
+    /// The best location of a chunk (see [`locations`](Self::locations)).
     pub fn get(&self, id: &Id) -> Option<(Id, PackEntry)> {
-        self.chunks
-            .get(id)
-            .map(|l| (self.packs[l.pack as usize], l.entry))
+        if !self.extra.contains_key(id) {
+            return self
+                .chunks
+                .get(id)
+                .map(|l| (self.packs[l.pack as usize], l.entry));
+        }
+        self.locations(id, None)
+            .into_iter()
+            .next()
+            .map(|(p, e, _)| (p, e))
     }
 
-    /// Is the chunk stored in every region of `mask`?
-    pub fn has_in_all(&self, id: &Id, mask: u64) -> bool {
-        self.chunks
-            .get(id)
-            .is_some_and(|l| self.pack_regions[l.pack as usize] & mask == mask)
+    /// The regions holding the chunk in any of its packs.
+    pub fn regions_of(&self, id: &Id) -> RegionSet {
+        self.all(id).fold(RegionSet::EMPTY, |s, l| {
+            s.union(self.pack_regions[l.pack as usize])
+        })
     }
 
-    pub fn pack_regions(&self, pack: &Id) -> u64 {
+    /// Is the chunk stored in every region of `regions` (by one pack or several)?
+    pub fn has_in_all(&self, id: &Id, regions: RegionSet) -> bool {
+        self.regions_of(id).contains_all(regions)
+    }
+
+    pub fn pack_regions(&self, pack: &Id) -> RegionSet {
         self.pack_pos
             .get(pack)
-            .map_or(0, |&p| self.pack_regions[p as usize])
+            .map_or(RegionSet::EMPTY, |&p| self.pack_regions[p as usize])
     }
 
-    pub fn packs(&self) -> impl Iterator<Item = (&Id, u64)> {
+    pub fn packs(&self) -> impl Iterator<Item = (&Id, RegionSet)> {
         self.packs.iter().zip(self.pack_regions.iter().copied())
     }
 
@@ -96,13 +177,41 @@ impl Index {
     pub fn pack_count(&self) -> usize {
         self.packs.len()
     }
+
+    /// Chunks with more than one location.
+    pub fn multi_location_count(&self) -> usize {
+        self.extra.len()
+    }
+
+    /// Record that `region`'s `index/` could not be listed.
+    pub fn mark_unlisted(&mut self, region: usize, why: String) {
+        self.unlisted.push((region, why));
+    }
+
+    /// Regions whose `index/` could not be listed when this index was loaded, and why.
+    pub fn unlisted(&self) -> &[(usize, String)] {
+        &self.unlisted
+    }
 }
 
-/// Serialize and seal an index file naming `packs`.
-pub fn encode(index_key: &[u8; 32], packs: &[(Id, Vec<PackEntry>)]) -> Result<Vec<u8>> {
+/// One decoded index file: the plan whose backup wrote it (`None` for files written before
+/// index files named their plan) and the packs it names.
+#[derive(Debug, Clone)]
+pub struct IndexFile {
+    pub plan: Option<String>,
+    pub packs: Vec<(Id, Vec<PackEntry>)>,
+}
+
+/// Serialize and seal an index file naming `packs`, written by a backup of `plan`.
+pub fn encode(index_key: &[u8; 32], plan: &str, packs: &[(Id, Vec<PackEntry>)]) -> Result<Vec<u8>> {
     let n: usize = packs.iter().map(|(_, e)| e.len()).sum();
-    let mut buf = Vec::with_capacity(12 + packs.len() * 36 + n * ENTRY_LEN);
+    let plan = plan.as_bytes();
+    let plan_len = u16::try_from(plan.len())
+        .map_err(|_| RepoError::Invalid("plan name longer than 65535 bytes".into()))?;
+    let mut buf = Vec::with_capacity(14 + plan.len() + packs.len() * 36 + n * ENTRY_LEN);
     buf.extend_from_slice(INDEX_MAGIC);
+    buf.extend_from_slice(&plan_len.to_le_bytes());
+    buf.extend_from_slice(plan);
     buf.extend_from_slice(&(packs.len() as u32).to_le_bytes());
     for (id, entries) in packs {
         buf.extend_from_slice(&id.0);
@@ -120,19 +229,29 @@ pub fn encode(index_key: &[u8; 32], packs: &[(Id, Vec<PackEntry>)]) -> Result<Ve
     seal(index_key, &z)
 }
 
+/// Check a stored index file `name` against the id in its name, then open and parse it: the
+/// one way every reader (open, verify, replicate) loads an index file.
+pub fn open_file(index_key: &[u8; 32], name: &str, sealed: &[u8]) -> Result<IndexFile> {
+    let id = Id::from_object_name(name)?;
+    crate::repo::check_stored_id(sealed, &id, name)?;
+    decode(index_key, sealed, name)
+}
+
 /// Open and parse an index file.
-pub fn decode(
-    index_key: &[u8; 32],
-    sealed: &[u8],
-    what: &str,
-) -> Result<Vec<(Id, Vec<PackEntry>)>> {
+pub fn decode(index_key: &[u8; 32], sealed: &[u8], what: &str) -> Result<IndexFile> {
     let z = open(index_key, sealed, what)?;
     let bad = |m: &str| RepoError::Corrupt(format!("{what}: {m}"));
     let buf = zstd::stream::decode_all(&z[..]).map_err(|e| bad(&format!("zstd: {e}")))?;
     let mut r = Reader { buf: &buf, pos: 0 };
-    if r.take(8).ok_or_else(|| bad("truncated"))? != INDEX_MAGIC {
-        return Err(bad("not an index file"));
-    }
+    let plan = match r.take(8).ok_or_else(|| bad("truncated"))? {
+        m if m == LEGACY_MAGIC => None,
+        m if m == INDEX_MAGIC => {
+            let len = r.u16().ok_or_else(|| bad("truncated"))?;
+            let name = r.take(len as usize).ok_or_else(|| bad("truncated"))?;
+            Some(String::from_utf8(name.to_vec()).map_err(|_| bad("plan name is not UTF-8"))?)
+        }
+        _ => return Err(bad("not an index file")),
+    };
     let packs = r.u32().ok_or_else(|| bad("truncated"))?;
     let mut out = Vec::new();
     for _ in 0..packs {
@@ -166,7 +285,7 @@ pub fn decode(
         }
         out.push((id, entries));
     }
-    Ok(out)
+    Ok(IndexFile { plan, packs: out })
 }
 
 struct Reader<'a> {
@@ -182,6 +301,10 @@ impl<'a> Reader<'a> {
     }
     fn u8(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2)
+            .map(|b| u16::from_le_bytes(b.try_into().expect("2 bytes")))
     }
     fn u32(&mut self) -> Option<u32> {
         self.take(4)

@@ -1,5 +1,6 @@
 //! Reading blobs back: find a chunk's pack in the index, fetch the pack (preferred region
 //! first, falling back per object when missing or corrupt), decrypt it and verify every blob.
+//! A chunk stored in several packs falls back to its other packs when one is bad everywhere.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -40,13 +41,35 @@ impl BlobReader {
         }
     }
 
+    /// Read and verify one blob from its best location, falling back to its other
+    /// locations (other packs) when that pack cannot be read from any region.
     pub async fn read(&self, id: &Id) -> Result<Vec<u8>> {
-        let (pack_id, entry) = self.index.get(id).ok_or_else(|| {
+        self.read_avoiding(id, None).await
+    }
+
+    /// [`read`](Self::read), never from pack `avoid` (one that already failed).
+    pub async fn read_avoiding(&self, id: &Id, avoid: Option<Id>) -> Result<Vec<u8>> {
+        let preferred = self.repo.read_order().first().copied();
+        let locations = self.index.locations(id, preferred);
+        let mut last: Option<RepoError> = None;
+        for (pack_id, entry, _) in locations.into_iter().filter(|(p, _, _)| Some(*p) != avoid) {
+            match self.read_at(pack_id, &entry).await {
+                Ok(b) => return Ok(b),
+                Err(e) => {
+                    tracing::warn!(chunk = %id.short(), pack = %pack_id.short(), error = %e, "chunk unreadable in this pack; trying its other locations");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
             RepoError::Corrupt(format!(
                 "chunk {} is not in the index of any region (run `lifeboat verify`)",
                 id.short()
             ))
-        })?;
+        }))
+    }
+
+    async fn read_at(&self, pack_id: Id, entry: &crate::pack::PackEntry) -> Result<Vec<u8>> {
         let cached = {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             cache.iter().find(|p| p.id == pack_id).cloned()
@@ -63,7 +86,7 @@ impl BlobReader {
                 p
             }
         };
-        pack.blob(self.repo.writer().chunk_key(), &entry)
+        pack.blob(self.repo.writer().chunk_key(), entry)
     }
 
     /// Drop every cached pack (their plaintext can be 16 MiB each).

@@ -4,14 +4,24 @@
 //! after an interrupted backup, or when it is new. Replication works on object names alone, so
 //! it needs no key and runs on any host that can read one region and write the other:
 //!
-//! 1. List every region. The union of names under `data/`, `index/` and `snapshots/` is what
-//!    each region should hold; `keys/writer.age` and `config` come first for a region that has
-//!    no repository yet (`config` must then name the same repository everywhere).
-//! 2. Copy into each region in the write order — packs, then index files, then snapshot
+//! 1. List every region, each in the reverse of the write order — `snapshots/`, then
+//!    `index/`, then `data/` — so that a backup running meanwhile cannot make an index file
+//!    (or a manifest) appear without the packs it needs: a pack is stored before any index
+//!    file naming it, so it is in the later `data/` listing. The union of the names is what
+//!    each region should hold; `keys/writer.age` and `config` come first for a region that
+//!    has no repository yet (`config` must then name the same repository everywhere).
+//! 2. With the writer key ([`ReplicateOptions::writer`]), read every index file and
+//!    manifest the regions do not all hold: a plan's snapshots and index files are copied
+//!    only into the regions the plan stores in ([`ReplicateOptions::plan_regions`], data
+//!    residency), a pack only into a region that holds or gets an index file naming it, and
+//!    an index file only once every pack it names is present in the target (its listing or
+//!    copied in this run). Without the key, plans cannot be told apart: every object is
+//!    copied everywhere and the write order alone keeps regions valid.
+//! 3. Copy into each region in the write order — packs, then index files, then snapshot
 //!    manifests — so that at every instant each region is a valid repository on its own: an
 //!    index file is copied only once every pack is in place, a manifest only once every index
 //!    file is, and nothing of a later kind after any copy into that region failed.
-//! 3. Verify every object copied: its bytes, as read from the source, must hash to the content
+//! 4. Verify every object copied: its bytes, as read from the source, must hash to the content
 //!    id in its name ([`Id::of_stored`]; a bad copy is skipped for another region's), and after
 //!    the put the target must report the same size. An object present in the target with a
 //!    different size than in the source is damaged and copied again.
@@ -20,7 +30,7 @@
 //! idempotent and resumes after an interruption (each put is atomic, so no half object is
 //! left behind).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,9 +38,23 @@ use serde::Serialize;
 
 use crate::backend::ObjectInfo;
 use crate::error::{RepoError, Result};
+use crate::keys::{age_decrypt, WriterKey};
 use crate::progress::{Cancel, Progress};
-use crate::repo::{parse_config, Region, CONFIG_OBJECT, WRITER_KEY_OBJECT};
-use crate::Id;
+use crate::regions::check_region_count;
+use crate::repo::{pack_name, parse_config, Region, CONFIG_OBJECT, WRITER_KEY_OBJECT};
+use crate::snapshot::Manifest;
+use crate::verify::{plan_allows, PlanRegions};
+use crate::{index, Id};
+
+/// What replication may know and must respect.
+#[derive(Default)]
+pub struct ReplicateOptions<'a> {
+    /// The writer key: lets replication read index files and manifests (never pack data).
+    pub writer: Option<&'a WriterKey>,
+    /// Plan name → the regions it stores in; a plan not named may be stored everywhere.
+    /// Any restriction needs [`writer`](Self::writer).
+    pub plan_regions: PlanRegions,
+}
 
 /// Objects copied at once into one region (each up to a pack, ~16 MiB, in memory).
 pub const COPIES_IN_FLIGHT: usize = 4;
@@ -62,7 +86,7 @@ impl ObjectKind {
     fn content_id(self, name: &str) -> Option<Id> {
         match self {
             ObjectKind::Pack | ObjectKind::Index | ObjectKind::Snapshot => {
-                name.rsplit('/').next()?.parse().ok()
+                Id::from_object_name(name).ok()
             }
             ObjectKind::Key | ObjectKind::Config => None,
         }
@@ -127,7 +151,8 @@ type Work = Vec<(ObjectKind, String, u64)>;
 
 async fn list_region(region: &Region) -> Result<Listing> {
     let mut out = Listing::new();
-    for prefix in ["data/", "index/", "snapshots/"] {
+    // Reverse write order: see the module documentation.
+    for prefix in ["snapshots/", "index/", "data/"] {
         for ObjectInfo { name, size } in region.backend.list(prefix).await? {
             if ObjectKind::of(&name).is_some() {
                 out.insert(name, size);
@@ -146,14 +171,22 @@ async fn list_region(region: &Region) -> Result<Listing> {
     Ok(out)
 }
 
-/// Copy into every region what it lacks. Regions that cannot be listed are reported as
-/// problems and neither read nor written; at least two regions must answer.
+/// Copy into every region what it lacks (and may hold, by `opts`). Regions that cannot be
+/// listed are reported as problems and neither read nor written; at least two regions must
+/// answer.
 pub async fn replicate(
     regions: &[Region],
+    opts: &ReplicateOptions<'_>,
     progress: Arc<Progress>,
     cancel: Cancel,
     on_copy: &(dyn Fn(&CopyEvent) + Send + Sync),
 ) -> Result<ReplicateReport> {
+    check_region_count(regions.len())?;
+    if opts.writer.is_none() && !opts.plan_regions.is_empty() {
+        return Err(RepoError::NeedIdentity(
+            "replicating a repository whose plans store in different regions needs the writer key (keys.writer_key_file) or the identity, to tell the plans' objects apart; replicate".into(),
+        ));
+    }
     let mut report = ReplicateReport::default();
     let mut listings: Vec<Option<Listing>> = Vec::new();
     for r in regions {
@@ -205,14 +238,38 @@ pub async fn replicate(
         .filter(|n| ObjectKind::of(n) == Some(ObjectKind::Snapshot))
         .count() as u64;
 
+    let contents = match opts.writer {
+        Some(w) => Some(read_contents(regions, &listings, &wanted, w).await),
+        None => None,
+    };
+
     // The work per region, in write order.
     let mut plans: Vec<(usize, Work)> = Vec::new();
     for &t in &usable {
         let have = listings[t].as_ref().expect("usable");
+        let rname = &regions[t].name;
         let mut todo: Work = Vec::new();
         let mut rr = RegionReport::default();
+        // With the key: which index files and packs belong in this region.
+        let allowed = contents
+            .as_ref()
+            .map(|c| c.allowed_in(rname, have, &opts.plan_regions));
         for (name, &size) in &wanted {
             let kind = ObjectKind::of(name).expect("listed kinds only");
+            if let (Some(c), Some(a)) = (&contents, &allowed) {
+                let belongs = match kind {
+                    ObjectKind::Snapshot => c
+                        .snapshot_plan
+                        .get(name)
+                        .is_none_or(|p| plan_allows(&opts.plan_regions, p, rname)),
+                    ObjectKind::Index => a.index.contains(name),
+                    ObjectKind::Pack => a.packs.contains(name),
+                    ObjectKind::Key | ObjectKind::Config => true,
+                };
+                if !belongs {
+                    continue;
+                }
+            }
             match have.get(name) {
                 None => todo.push((kind, name.clone(), size)),
                 Some(&s) if s != size && kind.content_id(name).is_some() => {
@@ -231,6 +288,16 @@ pub async fn replicate(
 
     for (t, todo) in plans {
         let mut region_failed = false;
+        // Packs the target holds: listed before, or copied in this run.
+        let mut present: BTreeSet<String> = listings[t]
+            .as_ref()
+            .map(|l| {
+                l.keys()
+                    .filter(|n| n.starts_with("data/"))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut kinds = todo.into_iter().peekable();
         // One kind at a time: every pack before any index file, every index file before any
         // manifest.
@@ -255,8 +322,30 @@ pub async fn replicate(
                 ));
                 continue;
             }
+            let batch = match (&contents, kind) {
+                (Some(c), ObjectKind::Index) => {
+                    let (ready, blocked) = c.packs_present(batch, &regions[t], &present).await;
+                    for (name, why) in blocked {
+                        region_failed = true;
+                        report
+                            .regions
+                            .get_mut(&regions[t].name)
+                            .expect("present")
+                            .failed += 1;
+                        report.problems.push(format!(
+                            "region {}: {name} not copied: {why}",
+                            regions[t].name
+                        ));
+                    }
+                    ready
+                }
+                _ => batch,
+            };
             let results =
                 copy_batch(regions, &listings, t, batch, &progress, &cancel, on_copy).await?;
+            for ev in results.iter().filter(|e| e.error.is_none()) {
+                present.insert(ev.object.clone());
+            }
             let rr = report.regions.get_mut(&regions[t].name).expect("present");
             for ev in results {
                 match &ev.error {
@@ -289,6 +378,13 @@ pub async fn replicate(
                 rr.complete = wanted
                     .keys()
                     .filter(|n| ObjectKind::of(n) == Some(ObjectKind::Snapshot))
+                    .filter(|n| {
+                        contents.as_ref().is_none_or(|c| {
+                            c.snapshot_plan.get(*n).is_none_or(|p| {
+                                plan_allows(&opts.plan_regions, p, &regions[t].name)
+                            })
+                        })
+                    })
                     .all(|n| names.contains(n));
             }
             Err(e) => {
@@ -447,4 +543,122 @@ async fn write_verified(target: &Region, name: &str, bytes: Bytes) -> Result<(),
         )),
         Err(e) => Err(format!("head after put: {e}")),
     }
+}
+
+/// What the index files and manifests say, read with the writer key.
+struct Contents {
+    /// Index file → (its plan, the pack objects it names).
+    index: BTreeMap<String, (Option<String>, Vec<String>)>,
+    /// Snapshot object → its plan, for every manifest that could be read.
+    snapshot_plan: HashMap<String, String>,
+}
+
+/// Index files and packs that belong in one region.
+struct Allowed {
+    index: BTreeSet<String>,
+    packs: BTreeSet<String>,
+}
+
+impl Contents {
+    /// Index files of plans stored in `region` (or of no known plan), and the packs named by
+    /// those or by index files the region already holds.
+    fn allowed_in(&self, region: &str, have: &Listing, plans: &PlanRegions) -> Allowed {
+        let mut out = Allowed {
+            index: BTreeSet::new(),
+            packs: BTreeSet::new(),
+        };
+        for (name, (plan, packs)) in &self.index {
+            let held = have.contains_key(name);
+            if held
+                || plan
+                    .as_deref()
+                    .is_none_or(|p| plan_allows(plans, p, region))
+            {
+                if !held {
+                    out.index.insert(name.clone());
+                }
+                out.packs.extend(packs.iter().cloned());
+            }
+        }
+        out
+    }
+
+    /// Split an index batch into the files whose packs are all in `target` (by `present`,
+    /// else a `head`) and the others, with why.
+    async fn packs_present(
+        &self,
+        batch: Work,
+        target: &Region,
+        present: &BTreeSet<String>,
+    ) -> (Work, Vec<(String, String)>) {
+        let mut ready = Vec::new();
+        let mut blocked = Vec::new();
+        'files: for item in batch {
+            let Some((_, packs)) = self.index.get(&item.1) else {
+                blocked.push((
+                    item.1.clone(),
+                    "it could not be read from any region".into(),
+                ));
+                continue;
+            };
+            for p in packs {
+                if present.contains(p) {
+                    continue;
+                }
+                if target.backend.head(p).await.is_err() {
+                    blocked.push((
+                        item.1.clone(),
+                        format!("{p}, which it names, is not in the region"),
+                    ));
+                    continue 'files;
+                }
+            }
+            ready.push(item);
+        }
+        (ready, blocked)
+    }
+}
+
+/// Read (from any holder) every index file and every manifest some region lacks.
+async fn read_contents(
+    regions: &[Region],
+    listings: &[Option<Listing>],
+    wanted: &BTreeMap<String, u64>,
+    writer: &WriterKey,
+) -> Contents {
+    let mut c = Contents {
+        index: BTreeMap::new(),
+        snapshot_plan: HashMap::new(),
+    };
+    let everywhere = |name: &str| listings.iter().flatten().all(|l| l.contains_key(name));
+    for name in wanted.keys() {
+        let kind = ObjectKind::of(name);
+        if kind == Some(ObjectKind::Snapshot) && everywhere(name) {
+            continue;
+        }
+        if !matches!(kind, Some(ObjectKind::Index | ObjectKind::Snapshot)) {
+            continue;
+        }
+        for (i, r) in regions.iter().enumerate() {
+            if !listings[i].as_ref().is_some_and(|l| l.contains_key(name)) {
+                continue;
+            }
+            let Ok(bytes) = r.backend.get(name, None).await else {
+                continue;
+            };
+            if kind == Some(ObjectKind::Index) {
+                if let Ok(f) = index::open_file(writer.index_key(), name, &bytes) {
+                    let packs = f.packs.iter().map(|(p, _)| pack_name(p)).collect();
+                    c.index.insert(name.clone(), (f.plan, packs));
+                    break;
+                }
+            } else if let Ok(plain) = age_decrypt(writer.as_identity(), &bytes, name) {
+                if let Ok(m) = serde_json::from_slice::<Manifest>(&plain) {
+                    c.snapshot_plan.insert(name.clone(), m.plan);
+                    break;
+                }
+            }
+        }
+    }
+    c
 }

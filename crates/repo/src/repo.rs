@@ -1,7 +1,15 @@
 //! Opening and creating a repository across regions, and reading from it with per-object
 //! fallback between regions.
+//!
+//! Reads go to the preferred region first. A per-operation circuit breaker demotes a region
+//! after [`BREAKER_FAILURES`] reads in a row failed there (timeouts, outages, refused
+//! requests; not missing or damaged objects, which say nothing about the region): for the
+//! rest of the repository's life (one restore, one verify) it is tried last, so reads go to
+//! the other region at once instead of each waiting out the region's timeout. Demotions are
+//! in [`ReadLog::demoted`] for the command's summary.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -11,8 +19,12 @@ use crate::backend::{BackendError, DynBackend};
 pub use crate::chunker::ChunkerParams;
 use crate::error::{RepoError, Result};
 use crate::keys::{age_decrypt, age_encrypt, parse_recipient, Identity, Keyring, WriterKey};
+use crate::regions::{check_region_count, RegionSet};
 use crate::snapshot::{Manifest, SnapshotEntry};
 use crate::{index, Id, Index};
+
+/// Failed reads in a row after which a region is demoted for the rest of the operation.
+pub const BREAKER_FAILURES: u32 = 2;
 
 pub const FORMAT_NAME: &str = "lifeboat-repository";
 pub const FORMAT_VERSION: u32 = 1;
@@ -75,11 +87,19 @@ pub struct Fallback {
     pub used_region: String,
 }
 
-/// Which regions served reads: counts per region and every fallback.
+/// A region the circuit breaker demoted, and the last error that did it.
+#[derive(Debug, Clone)]
+pub struct Demotion {
+    pub region: String,
+    pub error: String,
+}
+
+/// Which regions served reads: counts per region, every fallback and every demotion.
 #[derive(Debug, Default)]
 pub struct ReadLog {
     pub per_region: BTreeMap<String, u64>,
     pub fallbacks: Vec<Fallback>,
+    pub demoted: Vec<Demotion>,
 }
 
 /// An open repository.
@@ -93,6 +113,8 @@ pub struct Repository {
     identity: Option<Identity>,
     preferred: usize,
     pub read_log: Mutex<ReadLog>,
+    /// Per region: reads in a row that failed there (the circuit breaker's count).
+    failures: Vec<AtomicU32>,
 }
 
 /// Create the repository in every region that lacks one. Regions that already hold this
@@ -228,6 +250,7 @@ impl Repository {
         keys: Keyring,
         preferred: Option<&str>,
     ) -> Result<Repository> {
+        check_region_count(regions.len())?;
         let mut futs = Vec::new();
         for r in &regions {
             let b = r.backend.clone();
@@ -300,7 +323,9 @@ impl Repository {
             identity,
             preferred,
             read_log: Mutex::new(ReadLog::default()),
+            failures: Vec::new(),
         };
+        repo.failures = repo.regions.iter().map(|_| AtomicU32::new(0)).collect();
         if let Some(id) = &repo.identity {
             let r = id.recipient().to_string();
             if !repo.config.recipients.contains(&r) {
@@ -360,12 +385,47 @@ impl Repository {
         matches!(self.states[region], RegionState::Ok)
     }
 
-    /// Indices of regions that opened, the preferred one first.
+    /// Indices of regions that opened, the preferred one first and regions the circuit
+    /// breaker demoted last.
     pub fn read_order(&self) -> Vec<usize> {
         let mut order = vec![self.preferred];
         order.extend((0..self.regions.len()).filter(|&i| i != self.preferred));
         order.retain(|&i| self.is_available(i));
+        order.sort_by_key(|&i| self.is_demoted(i));
         order
+    }
+
+    /// Has the circuit breaker demoted this region for the rest of the operation?
+    pub fn is_demoted(&self, region: usize) -> bool {
+        self.failures
+            .get(region)
+            .is_some_and(|f| f.load(Ordering::Relaxed) >= BREAKER_FAILURES)
+    }
+
+    /// Count a read of `region` for the circuit breaker: `Some(error)` when the region
+    /// failed to answer, `None` when it answered (even "not found" or a damaged copy).
+    fn record_read(&self, region: usize, failure: Option<&BackendError>) {
+        let Some(count) = self.failures.get(region) else {
+            return;
+        };
+        match failure {
+            None => {
+                if count.load(Ordering::Relaxed) < BREAKER_FAILURES {
+                    count.store(0, Ordering::Relaxed);
+                }
+            }
+            Some(e) => {
+                if count.fetch_add(1, Ordering::Relaxed) + 1 == BREAKER_FAILURES {
+                    let name = self.regions[region].name.clone();
+                    tracing::warn!(region = %name, error = %e, "region demoted for the rest of this operation: reads go to the other regions first");
+                    let mut log = self.read_log.lock().unwrap_or_else(|p| p.into_inner());
+                    log.demoted.push(Demotion {
+                        region: name,
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
     }
 
     pub fn region_index(&self, name: &str) -> Option<usize> {
@@ -379,11 +439,17 @@ impl Repository {
         name: &str,
         check: impl Fn(&Bytes) -> Result<()>,
     ) -> Result<(Bytes, usize)> {
-        let mut errors: Vec<(usize, String)> = Vec::new();
+        let mut errors: Vec<(usize, RepoError)> = Vec::new();
         for i in self.read_order() {
             let res = match self.regions[i].backend.get(name, None).await {
-                Ok(b) => check(&b).map(|_| b),
-                Err(e) => Err(e.into()),
+                Ok(b) => {
+                    self.record_read(i, None);
+                    check(&b).map(|_| b)
+                }
+                Err(e) => {
+                    self.record_read(i, Some(&e).filter(|e| !e.is_not_found()));
+                    Err(e.into())
+                }
             };
             match res {
                 Ok(b) => {
@@ -396,26 +462,16 @@ impl Repository {
                         log.fallbacks.push(Fallback {
                             object: name.to_string(),
                             failed_region: self.regions[*failed].name.clone(),
-                            error: error.clone(),
+                            error: error.to_string(),
                             used_region: self.regions[i].name.clone(),
                         });
                     }
                     return Ok((b, i));
                 }
-                Err(e) => errors.push((i, e.to_string())),
+                Err(e) => errors.push((i, e)),
             }
         }
-        let detail: Vec<String> = errors
-            .iter()
-            .map(|(i, e)| format!("{}: {e}", self.regions[*i].name))
-            .collect();
-        if errors.iter().all(|(_, e)| e.contains("not found")) && !errors.is_empty() {
-            return Err(RepoError::Backend(BackendError::NotFound(name.to_string())));
-        }
-        Err(RepoError::Corrupt(format!(
-            "{name}: no region has a good copy ({})",
-            detail.join("; ")
-        )))
+        Err(no_good_copy(name, &self.regions, errors))
     }
 
     /// List `prefix` in every available region. A region whose listing fails is left out
@@ -430,8 +486,20 @@ impl Repository {
     )> {
         let mut listed = Vec::new();
         let mut failed = Vec::new();
-        for i in self.read_order() {
-            match self.regions[i].backend.list(prefix).await {
+        // Concurrently: a frozen region costs one timeout, not one per region.
+        let mut set = tokio::task::JoinSet::new();
+        for (pos, i) in self.read_order().into_iter().enumerate() {
+            let (b, p) = (self.regions[i].backend.clone(), prefix.to_string());
+            set.spawn(async move { (pos, i, b.list(&p).await) });
+        }
+        let mut results = Vec::new();
+        while let Some(r) = set.join_next().await {
+            results.push(r.map_err(|e| RepoError::Invalid(format!("list task: {e}")))?);
+        }
+        results.sort_by_key(|(pos, _, _)| *pos);
+        for (_, i, res) in results {
+            self.record_read(i, res.as_ref().err());
+            match res {
                 Ok(objects) => listed.push((i, objects)),
                 Err(e) => {
                     tracing::warn!(region = %self.regions[i].name, prefix, error = %e, "listing failed; using the other regions");
@@ -450,30 +518,34 @@ impl Repository {
     }
 
     /// Load every index file of every available region that can be listed. A region that
-    /// cannot be listed contributes nothing, so nothing counts as stored there.
+    /// cannot be listed contributes nothing, so nothing counts as stored there; it is named
+    /// in [`Index::unlisted`] so that a backup treats it as down instead of re-uploading
+    /// everything to it.
     pub async fn load_index(&self) -> Result<Index> {
-        let mut names: BTreeMap<String, u64> = BTreeMap::new();
-        for (i, objects) in self.list_everywhere("index/").await?.0 {
+        let mut names: BTreeMap<String, RegionSet> = BTreeMap::new();
+        let (listed, failed) = self.list_everywhere("index/").await?;
+        for (i, objects) in listed {
             for o in objects {
-                *names.entry(o.name).or_default() |= 1 << i;
+                names.entry(o.name).or_default().insert(i);
             }
         }
         let mut index = Index::new();
+        for (region, why) in failed {
+            if let Some(i) = self.region_index(&region) {
+                index.mark_unlisted(i, why);
+            }
+        }
         let key = *self.writer.index_key();
-        for (name, mask) in names {
-            let id: Id = name
-                .trim_start_matches("index/")
-                .parse()
-                .map_err(|_| RepoError::Corrupt(format!("unexpected object {name}")))?;
+        for (name, regions) in names {
             let (bytes, _) = self
-                .get_checked(&name, |b| check_stored_id(b, &id, &name))
+                .get_checked(&name, |b| {
+                    check_stored_id(b, &Id::from_object_name(&name)?, &name)
+                })
                 .await?;
-            let packs = index::decode(&key, &bytes, &name)?;
-            for region in 0..self.regions.len() {
-                if mask & (1 << region) != 0 {
-                    for (pack, entries) in &packs {
-                        index.add_pack(*pack, entries, region);
-                    }
+            let file = index::open_file(&key, &name, &bytes)?;
+            for region in regions.iter() {
+                for (pack, entries) in &file.packs {
+                    index.add_pack(*pack, entries, region);
                 }
             }
         }
@@ -512,10 +584,7 @@ impl Repository {
         }
         let mut out = Vec::new();
         for (name, mut regions) in names {
-            let id: Id = name
-                .trim_start_matches("snapshots/")
-                .parse()
-                .map_err(|_| RepoError::Corrupt(format!("unexpected object {name}")))?;
+            let id = Id::from_object_name(&name)?;
             let (bytes, _) = self
                 .get_checked(&name, |b| check_stored_id(b, &id, &name))
                 .await?;
@@ -576,8 +645,36 @@ impl Repository {
     }
 }
 
+/// The error for an object no region could serve, classified by what went wrong where:
+/// missing everywhere is `NotFound`; any region that did not answer makes it `Unavailable`
+/// (an outage is not damage, and another try may succeed); otherwise a copy failed its hash
+/// or authentication, and that is `Corrupt`.
+fn no_good_copy(name: &str, regions: &[Region], errors: Vec<(usize, RepoError)>) -> RepoError {
+    if !errors.is_empty()
+        && errors
+            .iter()
+            .all(|(_, e)| matches!(e, RepoError::Backend(b) if b.is_not_found()))
+    {
+        return RepoError::Backend(BackendError::NotFound(name.to_string()));
+    }
+    let detail = errors
+        .iter()
+        .map(|(i, e)| format!("{}: {e}", regions[*i].name))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let unreachable = errors.iter().any(|(_, e)| {
+        matches!(e, RepoError::Backend(b) if !b.is_not_found())
+            || matches!(e, RepoError::Unavailable(_))
+    });
+    if unreachable {
+        RepoError::Unavailable(format!("{name}: no region could serve it ({detail})"))
+    } else {
+        RepoError::Corrupt(format!("{name}: no region has a good copy ({detail})"))
+    }
+}
+
 /// Check that stored bytes hash to the id in their name.
-pub fn check_stored_id(bytes: &Bytes, id: &Id, name: &str) -> Result<()> {
+pub fn check_stored_id(bytes: &[u8], id: &Id, name: &str) -> Result<()> {
     if Id::of_stored(bytes) != *id {
         return Err(RepoError::Corrupt(format!(
             "{name}: stored bytes do not match their id"

@@ -148,6 +148,22 @@ fn remove_existing(path: &Path) -> Result<()> {
     }
 }
 
+/// Fill `wants` from the other locations of their chunks, avoiding pack `bad`.
+async fn from_other_packs(
+    reader: &BlobReader,
+    bad: Id,
+    wants: &[Want],
+    paths: &[PathBuf],
+    progress: &Progress,
+) -> Result<()> {
+    for (entry, fi, offset) in wants {
+        let raw = reader.read_avoiding(&entry.id, Some(bad)).await?;
+        open_for_write(&paths[*fi])?.write_all_at(&raw, *offset)?;
+        progress.add_done(raw.len() as u64);
+    }
+    Ok(())
+}
+
 fn open_for_write(path: &Path) -> Result<File> {
     Ok(OpenOptions::new()
         .write(true)
@@ -267,8 +283,9 @@ pub async fn restore_tree(
             let Some((pack_id, wants)) = queue.next() else {
                 break;
             };
-            let (repo, paths, names, progress, cancel) = (
+            let (repo, reader, paths, names, progress, cancel) = (
                 repo.clone(),
+                reader.clone(),
                 paths.clone(),
                 names.clone(),
                 progress.clone(),
@@ -276,10 +293,16 @@ pub async fn restore_tree(
             );
             set.spawn(async move {
                 cancel.check()?;
-                // A damaged pack is reported with the files it would have filled.
-                let pack = fetch_pack(&repo, pack_id)
-                    .await
-                    .map_err(|e| name_files(e, &wants, &names))?;
+                // A pack bad in every region: its chunks may be stored in other packs too.
+                // Otherwise it is reported with the files it would have filled.
+                let pack = match fetch_pack(&repo, pack_id).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return from_other_packs(&reader, pack_id, &wants, &paths, &progress)
+                            .await
+                            .map_err(|_| name_files(e, &wants, &names))
+                    }
+                };
                 progress.add_transferred(pack.plain.len() as u64);
                 tokio::task::spawn_blocking(move || -> Result<()> {
                     let mut open: Option<(usize, File)> = None;

@@ -7,8 +7,14 @@
 //! is indexed in each region holding the snapshot. With `read_data`: download packs (all,
 //! or a random percentage) from each region separately — no fallback, since the point is to
 //! find the bad copy — and check hash, authentication, table and every chunk's keyed hash.
+//!
+//! Each region is listed in the reverse of the write order — `snapshots/`, then `index/`,
+//! then `data/` — so a backup running meanwhile cannot make a pack look missing: anything an
+//! index file listed earlier names was stored before that index file, so it is in the later
+//! `data/` listing. A snapshot is expected only in the regions its plan stores in
+//! ([`VerifyOptions::plan_regions`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -17,6 +23,7 @@ use crate::error::{RepoError, Result};
 use crate::pack::OpenPack;
 use crate::progress::{Cancel, Progress};
 use crate::reader::BlobReader;
+use crate::regions::RegionSet;
 use crate::repo::{pack_name, Repository};
 use crate::tree::{NodeKind, Tree};
 use crate::{index, Id, Index};
@@ -25,6 +32,17 @@ use crate::{index, Id, Index};
 pub struct VerifyOptions {
     /// Read this percentage (0–100] of packs in every region; `None` reads no data.
     pub read_data_percent: Option<f64>,
+    /// Plan name → the regions its snapshots are stored in. A plan not named here is
+    /// expected in every region.
+    pub plan_regions: PlanRegions,
+}
+
+/// Plan name → the names of the regions the plan stores in (its `regions` in the config).
+pub type PlanRegions = BTreeMap<String, BTreeSet<String>>;
+
+/// May `plan` be stored in `region` by `plans`?
+pub fn plan_allows(plans: &PlanRegions, plan: &str, region: &str) -> bool {
+    plans.get(plan).is_none_or(|r| r.contains(region))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,6 +101,8 @@ pub async fn verify(
         .into_iter()
         .flat_map(|(_, objects)| objects.into_iter().map(|o| o.name))
         .collect();
+    // Snapshot object → its plan (`None` when no copy could be read), learnt on the way.
+    let mut plans: HashMap<String, Option<String>> = HashMap::new();
     for (i, region) in repo.regions.iter().enumerate() {
         let rname = region.name.clone();
         if !repo.is_available(i) {
@@ -95,14 +115,13 @@ pub async fn verify(
         }
         let b = &region.backend;
         let mut summary = RegionSummary::default();
+        // Reverse write order: see the module documentation.
         let listings = async {
-            Ok::<_, RepoError>((
-                b.list("data/").await?,
-                b.list("index/").await?,
-                b.list("snapshots/").await?,
-            ))
+            let snapshots = b.list("snapshots/").await?;
+            let index_files = b.list("index/").await?;
+            Ok::<_, RepoError>((snapshots, index_files, b.list("data/").await?))
         };
-        let (data, index_files, snapshot_objects) = match listings.await {
+        let (snapshot_objects, index_files, data) = match listings.await {
             Ok(l) => l,
             Err(e) => {
                 report.problem(&rname, "-", format!("cannot list the region: {e}"));
@@ -117,18 +136,12 @@ pub async fn verify(
             summary.index_files += 1;
             let res = async {
                 let bytes = b.get(&o.name, None).await?;
-                let id: Id = o
-                    .name
-                    .trim_start_matches("index/")
-                    .parse()
-                    .map_err(|_| RepoError::Corrupt("bad name".into()))?;
-                crate::repo::check_stored_id(&bytes, &id, &o.name)?;
-                index::decode(&key, &bytes, &o.name)
+                index::open_file(&key, &o.name, &bytes)
             }
             .await;
             match res {
-                Ok(packs) => {
-                    for (pack, entries) in packs {
+                Ok(file) => {
+                    for (pack, entries) in file.packs {
                         region_index.add_pack(pack, &entries, 0);
                         let name = pack_name(&pack);
                         match data.get(&name) {
@@ -151,26 +164,49 @@ pub async fn verify(
         }
         let snaps: HashSet<String> = snapshot_objects.into_iter().map(|o| o.name).collect();
         summary.snapshots = snaps.len() as u64;
-        for s in all_snapshots.difference(&snaps) {
+        let mut missing: Vec<&String> = all_snapshots.difference(&snaps).collect();
+        missing.sort();
+        for s in missing {
+            let plan = match plans.get(s) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = snapshot_plan(repo, s).await;
+                    plans.insert(s.clone(), p.clone());
+                    p
+                }
+            };
+            if plan
+                .as_deref()
+                .is_some_and(|p| !plan_allows(&opts.plan_regions, p, &rname))
+            {
+                continue;
+            }
             report.problem(
                 &rname,
                 s,
                 "snapshot missing in this region (run `lifeboat replicate`)",
             );
         }
-        for s in &snaps {
+        let mut present: Vec<&String> = snaps.iter().collect();
+        present.sort();
+        for s in present {
             let res = async {
                 let bytes = b.get(s, None).await?;
-                let id: Id = s
-                    .trim_start_matches("snapshots/")
-                    .parse()
-                    .map_err(|_| RepoError::Corrupt("bad name".into()))?;
-                crate::repo::check_stored_id(&bytes, &id, s)?;
+                crate::repo::check_stored_id(&bytes, &Id::from_object_name(s)?, s)?;
                 repo.decrypt_manifest(&bytes, s)
             }
             .await;
-            if let Err(e) = res {
-                report.problem(&rname, s, e.to_string());
+            match res {
+                Ok(m) => {
+                    if !plan_allows(&opts.plan_regions, &m.plan, &rname) {
+                        report.warnings.push(format!(
+                            "{rname}: {s} of plan {} is stored here, but the plan's regions do not include {rname}",
+                            m.plan
+                        ));
+                    }
+                    plans.insert(s.clone(), Some(m.plan));
+                }
+                Err(e) => report.problem(&rname, s, e.to_string()),
             }
         }
         if let Some(pct) = opts.read_data_percent {
@@ -185,8 +221,7 @@ pub async fn verify(
             }
             for name in names {
                 cancel.check()?;
-                let id: Option<Id> = name.rsplit('/').next().and_then(|h| h.parse().ok());
-                let Some(id) = id else {
+                let Ok(id) = Id::from_object_name(name) else {
                     report.problem(&rname, name, "unexpected object name under data/");
                     continue;
                 };
@@ -212,7 +247,7 @@ pub async fn verify(
                 .map_err(|e| RepoError::Invalid(format!("verify task: {e}")))?;
                 match check {
                     Ok(_) => {
-                        if region_index.pack_regions(&id) == 0 {
+                        if region_index.pack_regions(&id).is_empty() {
                             report.warnings.push(format!("{rname}: {name} is not named by any index file (left by an interrupted backup; prune removes it)"));
                         }
                     }
@@ -239,15 +274,14 @@ async fn check_trees(
     report: &mut VerifyReport,
     cancel: &Cancel,
 ) -> Result<()> {
+    // Snapshots before the index: every index file a listed snapshot needs was written
+    // before its manifest, so it is in the index loaded afterwards.
+    let snapshots = repo.list_snapshots().await?;
     let index = Arc::new(repo.load_index().await?);
     let reader = BlobReader::new(repo.clone(), index.clone());
     let mut seen_trees: HashSet<Id> = HashSet::new();
-    for snap in repo.list_snapshots().await? {
-        let mask = snap
-            .regions
-            .iter()
-            .filter_map(|r| repo.region_index(r))
-            .fold(0u64, |m, i| m | (1 << i));
+    for snap in snapshots {
+        let mask = RegionSet::of(snap.regions.iter().filter_map(|r| repo.region_index(r)));
         let sname = format!("snapshots/{}", snap.id);
         let mut stack = vec![snap.manifest.root];
         while let Some(t) = stack.pop() {
@@ -288,19 +322,16 @@ fn check_chunk(
     repo: &Repository,
     index: &Index,
     id: &Id,
-    mask: u64,
+    mask: RegionSet,
     snap: &str,
     report: &mut VerifyReport,
 ) {
     if index.has_in_all(id, mask) {
         return;
     }
-    let have = index
-        .get(id)
-        .map(|(p, _)| index.pack_regions(&p))
-        .unwrap_or(0);
+    let have = index.regions_of(id);
     for (i, r) in repo.regions.iter().enumerate() {
-        if mask & (1 << i) != 0 && have & (1 << i) == 0 {
+        if mask.contains(i) && !have.contains(i) {
             report.problem(
                 &r.name,
                 snap,
@@ -308,4 +339,14 @@ fn check_chunk(
             );
         }
     }
+}
+
+/// The plan of the snapshot object `name`, read from any region; `None` when unreadable.
+async fn snapshot_plan(repo: &Repository, name: &str) -> Option<String> {
+    let id = Id::from_object_name(name).ok()?;
+    let (bytes, _) = repo
+        .get_checked(name, |b| crate::repo::check_stored_id(b, &id, name))
+        .await
+        .ok()?;
+    repo.decrypt_manifest(&bytes, name).ok().map(|m| m.plan)
 }

@@ -10,9 +10,21 @@
 //! Every channel is bounded, so memory is bounded by the queue depths × chunk/pack sizes and
 //! never by the size of the data. A region whose put fails (after the retry wrapper gave up)
 //! is dropped from the rest of the backup: it gets no further index or manifest, so it stays
-//! a valid repository without this snapshot, and the snapshot is *degraded*.
+//! a valid repository without this snapshot, and the snapshot is *degraded*. A target region
+//! whose `index/` could not be listed when the index was loaded is treated the same way from
+//! the start: nothing is known to be stored there, and re-uploading everything is no cure
+//! for a transient listing error.
+//!
+//! Each chunk goes only to the target regions that lack it (healing after a degraded
+//! backup): the packer keeps one open pack per set of destination regions (normally one),
+//! and each pack and its index file are put only to the regions of its set.
+//!
+//! A thread that panics is a fatal pipeline error (caught where it happens and again when
+//! the thread is joined): the backup fails and no manifest is written.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -24,6 +36,7 @@ use crate::error::{RepoError, Result};
 use crate::keys::{age_encrypt, chunk_id};
 use crate::pack::{compress, BlobKind, FinishedPack, PackEntry, PackWriter, SealedBlob};
 use crate::progress::{Cancel, Progress};
+use crate::regions::RegionSet;
 use crate::repo::{pack_name, Repository};
 use crate::snapshot::{Manifest, Stats};
 use crate::tree::Tree;
@@ -34,15 +47,28 @@ pub const INDEX_EVERY_PACKS: usize = 4;
 /// Packs being uploaded at once.
 const PACKS_IN_FLIGHT: usize = 3;
 
-struct Job {
+/// A new chunk on its way to the compressors, with the regions it must be stored in.
+struct ChunkToStore {
     id: Id,
     kind: BlobKind,
     data: Vec<u8>,
+    regions: RegionSet,
 }
 
-/// Per-region outcome of the upload side.
+/// A pipeline stage, for [`BackupWriter::inject_panic`].
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Stage {
+    None = 0,
+    Compressor = 1,
+    Packer = 2,
+    Uploader = 3,
+}
+
+/// The pipeline's shared record: per-region failures, the first fatal error and counters.
 #[derive(Debug, Default, Clone)]
-struct Shared {
+struct PipelineState {
     /// `Some(error)` once a region has failed.
     failed: Vec<Option<String>>,
     /// First fatal pipeline error (a thread died).
@@ -73,24 +99,28 @@ impl BackupOutcome {
 pub struct BackupWriter {
     repo: Arc<Repository>,
     index: Arc<Index>,
-    mask: u64,
+    /// Target regions this backup can write to (the targets minus unlisted ones).
+    write_to: RegionSet,
     chunk_key: [u8; 32],
     seen: HashSet<Id>,
-    compress_tx: Option<Sender<Job>>,
+    compress_tx: Option<Sender<ChunkToStore>>,
     threads: Vec<JoinHandle<()>>,
     uploader: Option<tokio::task::JoinHandle<()>>,
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<Mutex<PipelineState>>,
     handle: Handle,
     cancel: Cancel,
     progress: Arc<Progress>,
+    panic_at: Arc<AtomicU8>,
     pub stats: Stats,
 }
 
 impl BackupWriter {
-    /// Start the pipeline writing to the regions at `targets` (indices into `repo.regions`).
+    /// Start the pipeline for a backup of `plan` writing to the regions at `targets`
+    /// (indices into `repo.regions`).
     pub fn start(
         repo: Arc<Repository>,
         index: Arc<Index>,
+        plan: &str,
         targets: &[usize],
         handle: Handle,
         cancel: Cancel,
@@ -99,54 +129,88 @@ impl BackupWriter {
         if targets.is_empty() {
             return Err(RepoError::Invalid("no region to write to".into()));
         }
-        let mask = targets.iter().fold(0u64, |m, &i| m | (1 << i));
-        let mut failed = vec![Some("not a target of this backup".to_string()); repo.regions.len()];
+        let mut failed = vec![Some(NOT_A_TARGET.to_string()); repo.regions.len()];
         for &t in targets {
             failed[t] = None;
         }
-        let shared = Arc::new(Mutex::new(Shared {
+        for (i, why) in index.unlisted() {
+            if failed[*i].is_none() {
+                tracing::error!(region = %repo.regions[*i].name, error = %why, "index/ could not be listed; the region is down for this backup");
+                failed[*i] = Some(format!("index/ could not be listed: {why}"));
+            }
+        }
+        let write_to = RegionSet::of((0..failed.len()).filter(|&i| failed[i].is_none()));
+        if write_to.is_empty() {
+            return Err(RepoError::Unavailable(format!(
+                "no target region can be written: {}",
+                describe_failures(&repo, &failed)
+            )));
+        }
+        let panic_at = Arc::new(AtomicU8::new(Stage::None as u8));
+        let shared = Arc::new(Mutex::new(PipelineState {
             failed,
             ..Default::default()
         }));
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(1, 4);
-        let (compress_tx, compress_rx) = bounded::<Job>(workers * 2);
-        let (blob_tx, blob_rx) = bounded::<SealedBlob>(workers * 2);
-        let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<FinishedPack>(1);
+        let (compress_tx, compress_rx) = bounded::<ChunkToStore>(workers * 2);
+        let (blob_tx, blob_rx) = bounded::<(RegionSet, SealedBlob)>(workers * 2);
+        let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<(RegionSet, FinishedPack)>(1);
         let level = repo.config.zstd_level;
         let mut threads = Vec::new();
         for n in 0..workers {
             let rx = compress_rx.clone();
             let tx = blob_tx.clone();
-            let sh = shared.clone();
+            let (sh, pa) = (shared.clone(), panic_at.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("lifeboat-zstd-{n}"))
-                    .spawn(move || compress_loop(rx, tx, level, sh))?,
+                    .spawn(move || {
+                        guarded(&sh.clone(), "compressor", || {
+                            compress_loop(rx, tx, level, sh, pa)
+                        })
+                    })?,
             );
         }
         drop(blob_tx);
         let recipients: Vec<age::x25519::Recipient> =
             repo.recipients().into_iter().cloned().collect();
         let pack_size = repo.config.pack_size as u64;
-        let sh = shared.clone();
+        let (sh, pa) = (shared.clone(), panic_at.clone());
         threads.push(
             std::thread::Builder::new()
                 .name("lifeboat-pack".into())
-                .spawn(move || pack_loop(blob_rx, pack_tx, recipients, pack_size, sh))?,
+                .spawn(move || {
+                    guarded(&sh.clone(), "packer", || {
+                        pack_loop(blob_rx, pack_tx, recipients, pack_size, sh, pa)
+                    })
+                })?,
         );
-        let uploader = handle.spawn(upload_loop(
+        let upload = handle.spawn(upload_loop(
             repo.clone(),
+            plan.to_string(),
             pack_rx,
             shared.clone(),
             progress.clone(),
+            panic_at.clone(),
         ));
+        // The uploader's panic becomes the pipeline's fatal error like a thread's.
+        let sh = shared.clone();
+        let uploader = handle.spawn(async move {
+            if let Err(e) = upload.await {
+                let why = match e.try_into_panic() {
+                    Ok(p) => format!("uploader panicked: {}", panic_message(&*p)),
+                    Err(e) => format!("uploader task: {e}"),
+                };
+                set_fatal(&sh, why);
+            }
+        });
         Ok(BackupWriter {
             chunk_key: *repo.writer().chunk_key(),
             repo,
             index,
-            mask,
+            write_to,
             seen: HashSet::new(),
             compress_tx: Some(compress_tx),
             threads,
@@ -155,8 +219,16 @@ impl BackupWriter {
             handle,
             cancel,
             progress,
+            panic_at,
             stats: Stats::default(),
         })
+    }
+
+    /// Test hook: make the given pipeline stage panic on its next item, to prove that a
+    /// panicked thread fails the backup instead of losing data silently.
+    #[doc(hidden)]
+    pub fn inject_panic(&self, stage: Stage) {
+        self.panic_at.store(stage as u8, Ordering::SeqCst);
     }
 
     /// The chunk id of `data` (keyed hash).
@@ -166,21 +238,35 @@ impl BackupWriter {
 
     /// Is this chunk already stored in every target region (or queued in this backup)?
     pub fn is_known(&self, id: &Id) -> bool {
-        self.seen.contains(id) || self.index.has_in_all(id, self.mask)
+        self.seen.contains(id) || self.index.has_in_all(id, self.write_to)
     }
 
     /// Add a chunk; returns its id. Known chunks are not stored again.
     pub fn add(&mut self, kind: BlobKind, data: Vec<u8>) -> Result<Id> {
         self.cancel.check()?;
         let id = self.chunk_id(&data);
-        if self.is_known(&id) {
+        if self.seen.contains(&id) {
+            return Ok(id);
+        }
+        // Only the target regions that lack it: a chunk a degraded backup left in one region
+        // is not stored there again.
+        let regions = self.write_to.minus(self.index.regions_of(&id));
+        if regions.is_empty() {
             return Ok(id);
         }
         self.seen.insert(id);
         self.stats.new_chunks += 1;
         self.stats.new_bytes += data.len() as u64;
         let tx = self.compress_tx.as_ref().ok_or(RepoError::Cancelled)?;
-        if tx.send(Job { id, kind, data }).is_err() {
+        let job = ChunkToStore {
+            id,
+            kind,
+            data,
+            regions,
+        };
+        if tx.send(job).is_err() {
+            // A stage stopped: wait for all of them so the error says why.
+            let _ = self.drain();
             return Err(self.pipeline_error());
         }
         Ok(id)
@@ -204,10 +290,16 @@ impl BackupWriter {
     }
 
     /// Drain the pipeline: every queued chunk is packed, uploaded and indexed.
-    fn drain(&mut self) -> Result<Shared> {
+    fn drain(&mut self) -> Result<PipelineState> {
         self.compress_tx = None;
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            let name = t.thread().name().unwrap_or("pipeline").to_string();
+            if let Err(p) = t.join() {
+                set_fatal(
+                    &self.shared,
+                    format!("thread {name} panicked: {}", panic_message(&p)),
+                );
+            }
         }
         if let Some(u) = self.uploader.take() {
             self.handle
@@ -261,7 +353,7 @@ impl BackupWriter {
         let name = format!("snapshots/{id}");
         let mut failed: Vec<(String, String)> = (0..self.repo.regions.len())
             .filter_map(|i| match &sh.failed[i] {
-                Some(e) if self.mask & (1 << i) != 0 => {
+                Some(e) if e != NOT_A_TARGET => {
                     Some((self.repo.regions[i].name.clone(), e.clone()))
                 }
                 _ => None,
@@ -327,22 +419,49 @@ fn describe_failures(repo: &Repository, failed: &[Option<String>]) -> String {
         .join("; ")
 }
 
-fn set_fatal(shared: &Mutex<Shared>, e: impl ToString) {
+/// Why a region that this backup does not write to counts as "failed" in the state.
+const NOT_A_TARGET: &str = "not a target of this backup";
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// Run a pipeline thread's body; a panic becomes the pipeline's fatal error at once, so the
+/// producer stops and nothing is committed.
+fn guarded(shared: &Mutex<PipelineState>, what: &str, body: impl FnOnce()) {
+    if let Err(p) = catch_unwind(AssertUnwindSafe(body)) {
+        tracing::error!(stage = what, "backup pipeline thread panicked");
+        set_fatal(shared, format!("{what} panicked: {}", panic_message(&*p)));
+    }
+}
+
+fn maybe_panic(panic_at: &AtomicU8, stage: Stage) {
+    if panic_at.load(Ordering::Relaxed) == stage as u8 {
+        panic!("injected panic in the {stage:?} stage");
+    }
+}
+
+fn set_fatal(shared: &Mutex<PipelineState>, e: impl ToString) {
     let mut sh = shared.lock().unwrap_or_else(|p| p.into_inner());
     sh.fatal.get_or_insert(e.to_string());
 }
 
 fn compress_loop(
-    rx: Receiver<Job>,
-    tx: Sender<SealedBlob>,
+    rx: Receiver<ChunkToStore>,
+    tx: Sender<(RegionSet, SealedBlob)>,
     level: i32,
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<Mutex<PipelineState>>,
+    panic_at: Arc<AtomicU8>,
 ) {
     let mut z = match zstd::bulk::Compressor::new(level) {
         Ok(z) => z,
         Err(e) => return set_fatal(&shared, e),
     };
     for job in rx {
+        maybe_panic(&panic_at, Stage::Compressor);
         let raw_length = job.data.len() as u32;
         match compress(&mut z, &job.data) {
             Ok((compression, payload)) => {
@@ -353,7 +472,7 @@ fn compress_loop(
                     raw_length,
                     payload,
                 };
-                if tx.send(blob).is_err() {
+                if tx.send((job.regions, blob)).is_err() {
                     return;
                 }
             }
@@ -363,31 +482,38 @@ fn compress_loop(
 }
 
 fn pack_loop(
-    rx: Receiver<SealedBlob>,
-    tx: tokio::sync::mpsc::Sender<FinishedPack>,
+    rx: Receiver<(RegionSet, SealedBlob)>,
+    tx: tokio::sync::mpsc::Sender<(RegionSet, FinishedPack)>,
     recipients: Vec<age::x25519::Recipient>,
     pack_size: u64,
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<Mutex<PipelineState>>,
+    panic_at: Arc<AtomicU8>,
 ) {
     let rcpts: Vec<&age::x25519::Recipient> = recipients.iter().collect();
     let capacity = pack_size as usize + pack_size as usize / 64;
-    let mut current: Option<PackWriter> = None;
+    // One open pack per set of destination regions; normally there is only one.
+    let mut open: BTreeMap<RegionSet, PackWriter> = BTreeMap::new();
     let result = (|| -> Result<()> {
-        for blob in rx {
-            let w = match current.as_mut() {
-                Some(w) => w,
-                None => current.insert(PackWriter::new(&rcpts, capacity)?),
+        for (regions, blob) in rx {
+            maybe_panic(&panic_at, Stage::Packer);
+            let w = match open.entry(regions) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(PackWriter::new(&rcpts, capacity)?)
+                }
             };
             w.add(&blob)?;
             if w.len() >= pack_size {
-                let pack = current.take().expect("present").finish()?;
-                if tx.blocking_send(pack).is_err() {
+                let pack = open.remove(&regions).expect("present").finish()?;
+                if tx.blocking_send((regions, pack)).is_err() {
                     return Ok(());
                 }
             }
         }
-        if let Some(w) = current.take().filter(|w| !w.is_empty()) {
-            let _ = tx.blocking_send(w.finish()?);
+        for (regions, w) in std::mem::take(&mut open) {
+            if !w.is_empty() && tx.blocking_send((regions, w.finish()?)).is_err() {
+                return Ok(());
+            }
         }
         Ok(())
     })();
@@ -396,14 +522,12 @@ fn pack_loop(
     }
 }
 
-fn healthy(shared: &Mutex<Shared>) -> Vec<usize> {
+fn healthy(shared: &Mutex<PipelineState>) -> RegionSet {
     let sh = shared.lock().unwrap_or_else(|p| p.into_inner());
-    (0..sh.failed.len())
-        .filter(|&i| sh.failed[i].is_none())
-        .collect()
+    RegionSet::of((0..sh.failed.len()).filter(|&i| sh.failed[i].is_none()))
 }
 
-fn mark_failed(shared: &Mutex<Shared>, repo: &Repository, region: usize, e: String) {
+fn mark_failed(shared: &Mutex<PipelineState>, repo: &Repository, region: usize, e: String) {
     let mut sh = shared.lock().unwrap_or_else(|p| p.into_inner());
     if sh.failed[region].is_none() {
         tracing::error!(region = %repo.regions[region].name, error = %e, "region failed during backup; continuing with the others");
@@ -411,15 +535,17 @@ fn mark_failed(shared: &Mutex<Shared>, repo: &Repository, region: usize, e: Stri
     }
 }
 
-/// Put one object to every healthy region concurrently; regions that fail are marked.
-async fn put_everywhere(
+/// Put one object to the healthy regions of `regions` concurrently; regions that fail are
+/// marked.
+async fn put_to(
     repo: &Arc<Repository>,
-    shared: &Arc<Mutex<Shared>>,
+    shared: &Arc<Mutex<PipelineState>>,
+    regions: RegionSet,
     name: String,
     bytes: Bytes,
 ) {
     let mut set = tokio::task::JoinSet::new();
-    for i in healthy(shared) {
+    for i in healthy(shared).intersection(regions).iter() {
         let b = repo.regions[i].backend.clone();
         let (n, data) = (name.clone(), bytes.clone());
         set.spawn(async move { (i, b.put(&n, data).await) });
@@ -435,43 +561,50 @@ async fn put_everywhere(
 
 async fn upload_loop(
     repo: Arc<Repository>,
-    mut rx: tokio::sync::mpsc::Receiver<FinishedPack>,
-    shared: Arc<Mutex<Shared>>,
+    plan: String,
+    mut rx: tokio::sync::mpsc::Receiver<(RegionSet, FinishedPack)>,
+    shared: Arc<Mutex<PipelineState>>,
     progress: Arc<Progress>,
+    panic_at: Arc<AtomicU8>,
 ) {
     let index_key = *repo.writer().index_key();
-    let mut pending: Vec<(Id, Vec<PackEntry>)> = Vec::new();
+    // Uploaded packs not yet named by an index file, per destination set.
+    let mut pending: BTreeMap<RegionSet, Vec<(Id, Vec<PackEntry>)>> = BTreeMap::new();
     let mut in_flight = tokio::task::JoinSet::new();
     let mut closed = false;
     loop {
         // Keep up to PACKS_IN_FLIGHT uploads going; collect finished ones for the index.
         tokio::select! {
             pack = rx.recv(), if !closed && in_flight.len() < PACKS_IN_FLIGHT => match pack {
-                Some(pack) => {
+                Some((regions, pack)) => {
+                    maybe_panic(&panic_at, Stage::Uploader);
                     let (repo, shared, progress) = (repo.clone(), shared.clone(), progress.clone());
                     in_flight.spawn(async move {
                         let len = pack.bytes.len() as u64;
-                        put_everywhere(&repo, &shared, pack_name(&pack.id), pack.bytes.clone()).await;
+                        put_to(&repo, &shared, regions, pack_name(&pack.id), pack.bytes.clone()).await;
                         progress.add_transferred(len);
-                        (pack.id, pack.entries, len)
+                        (regions, pack.id, pack.entries, len)
                     });
                 }
                 None => closed = true,
             },
             done = in_flight.join_next(), if !in_flight.is_empty() => {
                 match done {
-                    Some(Ok((id, entries, len))) => {
-                        let mut sh = shared.lock().unwrap_or_else(|p| p.into_inner());
-                        sh.packs += 1;
-                        sh.stored_bytes += len;
-                        drop(sh);
-                        pending.push((id, entries));
+                    Some(Ok((regions, id, entries, len))) => {
+                        {
+                            let mut sh = shared.lock().unwrap_or_else(|p| p.into_inner());
+                            sh.packs += 1;
+                            sh.stored_bytes += len;
+                        }
+                        let group = pending.entry(regions).or_default();
+                        group.push((id, entries));
+                        if group.len() >= INDEX_EVERY_PACKS {
+                            let packs = std::mem::take(group);
+                            write_index(&repo, &shared, &index_key, &plan, regions, packs).await;
+                        }
                     }
                     Some(Err(e)) => set_fatal(&shared, format!("upload task: {e}")),
                     None => {}
-                }
-                if pending.len() >= INDEX_EVERY_PACKS {
-                    write_index(&repo, &shared, &index_key, std::mem::take(&mut pending)).await;
                 }
             },
             else => break,
@@ -483,21 +616,32 @@ async fn upload_loop(
             return;
         }
     }
-    if !pending.is_empty() {
-        write_index(&repo, &shared, &index_key, pending).await;
+    for (regions, packs) in pending {
+        if !packs.is_empty() {
+            write_index(&repo, &shared, &index_key, &plan, regions, packs).await;
+        }
     }
 }
 
 async fn write_index(
     repo: &Arc<Repository>,
-    shared: &Arc<Mutex<Shared>>,
+    shared: &Arc<Mutex<PipelineState>>,
     key: &[u8; 32],
+    plan: &str,
+    regions: RegionSet,
     packs: Vec<(Id, Vec<PackEntry>)>,
 ) {
-    match index::encode(key, &packs) {
+    match index::encode(key, plan, &packs) {
         Ok(sealed) => {
             let id = Id::of_stored(&sealed);
-            put_everywhere(repo, shared, format!("index/{id}"), Bytes::from(sealed)).await;
+            put_to(
+                repo,
+                shared,
+                regions,
+                format!("index/{id}"),
+                Bytes::from(sealed),
+            )
+            .await;
         }
         Err(e) => set_fatal(shared, e),
     }

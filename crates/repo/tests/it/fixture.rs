@@ -153,6 +153,7 @@ pub async fn backup_with_index(
         let mut w = BackupWriter::start(
             repo,
             index,
+            "test",
             &targets,
             handle,
             Cancel::new(),

@@ -3,6 +3,7 @@
 
 mod backend;
 mod fixture;
+mod integrity;
 mod malicious;
 mod pipeline;
 mod replicate;

@@ -31,6 +31,7 @@ async fn verify_report(repo: &Arc<Repository>) -> lifeboat_repo::verify::VerifyR
         repo,
         &VerifyOptions {
             read_data_percent: Some(100.0),
+            ..Default::default()
         },
         Arc::new(Progress::default()),
         Cancel::new(),

@@ -107,6 +107,7 @@ async fn run(regions: &[Region]) -> (ReplicateReport, Vec<CopyEvent>) {
     let events = Mutex::new(Vec::new());
     let report = replicate(
         regions,
+        &Default::default(),
         Arc::new(Progress::default()),
         Cancel::new(),
         &|e: &CopyEvent| events.lock().unwrap().push(e.clone()),
@@ -279,6 +280,7 @@ async fn refuses_to_mix_repositories_and_names_an_unreachable_region() {
     let mixed = vec![regions[0].clone(), other_region];
     let err = replicate(
         &mixed,
+        &Default::default(),
         Arc::new(Progress::default()),
         Cancel::new(),
         &|_| {},
@@ -296,9 +298,15 @@ async fn refuses_to_mix_repositories_and_names_an_unreachable_region() {
             backend: Arc::new(faults),
         },
     ];
-    let err = replicate(&down, Arc::new(Progress::default()), Cancel::new(), &|_| {})
-        .await
-        .expect_err("one region is down");
+    let err = replicate(
+        &down,
+        &Default::default(),
+        Arc::new(Progress::default()),
+        Cancel::new(),
+        &|_| {},
+    )
+    .await
+    .expect_err("one region is down");
     assert!(
         err.to_string().contains("us-east-2") && err.to_string().contains("unreachable"),
         "{err}"
