@@ -49,13 +49,15 @@ pub async fn run(cli: &Cli) -> Result<u8> {
                 let config = load_config(cli)?;
                 let plan = config.plan(plan)?;
                 let args = super::rds::RestoreArgs {
-                    to_instance,
-                    from: from.as_deref(),
-                    snapshot,
-                    overrides: crate::rds::restore::Overrides {
-                        instance_class: instance_class.clone(),
-                        subnet_group: subnet_group.clone(),
-                        security_groups: security_groups.clone(),
+                    request: crate::rds::restore::InstanceRequest {
+                        to: to_instance,
+                        from: from.as_deref(),
+                        snapshot,
+                        overrides: crate::rds::restore::Overrides {
+                            instance_class: instance_class.clone(),
+                            subnet_group: subnet_group.clone(),
+                            security_groups: security_groups.clone(),
+                        },
                     },
                     json: *json,
                 };

@@ -12,7 +12,6 @@ use super::output::{cancel_on_signals, print_json};
 use super::render::{table, time};
 use crate::catalog::{Catalog, Phase, RunEnd, RunKind};
 use crate::config::{Config, PlanConfig};
-use crate::rds::restore::Overrides;
 use crate::rds::wait::Waiter;
 use crate::rds::{self, source_of};
 
@@ -111,10 +110,7 @@ pub async fn backup(config: &Config, plan: &PlanConfig, json: bool) -> Result<u8
 }
 
 pub struct RestoreArgs<'a> {
-    pub to_instance: &'a str,
-    pub from: Option<&'a str>,
-    pub snapshot: &'a str,
-    pub overrides: Overrides,
+    pub request: crate::rds::restore::InstanceRequest<'a>,
     pub json: bool,
 }
 
@@ -122,17 +118,7 @@ pub async fn restore(config: &Config, plan: &PlanConfig, a: &RestoreArgs<'_>) ->
     let src = source_of(plan)?;
     let (catalog, run) = begin(config, RunKind::Restore, &plan.name).await;
     let waiter = Waiter::of(src, cancel_on_signals());
-    let res = rds::restore_instance(
-        rds::client(src),
-        plan,
-        a.to_instance,
-        a.from,
-        a.snapshot,
-        &a.overrides,
-        &run,
-        &waiter,
-    )
-    .await;
+    let res = rds::restore_instance(rds::client(src), plan, &a.request, &run, &waiter).await;
     let r = match res {
         Ok(r) => r,
         Err(e) => {

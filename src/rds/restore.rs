@@ -123,17 +123,27 @@ fn check_region(plan: &PlanConfig, region: &str) -> Result<()> {
     Ok(())
 }
 
-/// Restore into a new instance `to` and wait until it is available.
+/// What `restore PLAN --to-instance NAME` asks for.
+#[derive(Debug, Clone)]
+pub struct InstanceRequest<'a> {
+    /// The new instance.
+    pub to: &'a str,
+    /// AWS region (default: the source's).
+    pub from: Option<&'a str>,
+    /// `latest` or a snapshot identifier.
+    pub snapshot: &'a str,
+    pub overrides: Overrides,
+}
+
+/// Restore into a new instance `req.to` and wait until it is available.
 pub async fn restore_instance(
     rds: Arc<dyn Rds>,
     plan: &PlanConfig,
-    to: &str,
-    from: Option<&str>,
-    which: &str,
-    o: &Overrides,
+    req: &InstanceRequest<'_>,
     run: &str,
     waiter: &Waiter,
 ) -> Result<RdsRestoreReport> {
+    let (to, from, which, o) = (req.to, req.from, req.snapshot, &req.overrides);
     let src = source_of(plan)?;
     anyhow::ensure!(crate::config::valid_identifier(to), "--to-instance {to:?} is not a valid DB instance identifier (1–63 letters, digits or hyphens, starting with a letter)");
     let region = from.unwrap_or(&src.region);

@@ -27,6 +27,9 @@ pub struct Expired {
     pub region: String,
 }
 
+/// A snapshot time's day, ISO week, month or year.
+type Bucket = fn(i64) -> i64;
+
 /// Which of `items` (id, epoch seconds) the policy keeps. Every rule off keeps all.
 pub fn keep(policy: &Retention, items: &[(String, i64)]) -> HashSet<String> {
     if *policy == Retention::default() {
@@ -38,7 +41,7 @@ pub fn keep(policy: &Retention, items: &[(String, i64)]) -> HashSet<String> {
     if let Some(n) = policy.keep_last {
         kept.extend(sorted.iter().take(n as usize).map(|(id, _)| id.clone()));
     }
-    let buckets: [(Option<u32>, fn(i64) -> i64); 4] = [
+    let buckets: [(Option<u32>, Bucket); 4] = [
         (policy.keep_daily, |t| t.div_euclid(86_400)),
         (policy.keep_weekly, |t| {
             let d = DateTime::from_timestamp(t, 0)
