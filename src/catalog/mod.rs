@@ -47,14 +47,20 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0003_drills.sql"),
     ),
     (
+        4,
+        "snapshot trust",
+        include_str!("../../migrations/0004_snapshot_trust.sql"),
+    ),
+    (
         6,
         "rds snapshot state",
         include_str!("../../migrations/0006_rds_snapshot_state.sql"),
     ),
 ];
 
+/// Which SQL database holds the catalog (not a storage `Backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum Database {
     Sqlite,
     Postgres,
 }
@@ -63,7 +69,7 @@ pub enum Backend {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     pool: AnyPool,
-    backend: Backend,
+    database: Database,
 }
 
 impl Catalog {
@@ -71,16 +77,16 @@ impl Catalog {
     /// creating a SQLite file and its directory when missing, and apply pending migrations.
     pub async fn open(url: &str) -> Result<Catalog> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
+        let database = if url.starts_with("sqlite:") {
+            Database::Sqlite
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres
+            Database::Postgres
         } else {
             anyhow::bail!("unsupported catalog URL (expected sqlite://FILE or postgres://HOST/DB)");
         };
         let mut url = url.to_string();
         let mut max = 4;
-        if backend == Backend::Sqlite {
+        if database == Database::Sqlite {
             let rest = url
                 .trim_start_matches("sqlite://")
                 .trim_start_matches("sqlite:");
@@ -104,7 +110,7 @@ impl Catalog {
             .connect(&url)
             .await
             .with_context(|| format!("open catalog {}", crate::host::redact_url(&url)))?;
-        if backend == Backend::Sqlite {
+        if database == Database::Sqlite {
             // WAL lets `status` read while a backup writes; the busy timeout (sqlx's default
             // 5 s) covers writers from other processes.
             sqlx::query("PRAGMA journal_mode=WAL")
@@ -112,7 +118,7 @@ impl Catalog {
                 .await
                 .context("catalog: enable WAL")?;
         }
-        let catalog = Catalog { pool, backend };
+        let catalog = Catalog { pool, database };
         catalog.migrate().await?;
         Ok(catalog)
     }
@@ -137,7 +143,7 @@ impl Catalog {
         loop {
             match migrator.run(&self.pool).await {
                 Ok(()) => return Ok(()),
-                Err(e) if attempt < 3 && self.backend == Backend::Sqlite => {
+                Err(e) if attempt < 3 && self.database == Database::Sqlite => {
                     tracing::debug!(error = %e, "catalog: migration raced; retrying");
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
@@ -151,8 +157,8 @@ impl Catalog {
         &self.pool
     }
 
-    pub fn backend(&self) -> Backend {
-        self.backend
+    pub fn database(&self) -> Database {
+        self.database
     }
 }
 

@@ -11,7 +11,7 @@ use crate::catalog::Catalog;
 
 pub async fn run(cli: &Cli, check: bool, limit: Option<i64>, json: bool) -> Result<u8> {
     let config = load_config(cli)?;
-    let catalog = Catalog::open(&config.catalog_url).await?;
+    let catalog = Catalog::open(config.catalog_url()?).await?;
     let all = catalog.audit_events(None).await?;
     let problems = if check { verify(&all) } else { Vec::new() };
     let shown = match limit {
@@ -74,14 +74,22 @@ pub async fn run(cli: &Cli, check: bool, limit: Option<i64>, json: bool) -> Resu
     })
 }
 
-/// What to audit for a command, if anything: `(name, target)`. Commands that only read the
-/// catalog or configuration (status, audit, keys, config, catalog listings) are not
-/// audited; scheduled runs are audited per backup by the executor. Anything else —
-/// including commands added later — is.
-fn describe(command: &Command) -> Option<Option<String>> {
+/// Whether a command is written to the audit trail, and what it acted on.
+#[derive(Debug, PartialEq, Eq)]
+enum Audited {
+    /// Only reads the catalog or configuration.
+    No,
+    /// Audited; `target` is the plan or region it acted on, when it names one.
+    Yes { target: Option<String> },
+}
+
+/// What to audit for a command. Commands that only read the catalog or configuration
+/// (status, audit, keys, config, catalog listings) are not audited; scheduled runs are
+/// audited per backup by the executor. Anything else — including commands added later — is.
+fn describe(command: &Command) -> Audited {
     use super::catalog::CatalogCommand;
     use super::drill::DrillCommand;
-    match command {
+    let target = match command {
         Command::Keys(_)
         | Command::Config(_)
         | Command::Status { .. }
@@ -94,24 +102,28 @@ fn describe(command: &Command) -> Option<Option<String>> {
             | DrillCommand::Plan { .. }
             | DrillCommand::List { .. }
             | DrillCommand::Report { .. },
-        ) => None,
-        Command::Backup { plan, .. } | Command::Restore { plan, .. } => Some(Some(plan.clone())),
-        Command::Snapshots { plan, .. } => Some(plan.clone()),
-        Command::Catalog(CatalogCommand::Sync { from, .. }) => Some(from.clone()),
+        ) => return Audited::No,
+        Command::Backup { plan, .. } | Command::Restore { plan, .. } => Some(plan.clone()),
+        Command::Snapshots { plan, .. } => plan.clone(),
+        Command::Catalog(CatalogCommand::Sync { from, .. }) => from.clone(),
         #[allow(unreachable_patterns)]
-        _ => Some(None),
-    }
+        _ => None,
+    };
+    Audited::Yes { target }
 }
 
 /// Append the audit entry for the command just run, with its outcome. Failures to write
 /// the trail are reported on stderr, not fatal.
 pub async fn record(cli: &Cli, outcome: &Result<u8>) {
-    let Some(target) = describe(&cli.command) else {
+    let Audited::Yes { target } = describe(&cli.command) else {
         return;
     };
     let Ok(config) = load_config(cli) else {
         return; // nothing to act on, nowhere to write
     };
+    if config.catalog_url.is_none() {
+        return; // a configuration from the command line: no catalog to write to
+    }
     // args_os: paths need not be UTF-8 (std::env::args would panic on them).
     let args: Vec<String> = std::env::args_os()
         .skip(1)
@@ -130,7 +142,7 @@ pub async fn record(cli: &Cli, outcome: &Result<u8>) {
         detail: outcome.as_ref().err().map(|e| format!("{e:#}")),
     };
     let res = async {
-        let catalog = Catalog::open(&config.catalog_url).await?;
+        let catalog = Catalog::open(config.catalog_url()?).await?;
         catalog.audit(entry).await
     }
     .await;

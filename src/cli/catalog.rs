@@ -39,7 +39,7 @@ pub enum CatalogCommand {
 
 pub async fn run(cli: &Cli, cmd: &CatalogCommand) -> Result<u8> {
     let config = load_config(cli)?;
-    let catalog = Catalog::open(&config.catalog_url).await?;
+    let catalog = Catalog::open(config.catalog_url()?).await?;
     match cmd {
         CatalogCommand::Sync { from, json } => {
             // rds plans first: their snapshots live in RDS, not in the repository.

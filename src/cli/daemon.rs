@@ -27,7 +27,7 @@ pub struct ExecArgs {
     #[arg(
         long = "webhook",
         value_name = "URL",
-        env = "LIFEBOAT_WEBHOOK_URL",
+        env = crate::config::WEBHOOK_ENV,
         hide_env_values = true
     )]
     webhooks: Vec<String>,
@@ -35,7 +35,7 @@ pub struct ExecArgs {
     #[arg(
         long = "slack-webhook",
         value_name = "URL",
-        env = "LIFEBOAT_SLACK_WEBHOOK_URL",
+        env = crate::config::SLACK_WEBHOOK_ENV,
         hide_env_values = true
     )]
     slack_webhooks: Vec<String>,
@@ -72,7 +72,7 @@ pub struct RunDueArgs {
 async fn executor(cli: &Cli, args: &ExecArgs) -> Result<(Executor, Alerter)> {
     let config = load_config(cli)?;
     crate::daemon::check_schedules(&config)?;
-    let catalog = Catalog::open(&config.catalog_url).await?;
+    let catalog = Catalog::open(config.catalog_url()?).await?;
     let options = ExecOptions {
         retries: args.retries,
         backoff: args.backoff,

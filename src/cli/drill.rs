@@ -117,7 +117,7 @@ pub async fn run(cli: &Cli, c: &DrillCommand) -> Result<u8> {
             json,
         } => {
             let book = runbook::load(path, &config)?;
-            let catalog = Catalog::open(&config.catalog_url).await?;
+            let catalog = Catalog::open(config.catalog_url()?).await?;
             let dry = crate::drill::plan(&config, &catalog, &book).await?;
             if *json {
                 super::output::print_json(&serde_json::to_value(&dry)?);
@@ -172,7 +172,21 @@ pub async fn run(cli: &Cli, c: &DrillCommand) -> Result<u8> {
                 });
             }
             let book = runbook::load(path, &config)?;
-            let catalog = Catalog::open(&config.catalog_url).await?;
+            for id in approve {
+                let gate = book
+                    .steps
+                    .iter()
+                    .any(|s| &s.id == id && matches!(s.kind, runbook::StepKind::Approve { .. }));
+                if !gate {
+                    anyhow::bail!(crate::config::ConfigError::Invalid {
+                        file: PathBuf::from("command line"),
+                        at: None,
+                        key: "--approve".into(),
+                        problem: format!("{id:?} is not an approve step of runbook {}", book.id),
+                    });
+                }
+            }
+            let catalog = Catalog::open(config.catalog_url()?).await?;
             let interrupt = super::output::cancel_on_signals();
             let options = RunOptions {
                 approve_all: *approve_all,
@@ -204,7 +218,7 @@ pub async fn run(cli: &Cli, c: &DrillCommand) -> Result<u8> {
         }
         DrillCommand::List { dir, json } => list(&config, dir.as_deref(), *json).await,
         DrillCommand::Report { id, format, output } => {
-            let catalog = Catalog::open(&config.catalog_url).await?;
+            let catalog = Catalog::open(config.catalog_url()?).await?;
             let report = find_report(&catalog, id).await?;
             let text = render(&report, *format);
             match output {
@@ -272,7 +286,7 @@ fn runbook_dir(config: &crate::config::Config, dir: Option<&Path>) -> PathBuf {
 
 async fn list(config: &crate::config::Config, dir: Option<&Path>, json: bool) -> Result<u8> {
     let dir = runbook_dir(config, dir);
-    let catalog = Catalog::open(&config.catalog_url).await?;
+    let catalog = Catalog::open(config.catalog_url()?).await?;
     let mut rows = Vec::new();
     let mut out = Vec::new();
     let mut invalid = 0;

@@ -11,9 +11,11 @@ use crate::catalog::{Catalog, Phase, RunEnd, RunKind};
 use crate::config::Config;
 use crate::engine::{BackupReport, RestoreResult};
 
-/// Open the configured catalog, or warn and return `None`.
+/// Open the configured catalog, or warn and return `None`; `None` without a word for a
+/// configuration given on the command line, which has no catalog by design.
 pub async fn open(config: &Config) -> Option<Catalog> {
-    match Catalog::open(&config.catalog_url).await {
+    let url = config.catalog_url.as_deref()?;
+    match Catalog::open(url).await {
         Ok(c) => Some(c),
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "catalog unavailable: this run is not recorded");

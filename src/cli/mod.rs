@@ -51,6 +51,16 @@ pub struct Cli {
         value_name = "PATH"
     )]
     pub config: Option<PathBuf>,
+    /// Restore from nothing: a region given here instead of a config file, as
+    /// NAME=s3://BUCKET[/PREFIX][?region=AWS_REGION&endpoint=URL] or NAME=local:/PATH
+    /// (repeat for each region; the first is read first). With it no config file is read,
+    /// no catalog is written, and plans are found in the repository. S3 credentials come
+    /// from the standard AWS chain (environment, profile, instance role).
+    #[arg(long = "region", global = true, value_name = "NAME=URL")]
+    pub regions: Vec<String>,
+    /// The age identity file that decrypts the repository (overrides keys.identity_file).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -259,9 +269,42 @@ fn find_config(explicit: Option<&PathBuf>) -> Result<PathBuf> {
     })
 }
 
+/// The configuration: from `--region`/`--identity` alone when regions are given on the
+/// command line, else the config file (with `--identity` overriding its identity).
 pub fn load_config(cli: &Cli) -> Result<Config> {
+    let identity = cli.identity.as_ref().map(|path| {
+        crate::config::SecretRef::File(if path.is_absolute() {
+            path.clone()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(path)
+        })
+    });
+    if !cli.regions.is_empty() {
+        anyhow::ensure!(
+            cli.config.is_none(),
+            "--region replaces the config file: give either --config (or LIFEBOAT_CONFIG) or --region, not both"
+        );
+        let regions = cli
+            .regions
+            .iter()
+            .map(|arg| crate::config::parse_region_arg(arg))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut seen = std::collections::HashSet::new();
+        for r in &regions {
+            anyhow::ensure!(
+                seen.insert(r.name.clone()),
+                "--region: region {} is given twice",
+                r.name
+            );
+        }
+        return Ok(Config::bare(regions, identity));
+    }
     let path = find_config(cli.config.as_ref())?;
-    Ok(Config::load(&path)?)
+    let mut config = Config::load(&path)?;
+    if identity.is_some() {
+        config.keys.identity = identity;
+    }
+    Ok(config)
 }
 
 fn init_logging(cli: &Cli) {
@@ -274,11 +317,21 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_on_stderr(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR"),
+        ))
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_target(false).init(),
     }
+}
+
+/// Colour codes only for a person at a terminal: never into a file, a pipe or journald, and
+/// never when `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn colour_on_stderr(is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Parse arguments, run, and map the outcome to an exit code.

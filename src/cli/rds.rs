@@ -157,7 +157,7 @@ pub async fn restore(config: &Config, plan: &PlanConfig, a: &RestoreArgs<'_>) ->
 
 /// `snapshots --plan P` of an rds plan: the catalog's rows with each region's state.
 pub async fn snapshots(config: &Config, plan: &PlanConfig, json: bool) -> Result<u8> {
-    let catalog = Catalog::open(&config.catalog_url).await?;
+    let catalog = Catalog::open(config.catalog_url()?).await?;
     let list = catalog.snapshots(Some(&plan.name)).await?;
     let states = rds::catalog::states(&catalog, &plan.name).await?;
     let state = |id: &str, region: &str| states.get(&(id.to_string(), region.to_string())).cloned();

@@ -13,7 +13,6 @@ use super::progress::Bar;
 use super::render::{bytes, rate, time};
 use super::{exit, load_config, Cli};
 use crate::catalog::RunKind;
-use crate::config::SourceConfig;
 use crate::engine::{self, StreamRestoreRequest, StreamTarget};
 use crate::objectives::human;
 
@@ -33,13 +32,13 @@ pub struct Args<'a> {
 /// Restore a stream plan; `None` for a directory plan (the caller restores it).
 pub async fn run(cli: &Cli, a: &Args<'_>) -> Result<Option<u8>> {
     let config = load_config(cli)?;
-    let plan = config.plan(a.plan)?;
-    let kind = plan.source.kind();
-    if let SourceConfig::Dir { .. } = plan.source {
+    let plan = config.plan(a.plan).ok();
+    let kind = crate::engine::plan_kind(&config, a.plan, a.snapshot, a.from).await?;
+    if kind == "dir" {
         anyhow::ensure!(
             !a.force && a.jobs.is_none(),
             "--force and --jobs apply to postgres plans; plan {} backs up a directory (use --overwrite)",
-            plan.name
+            a.plan
         );
         return Ok(None);
     }
@@ -54,20 +53,21 @@ pub async fn run(cli: &Cli, a: &Args<'_>) -> Result<Option<u8>> {
             "--to: the URL contains a password, which would show in `ps` and the shell history: remove it and set PGPASSWORD or use ~/.pgpass"
         );
     }
-    let target = match (&plan.source, a.to) {
+    let postgres = kind == "postgres";
+    let target = match (postgres, a.to) {
         (_, Some("-")) => StreamTarget::Stdout,
-        (SourceConfig::Postgres { .. }, Some(url)) if is_url(url) => StreamTarget::Postgres {
+        (true, Some(url)) if is_url(url) => StreamTarget::Postgres {
             url: url.to_string(),
             force: a.force,
             jobs: a.jobs,
             scratch: a.scratch.map(Path::to_path_buf),
         },
         (_, Some(url)) if is_url(url) => {
-            anyhow::bail!("plan {} is a {kind} plan: --to takes a database URL only for postgres plans", plan.name)
+            anyhow::bail!("plan {} is a {kind} plan: --to takes a database URL only for postgres plans", a.plan)
         }
-        (SourceConfig::Postgres { .. }, None) => anyhow::bail!(
+        (true, None) => anyhow::bail!(
             "plan {} is a postgres plan: give --to postgres://USER@HOST:5432/DB (an existing, empty database), or --to - for the raw dump (pg_restore format) on stdout",
-            plan.name
+            a.plan
         ),
         (_, None) => StreamTarget::RestoreCommand,
         (_, Some(path)) => StreamTarget::File {
@@ -84,10 +84,11 @@ pub async fn run(cli: &Cli, a: &Args<'_>) -> Result<Option<u8>> {
         !(to_stdout && a.json),
         "--json and --to - both want stdout: drop one"
     );
-    let rto = plan.objectives.rto.as_secs() as i64;
+    // A plan the config does not declare is held to the default objectives.
+    let rto = plan.map(|p| p.objectives).unwrap_or_default().rto.as_secs() as i64;
     eprintln!(
         "restoring plan {} ({kind}), snapshot {}; the plan's RTO is {}: the bar's ETA is the time left",
-        plan.name,
+        a.plan,
         a.snapshot,
         human(rto)
     );
@@ -145,6 +146,12 @@ pub async fn run(cli: &Cli, a: &Args<'_>) -> Result<Option<u8>> {
         eprintln!(
             "fallback: {} from {} ({} failed: {})",
             f.object, f.used_region, f.failed_region, f.error
+        );
+    }
+    for d in &r.demoted {
+        eprintln!(
+            "region {} demoted for the rest of the restore after repeated failures ({}); reads went to the other regions",
+            d.region, d.error
         );
     }
     Ok(Some(exit::OK))

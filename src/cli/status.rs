@@ -11,7 +11,7 @@ use crate::objectives::{human, Level, PlanStatus};
 
 pub async fn run(cli: &Cli, json: bool) -> Result<u8> {
     let config = load_config(cli)?;
-    let catalog = Catalog::open(&config.catalog_url).await?;
+    let catalog = Catalog::open(config.catalog_url()?).await?;
     let now = crate::host::now_secs();
     let statuses = crate::objectives::status(&config, &catalog, now).await?;
     let worst = statuses.iter().map(|s| s.level).max().unwrap_or(Level::Ok);

@@ -30,7 +30,8 @@ use std::time::Duration;
 pub(crate) use error::{unknown_key_problem, Locator};
 pub use error::{ConfigError, Position};
 pub use example::example;
-pub use keys::{KeysConfig, SecretRef, SecretString};
+pub use keys::{KeysConfig, SecretRef, SecretString, SLACK_WEBHOOK_ENV, WEBHOOK_ENV};
+pub use region::parse_region_arg;
 pub use rds::{valid_identifier, RdsCopy, RdsSource, DEFAULT_RDS_POLL, DEFAULT_RDS_TIMEOUT};
 
 /// A loaded, validated configuration.
@@ -39,8 +40,10 @@ pub struct Config {
     /// The config file, made absolute.
     pub path: PathBuf,
     pub cache_dir: PathBuf,
-    /// `sqlite://…` (a relative file made absolute) or `postgres://…`.
-    pub catalog_url: String,
+    /// `sqlite://…` (a relative file made absolute) or `postgres://…`. `None` for a
+    /// configuration given on the command line (`--region`, `--identity`): nothing is
+    /// recorded, no catalog file is created. Read it through [`Config::catalog_url`].
+    pub catalog_url: Option<String>,
     pub keys: KeysConfig,
     /// At least one, names unique, in file order.
     pub regions: Vec<RegionConfig>,
@@ -232,6 +235,41 @@ impl Config {
     /// `keys.recipients_file` is read here; secrets are not.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         resolve::parse(text, origin)
+    }
+
+    /// A configuration from the command line alone, for a host that has nothing but the
+    /// identity and the bucket names: `regions` (the first preferred), an identity, no
+    /// plans, no catalog. Recipients and the writer key come from the repository.
+    pub fn bare(regions: Vec<RegionConfig>, identity: Option<SecretRef>) -> Config {
+        let mut regions = regions;
+        if !regions.iter().any(|r| r.preferred) {
+            if let Some(first) = regions.first_mut() {
+                first.preferred = true;
+            }
+        }
+        let cwd = std::env::current_dir().unwrap_or_default();
+        Config {
+            path: PathBuf::from("(command line)"),
+            cache_dir: resolve::default_cache().unwrap_or_else(|| cwd.join("lifeboat-cache")),
+            catalog_url: None,
+            keys: KeysConfig {
+                recipients: Vec::new(),
+                writer_key: None,
+                identity,
+            },
+            regions,
+            plans: Vec::new(),
+        }
+    }
+
+    /// The catalog's URL; an error for a configuration given on the command line.
+    pub fn catalog_url(&self) -> Result<&str, ConfigError> {
+        self.catalog_url.as_deref().ok_or_else(|| ConfigError::Invalid {
+            file: self.path.clone(),
+            at: None,
+            key: "catalog".to_string(),
+            problem: "none with --region: this command works on the catalog; give a config file with --config".to_string(),
+        })
     }
 
     /// The plan called `name`; the error lists the plans there are.

@@ -45,7 +45,7 @@ pub(super) struct RawKeys {
     pub identity_env: Text,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRegion {
     pub name: Text,

@@ -5,9 +5,82 @@ use std::ops::Range;
 
 use toml::Spanned;
 
+use super::error::Locator;
 use super::raw::RawRegion;
 use super::resolve::{Resolver, Result};
-use super::{LockMode, ObjectLock, RegionConfig, RegionKind};
+use super::{ConfigError, LockMode, ObjectLock, RegionConfig, RegionKind};
+
+/// The forms `--region` takes, for error messages.
+const REGION_ARG_FORMS: &str = "NAME=local:/PATH or NAME=s3://BUCKET[/PREFIX][?region=AWS_REGION&endpoint=URL&timeout=DURATION]";
+
+/// A region given on the command line (`--region NAME=URL`), checked by the same rules as a
+/// `[[regions]]` table: `NAME=local:/PATH` or `NAME=s3://BUCKET/PREFIX`, with optional
+/// `?region=…&endpoint=…&timeout=…` for S3 (the AWS region defaults to NAME). Relative local
+/// paths are relative to the current directory. The error names the argument.
+pub fn parse_region_arg(arg: &str) -> std::result::Result<RegionConfig, ConfigError> {
+    let invalid = |problem: String| ConfigError::Invalid {
+        file: std::path::PathBuf::from(format!("--region {arg}")),
+        at: None,
+        key: String::new(),
+        problem,
+    };
+    let Some((name, url)) = arg.split_once('=') else {
+        return Err(invalid(format!("expected {REGION_ARG_FORMS}")));
+    };
+    let text = |value: &str| Some(Spanned::new(0..0, value.to_string()));
+    let mut raw = RawRegion {
+        name: text(name),
+        ..RawRegion::default()
+    };
+    if let Some(path) = url.strip_prefix("local:") {
+        raw.kind = text("local");
+        raw.path = text(path.strip_prefix("//").unwrap_or(path));
+    } else if let Some(rest) = url.strip_prefix("s3://") {
+        raw.kind = text("s3");
+        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+        raw.bucket = text(bucket);
+        if !prefix.is_empty() {
+            raw.prefix = text(prefix);
+        }
+        raw.region = text(name);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("region", v)) => raw.region = text(v),
+                Some(("endpoint", v)) => raw.endpoint = text(v),
+                Some(("timeout", v)) => raw.timeout = text(v),
+                _ => {
+                    return Err(invalid(format!(
+                        "unknown parameter {pair:?} (expected {REGION_ARG_FORMS})"
+                    )))
+                }
+            }
+        }
+    } else {
+        return Err(invalid(format!(
+            "unsupported location {url:?} (expected {REGION_ARG_FORMS})"
+        )));
+    }
+    let origin = std::path::PathBuf::from(format!("--region {arg}"));
+    let resolver = Resolver {
+        loc: Locator {
+            text: "",
+            file: &origin,
+        },
+        dir: std::env::current_dir().unwrap_or_default(),
+    };
+    let list = Spanned::new(0..0, vec![Spanned::new(0..0, raw)]);
+    let mut regions = resolver.regions(Some(list)).map_err(|e| match e {
+        ConfigError::Invalid { key, problem, .. } => invalid(format!(
+            "{}: {problem}",
+            key.trim_start_matches("regions[0].")
+        )),
+        other => other,
+    })?;
+    let mut region = regions.remove(0);
+    region.preferred = false;
+    Ok(region)
+}
 
 impl Resolver<'_> {
     pub(super) fn regions(
@@ -264,6 +337,65 @@ fn is_aws_region(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn region_arguments_parse_like_region_tables() {
+        let r = parse_region_arg("us-east-2=s3://acme-backups/lifeboat/prod").unwrap();
+        assert_eq!(r.name, "us-east-2");
+        match r.kind {
+            RegionKind::S3 {
+                bucket,
+                region,
+                prefix,
+                endpoint,
+                ..
+            } => {
+                assert_eq!(
+                    (bucket.as_str(), region.as_str(), prefix.as_str()),
+                    ("acme-backups", "us-east-2", "lifeboat/prod")
+                );
+                assert_eq!(endpoint, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = parse_region_arg(
+            "west=s3://b-1?endpoint=http://127.0.0.1:9000&region=us-west-2&timeout=5s",
+        )
+        .unwrap();
+        match r.kind {
+            RegionKind::S3 {
+                endpoint, timeout, ..
+            } => {
+                assert_eq!(endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+                assert_eq!(timeout, std::time::Duration::from_secs(5));
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = parse_region_arg("dr=local:/srv/dr").unwrap();
+        assert_eq!(
+            r.kind,
+            RegionKind::Local {
+                path: "/srv/dr".into()
+            }
+        );
+        let err = parse_region_arg("dr=s3://Bad_Bucket")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--region dr=s3://Bad_Bucket: bucket: invalid bucket name"),
+            "{err}"
+        );
+        let err = parse_region_arg("s3://b").unwrap_err().to_string();
+        assert!(err.contains("NAME=local:/PATH"), "{err}");
+        let err = parse_region_arg("dr=s3://bucket?colour=red")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown parameter \"colour=red\""), "{err}");
+        let err = parse_region_arg("backup=s3://bucket")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid AWS region \"backup\""), "{err}");
+    }
 
     #[test]
     fn aws_region_shapes() {

@@ -21,7 +21,7 @@ pub(super) type Result<T> = std::result::Result<T, ConfigError>;
 
 pub(super) fn parse(text: &str, origin: &Path) -> Result<Config> {
     let loc = Locator { text, file: origin };
-    let raw: RawConfig = toml::from_str(text).map_err(|err| loc.toml_error(&err))?;
+    let raw: RawConfig = loc.from_toml()?;
     let path = absolute(origin);
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     Resolver { loc, dir }.config(raw, path)
@@ -57,6 +57,15 @@ fn default_cache_dir(
         .map(|home| home.join(".cache").join("lifeboat"))
 }
 
+/// The default cache directory for this process (see [`default_cache_dir`]).
+pub(super) fn default_cache() -> Option<PathBuf> {
+    default_cache_dir(
+        effective_uid(),
+        std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from),
+        std::env::var_os("HOME").map(PathBuf::from),
+    )
+}
+
 /// The effective user id, read without `unsafe` from the owner of `/proc/self`.
 fn effective_uid() -> Option<u32> {
     #[cfg(unix)]
@@ -90,22 +99,18 @@ impl Resolver<'_> {
     fn config(&self, raw: RawConfig, path: PathBuf) -> Result<Config> {
         let cache_dir = match &raw.cache_dir {
             Some(value) => self.path(value, "cache_dir")?,
-            None => default_cache_dir(
-                effective_uid(),
-                std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from),
-                std::env::var_os("HOME").map(PathBuf::from),
-            )
-            .unwrap_or_else(|| self.dir.join("cache")),
+            None => default_cache().unwrap_or_else(|| self.dir.join("cache")),
         };
         let catalog_url = match raw.catalog.and_then(|c| c.into_inner().url) {
             Some(url) => self.catalog_url(&url)?,
             None => format!("sqlite://{}", self.dir.join("lifeboat.db").display()),
         };
+        let catalog_url = Some(catalog_url);
         let Some(keys) = raw.keys else {
             return Err(self.err(
                 0..0,
                 "keys",
-                "missing [keys] table: every config needs `recipients` (or `recipients_file`) and `writer_key_file` (or `writer_key_env`); see docs/config.md",
+                "missing [keys] table: a backup host needs `recipients` (or `recipients_file`) and `writer_key_file` (or `writer_key_env`), a restore host only `identity_file` (or `identity_env`); see docs/config.md",
             ));
         };
         let keys = self.keys(keys)?;
@@ -168,19 +173,15 @@ impl Resolver<'_> {
             let file = self.path(&Spanned::new(value.span(), file.to_string()), KEY)?;
             return Ok(format!("sqlite://{}{query}", file.display()));
         }
-        if let Some(rest) = url
-            .strip_prefix("postgres://")
-            .or_else(|| url.strip_prefix("postgresql://"))
-        {
-            let authority = rest.split(['/', '?']).next().unwrap_or_default();
-            if let Some((userinfo, _)) = authority.rsplit_once('@') {
-                if userinfo.contains(':') {
-                    return Err(self.err(
-                        value.span(),
-                        KEY,
-                        "the URL contains a password; secrets are never written in the config: remove it and set PGPASSWORD or use a ~/.pgpass file",
-                    ));
-                }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let parsed = url::Url::parse(url)
+                .map_err(|e| self.err(value.span(), KEY, format!("not a valid URL ({e})")))?;
+            if crate::host::url_has_password(&parsed) {
+                return Err(self.err(
+                    value.span(),
+                    KEY,
+                    "the URL contains a password; secrets are never written in the config: remove it and set PGPASSWORD or use a ~/.pgpass file",
+                ));
             }
             return Ok(url.clone());
         }
@@ -220,24 +221,19 @@ impl Resolver<'_> {
                 recipients
             }
             (None, Some(file)) => self.recipients_file(&file)?,
-            (None, None) => {
-                return Err(self.err(
-                    span,
-                    "keys.recipients",
-                    "missing: set `recipients = [\"age1…\"]` or `recipients_file = \"PATH\"` (who can decrypt backups)",
-                ))
-            }
+            // A restore host: the repository's recipients are used.
+            (None, None) => Vec::new(),
         };
-        let writer_key = self
-            .secret_ref(keys.writer_key_file, keys.writer_key_env, "writer_key")?
-            .ok_or_else(|| {
-                self.err(
-                    span,
-                    "keys.writer_key_file",
-                    "missing: set `writer_key_file = \"PATH\"` or `writer_key_env = \"VAR\"` (`lifeboat keys generate --dir DIR` creates DIR/writer.key)",
-                )
-            })?;
+        let writer_key =
+            self.secret_ref(keys.writer_key_file, keys.writer_key_env, "writer_key")?;
         let identity = self.secret_ref(keys.identity_file, keys.identity_env, "identity")?;
+        if writer_key.is_none() && identity.is_none() {
+            return Err(self.err(
+                span,
+                "keys",
+                "neither a writer key nor an identity: a backup host sets `recipients` (or `recipients_file`) and `writer_key_file` (or `writer_key_env`); a restore host needs only `identity_file` (or `identity_env`); see docs/config.md",
+            ));
+        }
         Ok(KeysConfig {
             recipients,
             writer_key,

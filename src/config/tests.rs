@@ -95,10 +95,10 @@ verify_schedule = "0 5 * * 0"
     let expected = Config {
         path: PathBuf::from(ORIGIN),
         cache_dir: PathBuf::from("/etc/lifeboat/cache"),
-        catalog_url: "sqlite:///etc/lifeboat/state/lifeboat.db?mode=rwc".to_string(),
+        catalog_url: Some("sqlite:///etc/lifeboat/state/lifeboat.db?mode=rwc".to_string()),
         keys: KeysConfig {
             recipients: vec![RECIPIENT_A.to_string(), RECIPIENT_B.to_string()],
-            writer_key: SecretRef::Env("LIFEBOAT_WRITER_KEY".to_string()),
+            writer_key: Some(SecretRef::Env("LIFEBOAT_WRITER_KEY".to_string())),
             identity: Some(SecretRef::File(PathBuf::from(
                 "/etc/lifeboat/keys/identity.txt",
             ))),
@@ -164,12 +164,15 @@ fn defaults_fill_what_is_left_out() {
         minimal()
     );
     let config = parse(&text).unwrap();
-    assert_eq!(config.catalog_url, "sqlite:///etc/lifeboat/lifeboat.db");
+    assert_eq!(
+        config.catalog_url().unwrap(),
+        "sqlite:///etc/lifeboat/lifeboat.db"
+    );
     assert!(config.cache_dir.is_absolute());
     assert!(config.cache_dir.ends_with("lifeboat") || config.cache_dir.ends_with("cache"));
     assert_eq!(
         config.keys.writer_key,
-        SecretRef::File(PathBuf::from("/etc/lifeboat/writer.key"))
+        Some(SecretRef::File(PathBuf::from("/etc/lifeboat/writer.key")))
     );
     assert_eq!(config.keys.identity, None);
     // The first region is preferred when none is marked.
@@ -343,10 +346,31 @@ fn both_writer_key_references() {
 }
 
 #[test]
-fn missing_writer_key() {
+fn no_writer_key_and_no_identity() {
     let text = minimal().replace("writer_key_file = \"writer.key\"\n", "");
-    let message = error_at(&text, 1, "keys.writer_key_file");
+    let message = error_at(&text, 1, "keys");
     assert!(message.contains("writer_key_env"), "{message}");
+    assert!(
+        message.contains("a restore host needs only `identity_file`"),
+        "{message}"
+    );
+}
+
+/// A restore host: the identity and the regions, nothing else (no recipients, no writer
+/// key, no plans, no catalog table).
+#[test]
+fn restore_host_needs_only_the_identity_and_the_regions() {
+    let text = "[keys]\nidentity_file = \"identity.txt\"\n\n[[regions]]\nname = \"us-east-2\"\nkind = \"local\"\npath = \"/srv/dr\"\n";
+    let config = parse(text).unwrap();
+    assert!(config.keys.recipients.is_empty());
+    assert_eq!(config.keys.writer_key, None);
+    assert_eq!(
+        config.keys.identity,
+        Some(SecretRef::File(PathBuf::from("/etc/lifeboat/identity.txt")))
+    );
+    assert!(config.plans.is_empty());
+    let err = config.keys.load_writer_key().unwrap_err().to_string();
+    assert!(err.contains("backups need it"), "{err}");
 }
 
 #[test]
@@ -487,11 +511,14 @@ fn catalog_urls() {
     let with = |url: &str| format!("[catalog]\nurl = \"{url}\"\n{}", minimal());
     let config = parse(&with("postgres://lifeboat@db.internal/lifeboat")).unwrap();
     assert_eq!(
-        config.catalog_url,
+        config.catalog_url().unwrap(),
         "postgres://lifeboat@db.internal/lifeboat"
     );
     let config = parse(&with("sqlite:///var/lib/lifeboat/catalog.db")).unwrap();
-    assert_eq!(config.catalog_url, "sqlite:///var/lib/lifeboat/catalog.db");
+    assert_eq!(
+        config.catalog_url().unwrap(),
+        "sqlite:///var/lib/lifeboat/catalog.db"
+    );
     let message = error_at(
         &with("postgres://lifeboat:hunter2@db/lifeboat"),
         2,
@@ -567,7 +594,7 @@ fn example_round_trips() {
     assert_eq!(config.keys.recipients, vec![RECIPIENT_A]);
     assert_eq!(
         config.keys.writer_key,
-        SecretRef::File(dir.path().join("keys/writer.key"))
+        Some(SecretRef::File(dir.path().join("keys/writer.key")))
     );
     assert_eq!(
         config.keys.identity,

@@ -44,6 +44,12 @@ impl BackupReport {
             None => self.outcome.snapshot.to_hex(),
         }
     }
+
+    /// Entries of the source could not be read (the manifest lists them): exit 3 like a
+    /// degraded backup, though every region holds the snapshot.
+    pub fn is_partial(&self) -> bool {
+        self.outcome.manifest.is_partial()
+    }
 }
 
 pub async fn backup(
@@ -142,7 +148,7 @@ async fn into_repository(
             root: written.root,
             stats: written.stats,
             probes: written.probes,
-            tags: Vec::new(),
+            unreadable: written.unreadable,
         };
         let outcome = writer.finish(manifest)?;
         if let Some(after_commit) = written.after_commit {

@@ -47,8 +47,20 @@ pub fn plan_regions(config: &Config) -> lifeboat_repo::verify::PlanRegions {
         .collect()
 }
 
-/// Load this host's keys as the configuration references them.
+/// Load this host's keys as the configuration references them. A restore host may hold
+/// only the identity: recipients and the writer key then come from the repository (the
+/// writer key decrypted from `keys/writer.age` with the identity, which must be one of the
+/// repository's recipients).
 pub fn keyring(config: &Config, need: KeyNeed) -> Result<Keyring> {
+    if need == KeyNeed::Write && config.keys.recipients.is_empty() {
+        return Err(crate::config::ConfigError::Invalid {
+            file: config.path.clone(),
+            at: None,
+            key: "keys.recipients".to_string(),
+            problem: "none configured: backups and init encrypt to them: set `recipients = [\"age1…\"]` or `recipients_file = \"PATH\"` in [keys] (a restore host needs only identity_file)".to_string(),
+        }
+        .into());
+    }
     let recipients = config
         .keys
         .recipients
@@ -56,40 +68,33 @@ pub fn keyring(config: &Config, need: KeyNeed) -> Result<Keyring> {
         .map(|r| parse_recipient(r))
         .collect::<Result<Vec<_>, _>>()
         .context("keys.recipients")?;
-    let identity = match (&config.keys.identity, need) {
-        (None, KeyNeed::Read) => None,
-        (None, _) => None,
-        (Some(_), _) => {
+    let identity = match &config.keys.identity {
+        None => None,
+        Some(reference) => {
             let s = config.keys.load_identity()?;
-            Some(Identity::parse(s.expose()).with_context(|| {
-                format!(
-                    "keys.identity ({})",
-                    config
-                        .keys
-                        .identity
-                        .as_ref()
-                        .map(|r| r.describe())
-                        .unwrap_or_default()
-                )
-            })?)
+            Some(
+                Identity::parse(s.expose())
+                    .with_context(|| format!("keys.identity ({})", reference.describe()))?,
+            )
         }
     };
-    let writer =
-        match config.keys.load_writer_key() {
-            Ok(s) => Some(WriterKey::parse(s.expose()).with_context(|| {
-                format!("keys.writer_key ({})", config.keys.writer_key.describe())
-            })?),
-            // A restore host may hold only the identity: the writer key is then read from the
-            // repository (keys/writer.age).
-            Err(e) if identity.is_some() && need != KeyNeed::Write => {
-                tracing::debug!("writer key not loaded ({e}); deriving it from the repository");
-                None
-            }
-            Err(e) => return Err(e.into()),
-        };
     if need == KeyNeed::Read && identity.is_none() {
         return Err(lifeboat_repo::RepoError::NeedIdentity("this command".into()).into());
     }
+    let restore_host = identity.is_some() && need != KeyNeed::Write;
+    let writer = match config.keys.load_writer_key() {
+        Ok(s) => Some(WriterKey::parse(s.expose()).with_context(|| {
+            let at = config.keys.writer_key.as_ref().map(|r| r.describe());
+            format!("keys.writer_key ({})", at.unwrap_or_default())
+        })?),
+        // A restore host may hold only the identity (or a writer key file that is not
+        // installed there): the writer key is then read from the repository (keys/writer.age).
+        Err(e) if restore_host => {
+            tracing::debug!("writer key not loaded ({e}); reading it from the repository");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(Keyring {
         recipients,
         writer,
@@ -116,5 +121,60 @@ pub async fn open_with(
     let keys = keyring(config, need)?;
     let regions = crate::storage::regions_with(config, faults)?;
     let preferred = preferred.or_else(|| Some(config.preferred_region().name.as_str()));
-    Ok(Arc::new(Repository::open(regions, keys, preferred).await?))
+    let repo = Repository::open(regions, keys, preferred).await?;
+    tracing::info!(repository = %repo.config.id, preferred, "repository opened");
+    Ok(Arc::new(repo))
+}
+
+/// The snapshot `spec` (id, prefix or `latest`) of `plan`. A plan need not be declared in
+/// the config (a restore host knows plans from the manifests); when nothing matches a plan
+/// the config does not declare, the error lists the plans the repository holds.
+pub async fn find_plan_snapshot(
+    config: &Config,
+    repo: &Repository,
+    plan: &str,
+    spec: &str,
+) -> Result<lifeboat_repo::snapshot::SnapshotEntry> {
+    match repo.find_snapshot(spec, Some(plan)).await {
+        Ok(found) => Ok(found),
+        Err(e) if config.plan(plan).is_err() => {
+            let mut plans: Vec<String> = repo
+                .list_snapshots()
+                .await?
+                .into_iter()
+                .map(|s| s.manifest.plan)
+                .collect();
+            plans.sort();
+            plans.dedup();
+            if plans.iter().any(|p| p == plan) {
+                return Err(e.into());
+            }
+            anyhow::bail!(
+                "no plan {plan:?} in the repository ({}) nor in {}",
+                if plans.is_empty() {
+                    "it holds no snapshots yet".to_string()
+                } else {
+                    format!("its plans: {}", plans.join(", "))
+                },
+                config.path.display()
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The source kind (`dir`, `postgres`, `command`) of `plan`: from the config when it declares
+/// the plan, else from the manifest of the snapshot `spec` in the repository.
+pub async fn plan_kind(
+    config: &Config,
+    plan: &str,
+    spec: &str,
+    from: Option<&str>,
+) -> Result<String> {
+    if let Ok(declared) = config.plan(plan) {
+        return Ok(declared.source.kind().to_string());
+    }
+    let repo = open(config, KeyNeed::Read, from).await?;
+    let snapshot = find_plan_snapshot(config, &repo, plan, spec).await?;
+    Ok(snapshot.manifest.source.kind)
 }

@@ -42,7 +42,7 @@ pub async fn backup(
                     .await?;
             }
             RunEnd {
-                phase: Some(if r.is_degraded() {
+                phase: Some(if r.is_degraded() || r.is_partial() {
                     Phase::Degraded
                 } else {
                     Phase::Succeeded

@@ -45,12 +45,20 @@ pub async fn restore(
     cancel: Cancel,
 ) -> Result<RestoreResult> {
     let started = Instant::now();
-    config.plan(&req.plan)?;
     if let Some(from) = &req.from {
         config.region(from)?;
     }
     let repo = open(config, KeyNeed::Read, req.from.as_deref()).await?;
-    let snapshot = repo.find_snapshot(&req.snapshot, Some(&req.plan)).await?;
+    let snapshot =
+        crate::engine::find_plan_snapshot(config, &repo, &req.plan, &req.snapshot).await?;
+    anyhow::ensure!(
+        snapshot.manifest.source.kind == "dir",
+        "snapshot {} of plan {} is a {} stream, not a directory: restore it with --to - or --to FILE{}",
+        snapshot.id.short(),
+        req.plan,
+        snapshot.manifest.source.kind,
+        if snapshot.manifest.source.kind == "postgres" { " or --to postgres://…" } else { "" }
+    );
     let index = Arc::new(repo.load_index().await.context("load index")?);
     let reader = Arc::new(BlobReader::new(repo.clone(), index));
     let opts = RestoreOptions {

@@ -18,7 +18,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::config::{Config, SecretString, SourceConfig};
 use crate::engine::{open, KeyNeed, RestoreResult};
-use crate::source::child::SinkChild;
+use crate::source::child::{Launch, SinkChild};
 use crate::source::postgres::{self, PgTarget};
 
 /// Where a stream snapshot goes.
@@ -64,12 +64,12 @@ impl OpenStream {
         snapshot: &str,
         from: Option<&str>,
     ) -> Result<OpenStream> {
-        config.plan(plan)?;
         if let Some(from) = from {
             config.region(from)?;
         }
         let repo = open(config, KeyNeed::Read, from).await?;
-        OpenStream::from_repo(repo, plan, snapshot).await
+        let snapshot = crate::engine::find_plan_snapshot(config, &repo, plan, snapshot).await?;
+        OpenStream::from_entry(repo, snapshot).await
     }
 
     /// Open snapshot `snapshot` (id, prefix or `latest`) of `plan` in an open repository.
@@ -79,6 +79,16 @@ impl OpenStream {
         snapshot: &str,
     ) -> Result<OpenStream> {
         let snapshot = repo.find_snapshot(snapshot, Some(plan)).await?;
+        OpenStream::from_entry(repo, snapshot).await
+    }
+
+    /// Open the stream of a snapshot found in `repo`.
+    async fn from_entry(repo: Arc<Repository>, snapshot: SnapshotEntry) -> Result<OpenStream> {
+        anyhow::ensure!(
+            snapshot.manifest.source.kind != "dir",
+            "plan {} backs up a directory: restore it with --to DIR",
+            snapshot.manifest.plan
+        );
         let index = Arc::new(repo.load_index().await.context("load index")?);
         let reader = BlobReader::new(repo.clone(), index.clone());
         let node = lifeboat_repo::stream::stream_node(&reader, snapshot.manifest.root).await?;
@@ -167,14 +177,14 @@ impl OpenStream {
 }
 
 /// The `pg_restore` that reads a custom-format archive on stdin (or from `file`, with
-/// `jobs`) into `url`. `--single-transaction` on the stdin path: a failed restore leaves
+/// `jobs`) into `url`, and the password file it reads (keep it until `pg_restore` exits). `--single-transaction` on the stdin path: a failed restore leaves
 /// the target as it was.
 pub fn pg_restore_command(
     url: &str,
     password: Option<&SecretString>,
     force: bool,
     parallel: Option<(u32, &std::path::Path)>,
-) -> tokio::process::Command {
+) -> Result<(tokio::process::Command, Option<tempfile::NamedTempFile>)> {
     let mut cmd = tokio::process::Command::new("pg_restore");
     cmd.args(["--no-owner", "--exit-on-error", "--no-password"]);
     if force {
@@ -192,14 +202,15 @@ pub fn pg_restore_command(
     if let Some((_, file)) = parallel {
         cmd.arg(file);
     }
-    if let Some(p) = password {
-        cmd.env("PGPASSWORD", p.expose());
+    let pass = postgres::passfile(password)?;
+    if let Some(p) = &pass {
+        cmd.env("PGPASSFILE", p.path()).env_remove("PGPASSWORD");
     }
-    cmd
+    Ok((cmd, pass))
 }
 
 /// Restore a dump into the database at `url` (never creating or dropping it): refuses a
-/// non-empty database unless `force`.
+/// non-empty database unless `force`. `scrub`: the variables `pg_restore` must not see.
 pub async fn restore_into_database(
     stream: &OpenStream,
     target: &PgTarget<'_>,
@@ -207,7 +218,15 @@ pub async fn restore_into_database(
     jobs: Option<(u32, PathBuf)>,
     progress: &Progress,
     cancel: &Cancel,
+    scrub: &[String],
 ) -> Result<u64> {
+    let launch = |keep| Launch {
+        what: "pg_restore".into(),
+        hint: postgres::CLIENT_HINT,
+        scrub,
+        cancel,
+        keep,
+    };
     let mut conn = target.connect().await?;
     let (count, names) = postgres::existing_relations(&mut conn).await?;
     drop(conn);
@@ -220,8 +239,8 @@ pub async fn restore_into_database(
     }
     match jobs {
         None => {
-            let cmd = pg_restore_command(target.url, target.password, force, None);
-            let child = SinkChild::spawn(cmd, "pg_restore", postgres::CLIENT_HINT)?;
+            let (cmd, keep) = pg_restore_command(target.url, target.password, force, None)?;
+            let child = SinkChild::spawn(cmd, launch(keep))?;
             stream.pipe_into(child, progress, cancel).await
         }
         Some((jobs, scratch)) => {
@@ -235,8 +254,9 @@ pub async fn restore_into_database(
                 .with_context(|| format!("create {}", path.display()))?;
             let n = stream.copy_to(&mut file, progress, cancel).await?;
             drop(file);
-            let cmd = pg_restore_command(target.url, target.password, force, Some((jobs, &path)));
-            let child = SinkChild::spawn(cmd, "pg_restore", postgres::CLIENT_HINT)?;
+            let (cmd, keep) =
+                pg_restore_command(target.url, target.password, force, Some((jobs, &path)))?;
+            let child = SinkChild::spawn(cmd, launch(keep))?;
             child.finish().await?;
             Ok(n)
         }
@@ -251,15 +271,11 @@ pub async fn restore_stream(
     cancel: Cancel,
 ) -> Result<RestoreResult> {
     let started = Instant::now();
-    let plan = config.plan(&req.plan)?.clone();
-    if let SourceConfig::Dir { .. } = plan.source {
-        anyhow::bail!(
-            "plan {} backs up a directory: restore it with --to DIR",
-            plan.name
-        );
-    }
+    // A plan the config does not declare is known by its manifests' source kind.
+    let declared = config.plan(&req.plan).ok().map(|p| p.source.clone());
     let stream = OpenStream::open(config, &req.plan, &req.snapshot, req.from.as_deref()).await?;
-    let bytes = match (&req.target, &plan.source) {
+    let kind = stream.snapshot.manifest.source.kind.clone();
+    let bytes = match (&req.target, declared.as_ref()) {
         (StreamTarget::Stdout, _) => {
             // A duplicate of fd 1 as a tokio file (tokio's `io-std` is not compiled in).
             use std::os::fd::AsFd;
@@ -287,27 +303,35 @@ pub async fn restore_stream(
             file.sync_all().await?;
             n
         }
-        (StreamTarget::Postgres { url, force, jobs, scratch }, SourceConfig::Postgres { .. }) => {
+        (StreamTarget::Postgres { url, force, jobs, scratch }, _) if kind == "postgres" => {
             let target = PgTarget { url, password: None };
             let parallel = jobs.map(|j| (j.max(1), scratch.clone().unwrap_or_else(|| config.cache_dir.clone())));
             if let Some((_, dir)) = &parallel {
                 std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
             }
-            restore_into_database(&stream, &target, *force, parallel, &progress, &cancel).await?
+            let scrub = postgres::libpq_scrub(config.secret_env_names());
+            restore_into_database(&stream, &target, *force, parallel, &progress, &cancel, &scrub).await?
         }
-        (StreamTarget::RestoreCommand, SourceConfig::Command { restore_command, .. }) => {
+        (StreamTarget::RestoreCommand, Some(SourceConfig::Command { restore_command, .. })) => {
             let cmd = crate::source::command::async_command(restore_command);
             let what = format!("restore command {:?}", restore_command[0]);
-            let child = SinkChild::spawn(cmd, &what, "")?;
+            let scrub = config.secret_env_names();
+            let launch = Launch { what, hint: "", scrub: &scrub, cancel: &cancel, keep: None };
+            let child = SinkChild::spawn(cmd, launch)?;
             stream.pipe_into(child, &progress, &cancel).await?
         }
         (StreamTarget::Postgres { .. }, _) => anyhow::bail!(
             "plan {} is not a postgres plan: restore it with --to - (stdout), --to FILE, or without --to (its restore_command)",
-            plan.name
+            req.plan
         ),
-        (StreamTarget::RestoreCommand, _) => anyhow::bail!(
+        (StreamTarget::RestoreCommand, Some(_)) => anyhow::bail!(
             "plan {}: give --to postgres://USER@HOST/DB (an empty database), --to - (the raw dump on stdout) or --to FILE",
-            plan.name
+            req.plan
+        ),
+        (StreamTarget::RestoreCommand, None) => anyhow::bail!(
+            "plan {} ({kind}) is not declared in {}, so its restore_command is unknown here: give --to - (the raw stream on stdout) or --to FILE",
+            req.plan,
+            config.path.display()
         ),
     };
     Ok(stream.result(bytes, started.elapsed()))

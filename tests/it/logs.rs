@@ -95,3 +95,51 @@ fn secrets_never_appear_in_text_or_json_logs() {
     check(&ws, &secrets, "text");
     check(&ws, &secrets, "json");
 }
+
+/// Runs `lifeboat -v snapshots` (which logs at info level) under a pseudo-terminal made by
+/// util-linux `script`, or plainly with stderr on a pipe; returns what it wrote.
+fn log_output(ws: &Workspace, pty: bool, no_color: Option<&str>) -> String {
+    let lifeboat = crate::common::bin();
+    let mut cmd = if pty {
+        let mut c = std::process::Command::new("script");
+        c.args(["-qefc"])
+            .arg(format!(
+                "{} --config {} -v snapshots",
+                lifeboat.display(),
+                ws.config().display()
+            ))
+            .arg("/dev/null");
+        c
+    } else {
+        ws.cmd(&["-v", "snapshots"])
+    };
+    cmd.env_remove("NO_COLOR").env_remove("LIFEBOAT_LOG");
+    if let Some(v) = no_color {
+        cmd.env("NO_COLOR", v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let ws = Workspace::new();
+    ws.init();
+    // On a terminal the level is coloured: the check below can see escape codes.
+    let tty = log_output(&ws, true, None);
+    assert!(tty.contains("INFO"), "{tty}");
+    assert!(tty.contains("\x1b["), "no colour on a terminal: {tty:?}");
+    for (pty, no_color) in [(false, None), (true, Some("1")), (false, Some("1"))] {
+        let text = log_output(&ws, pty, no_color);
+        assert!(text.contains("INFO"), "{text}");
+        assert!(
+            !text.contains('\x1b'),
+            "escape codes with pty={pty} NO_COLOR={no_color:?}: {text:?}"
+        );
+    }
+}

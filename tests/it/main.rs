@@ -1,6 +1,8 @@
 //! lifeboat's one integration-test binary (every extra binary relinks the whole dependency
 //! graph). Each area is a module; shared helpers live in `common`.
 
+mod barehost;
+mod breaker;
 mod catalog;
 mod command;
 mod common;
@@ -12,6 +14,7 @@ mod deploy;
 mod drill;
 mod faults;
 mod format;
+mod hardening;
 mod keys;
 mod layers;
 mod logs;

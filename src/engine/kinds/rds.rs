@@ -30,9 +30,10 @@ impl ExternalSource for Rds<'_> {
     ) -> Result<BackupReport> {
         // Region states are recorded as they change (`copying` shows while a copy runs);
         // without a catalog the backup still runs.
-        let catalog = crate::catalog::Catalog::open(&config.catalog_url)
-            .await
-            .ok();
+        let catalog = match config.catalog_url.as_deref() {
+            Some(url) => crate::catalog::Catalog::open(url).await.ok(),
+            None => None,
+        };
         let run = crate::host::new_id();
         let waiter = Waiter::of(self.source, cancel);
         let r = crate::rds::backup(
@@ -60,7 +61,6 @@ impl ExternalSource for Rds<'_> {
                 root: Id([0; 32]),
                 stats: Stats::default(),
                 probes: Default::default(),
-                tags: Vec::new(),
             },
             complete: r
                 .regions
