@@ -195,7 +195,7 @@ impl super::Config {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let refs = [Some(&self.keys.writer_key), self.keys.identity.as_ref()]
+        let refs = [self.keys.writer_key.as_ref(), self.keys.identity.as_ref()]
             .into_iter()
             .flatten()
             .chain(self.plans.iter().filter_map(|p| match &p.source {
@@ -383,7 +383,7 @@ mod tests {
     fn keys_of(path: &std::path::Path) -> KeysConfig {
         KeysConfig {
             recipients: vec![RECIPIENT_A.to_string()],
-            writer_key: SecretRef::File(path.to_path_buf()),
+            writer_key: Some(SecretRef::File(path.to_path_buf())),
             identity: None,
         }
     }

@@ -486,7 +486,6 @@ fn commit_future_snapshot(ws: &Workspace, ahead: i64) -> String {
                 root,
                 stats: Default::default(),
                 probes: Default::default(),
-                tags: Vec::new(),
                 unreadable: Vec::new(),
             };
             w.finish(manifest).unwrap().snapshot.to_hex()
