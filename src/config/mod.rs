@@ -31,8 +31,8 @@ pub(crate) use error::{unknown_key_problem, Locator};
 pub use error::{ConfigError, Position};
 pub use example::example;
 pub use keys::{KeysConfig, SecretRef, SecretString, SLACK_WEBHOOK_ENV, WEBHOOK_ENV};
-pub use region::parse_region_arg;
 pub use rds::{valid_identifier, RdsCopy, RdsSource, DEFAULT_RDS_POLL, DEFAULT_RDS_TIMEOUT};
+pub use region::parse_region_arg;
 
 /// A loaded, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

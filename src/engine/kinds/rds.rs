@@ -61,6 +61,7 @@ impl ExternalSource for Rds<'_> {
                 root: Id([0; 32]),
                 stats: Stats::default(),
                 probes: Default::default(),
+                unreadable: Vec::new(),
             },
             complete: r
                 .regions
