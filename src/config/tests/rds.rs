@@ -17,7 +17,7 @@ const KEY: &str = "arn:aws:kms:us-east-2:123456789012:key/abcd";
 fn a_full_rds_source_resolves() {
     let text = with_plan(
         "app-db",
-        &format!("instance = \"app-db\", region = \"us-west-2\", copy_to = [{{ region = \"us-east-2\", kms_key_id = \"{KEY}\" }}], instance_class = \"db.t4g.micro\", subnet_group = \"drill\", security_groups = [\"sg-0abc\"], tags = {{ team = \"data\" }}, probe_url = \"postgres://probe@/app\", password_env = \"PROBE_PW\", probes = [{{ name = \"one\", sql = \"select 1\" }}], timeout = \"2h\", poll_interval = \"10s\""),
+        &format!("instance = \"app-db\", region = \"us-west-2\", copy_to = [{{ region = \"us-east-2\", kms_key_id = \"{KEY}\" }}], instance_class = \"db.t4g.micro\", subnet_group = \"drill\", security_groups = [\"sg-0abc\"], tags = {{ team = \"data\" }}, probe_url = \"postgres://probe@db.internal/app\", password_env = \"PROBE_PW\", probes = [{{ name = \"one\", sql = \"select 1\" }}], timeout = \"2h\", poll_interval = \"10s\""),
     );
     let config = parse(&text).unwrap();
     let plan = &config.plans[0];
@@ -65,7 +65,7 @@ fn bad_rds_values_are_located() {
         ("instance = \"db\", region = \"us-west-2\", tags = { \"lifeboat:plan\" = \"x\" }".into(), "plans[0].source.tags.lifeboat:plan", "never start with `lifeboat:`"),
         ("instance = \"db\", region = \"us-west-2\", endpoint = \"localhost:5000\"".into(), "plans[0].source.endpoint", "not a URL"),
         ("instance = \"db\", region = \"us-west-2\", probe_url = \"postgres://probe@/app\"".into(), "plans[0].source.probe_url", "needs the password"),
-        ("instance = \"db\", region = \"us-west-2\", probe_url = \"postgres://probe:pw@/app\", password_env = \"X\"".into(), "plans[0].source.probe_url", "contains a password"),
+        ("instance = \"db\", region = \"us-west-2\", probe_url = \"postgres://probe:pw@db.internal/app\", password_env = \"X\"".into(), "plans[0].source.probe_url", "contains a password"),
         ("instance = \"db\", region = \"us-west-2\", probes = [{ name = \"a\", sql = \"select 1\" }]".into(), "plans[0].source.probes", "set probe_url"),
         ("instance = \"db\", region = \"us-west-2\", poll_interval = \"5h\"".into(), "plans[0].source.poll_interval", "shorter than `timeout`"),
         ("instance = \"db\", region = \"us-west-2\", path = \"/srv\"".into(), "plans[0].source.path", "does not apply to a rds source"),
