@@ -16,5 +16,6 @@ pub mod engine;
 pub mod host;
 pub mod objectives;
 pub mod outcome;
+pub mod rds;
 pub mod source;
 pub mod storage;

@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "snapshot trust",
         include_str!("../../migrations/0004_snapshot_trust.sql"),
     ),
+    (
+        6,
+        "rds snapshot state",
+        include_str!("../../migrations/0006_rds_snapshot_state.sql"),
+    ),
 ];
 
 /// Which SQL database holds the catalog (not a storage `Backend`).

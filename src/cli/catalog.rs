@@ -42,9 +42,15 @@ pub async fn run(cli: &Cli, cmd: &CatalogCommand) -> Result<u8> {
     let catalog = Catalog::open(config.catalog_url()?).await?;
     match cmd {
         CatalogCommand::Sync { from, json } => {
+            // rds plans first: their snapshots live in RDS, not in the repository.
+            let rds = super::rds::sync(&config, &catalog, *json).await?;
             let report = crate::engine::sync(&config, &catalog, from.as_deref()).await?;
             if *json {
-                super::output::print_json(&serde_json::to_value(&report)?);
+                let mut v = serde_json::to_value(&report)?;
+                if let (Some(rds), Some(map)) = (rds, v.as_object_mut()) {
+                    map.insert("rds".into(), serde_json::to_value(rds)?);
+                }
+                super::output::print_json(&v);
             } else {
                 println!(
                     "catalog synced: {} snapshots read from {}; presence recorded for {}",

@@ -39,8 +39,35 @@ pub async fn run(cli: &Cli) -> Result<u8> {
             force,
             jobs,
             scratch,
+            to_instance,
+            instance_class,
+            subnet_group,
+            security_groups,
             json,
         } => {
+            if let Some(to_instance) = to_instance {
+                let config = load_config(cli)?;
+                let plan = config.plan(plan)?;
+                let args = super::rds::RestoreArgs {
+                    request: crate::rds::restore::InstanceRequest {
+                        to: to_instance,
+                        from: from.as_deref(),
+                        snapshot,
+                        overrides: crate::rds::restore::Overrides {
+                            instance_class: instance_class.clone(),
+                            subnet_group: subnet_group.clone(),
+                            security_groups: security_groups.clone(),
+                        },
+                    },
+                    json: *json,
+                };
+                return super::rds::restore(&config, plan, &args).await;
+            }
+            if let Ok(config) = load_config(cli) {
+                if super::rds::rds_plan(&config, plan).is_some() {
+                    anyhow::bail!("plan {plan} is an rds plan: restore it into a new DB instance with --to-instance NAME");
+                }
+            }
             let args = super::restore_stream::Args {
                 plan,
                 snapshot,
@@ -182,6 +209,9 @@ async fn init(cli: &Cli, json: bool) -> Result<u8> {
 
 async fn backup(cli: &Cli, plan: &str, json: bool) -> Result<u8> {
     let config = load_config(cli)?;
+    if let Some(p) = super::rds::rds_plan(&config, plan) {
+        return super::rds::backup(&config, p, json).await;
+    }
     let progress = Arc::new(Progress::default());
     let bar = Bar::start(&format!("backup {plan}"), progress.clone(), !json);
     let history = super::history::History::begin(&config, RunKind::Backup, Some(plan)).await;
@@ -250,6 +280,12 @@ async fn backup(cli: &Cli, plan: &str, json: bool) -> Result<u8> {
 
 async fn snapshots(cli: &Cli, plan: Option<&str>, json: bool) -> Result<u8> {
     let config = load_config(cli)?;
+    if let Some(p) = plan {
+        config.plan(p)?;
+        if let Some(p) = super::rds::rds_plan(&config, p) {
+            return super::rds::snapshots(&config, p, json).await;
+        }
+    }
     let repo = engine::open(&config, KeyNeed::Any, None).await?;
     let list: Vec<_> = repo
         .list_snapshots()

@@ -19,6 +19,7 @@ mod history;
 mod output;
 mod progress;
 mod prune;
+mod rds;
 mod regions;
 mod render;
 mod restore_stream;
@@ -108,7 +109,8 @@ pub enum Command {
         json: bool,
     },
     /// Restore a snapshot: a directory plan into a directory, a postgres plan into a
-    /// database, a command plan into its restore_command; every chunk is verified on the way.
+    /// database, a command plan into its restore_command (every chunk is verified on the
+    /// way); an rds plan into a new DB instance (--to-instance).
     Restore {
         /// The plan's name.
         plan: String,
@@ -141,6 +143,19 @@ pub enum Command {
         /// Postgres --jobs: where the temporary dump file goes.
         #[arg(long, value_name = "DIR")]
         scratch: Option<PathBuf>,
+        /// rds plans: the new DB instance to create from the snapshot (it must not exist);
+        /// --from picks the AWS region (default: the source's). Prints its endpoint.
+        #[arg(long, value_name = "NAME")]
+        to_instance: Option<String>,
+        /// rds plans: instance class of the new instance (default: the plan's, else the snapshot's).
+        #[arg(long, value_name = "CLASS", requires = "to_instance")]
+        instance_class: Option<String>,
+        /// rds plans: DB subnet group of the new instance (default: the plan's).
+        #[arg(long, value_name = "NAME", requires = "to_instance")]
+        subnet_group: Option<String>,
+        /// rds plans: VPC security group id of the new instance; repeat for several.
+        #[arg(long = "security-group", value_name = "SG", requires = "to_instance")]
+        security_groups: Vec<String>,
         #[arg(long)]
         json: bool,
     },

@@ -17,6 +17,7 @@ mod example;
 mod keys;
 mod plan;
 mod raw;
+mod rds;
 mod region;
 mod resolve;
 #[cfg(test)]
@@ -30,6 +31,7 @@ pub(crate) use error::{unknown_key_problem, Locator};
 pub use error::{ConfigError, Position};
 pub use example::example;
 pub use keys::{KeysConfig, SecretRef, SecretString, SLACK_WEBHOOK_ENV, WEBHOOK_ENV};
+pub use rds::{valid_identifier, RdsCopy, RdsSource, DEFAULT_RDS_POLL, DEFAULT_RDS_TIMEOUT};
 pub use region::parse_region_arg;
 
 /// A loaded, validated configuration.
@@ -150,6 +152,8 @@ pub enum SourceConfig {
         /// argv of the restore test's command: stream on stdin, `LIFEBOAT_SCRATCH_DIR` set.
         verify_command: Option<Vec<String>>,
     },
+    /// Native RDS snapshots of one DB instance, copied to other AWS regions; no repository.
+    Rds(Box<RdsSource>),
 }
 
 /// A query whose result is recorded at backup time and must match after a restore.
@@ -160,12 +164,21 @@ pub struct SqlProbe {
 }
 
 impl SourceConfig {
-    /// The kind's name as written in the config (`dir`, `postgres`, `command`).
+    /// The rds source, for the code that runs rds plans (`crate::rds`).
+    pub fn as_rds(&self) -> Option<&RdsSource> {
+        match self {
+            SourceConfig::Rds(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The kind's name as written in the config (`dir`, `postgres`, `command`, `rds`).
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Dir { .. } => "dir",
             SourceConfig::Postgres { .. } => "postgres",
             SourceConfig::Command { .. } => "command",
+            SourceConfig::Rds(_) => "rds",
         }
     }
 }

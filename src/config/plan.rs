@@ -13,7 +13,7 @@ use super::resolve::{Resolver, Result};
 use super::{Objectives, PlanConfig, RegionConfig, Retention, SecretRef, SourceConfig, SqlProbe};
 
 /// The source kinds this build supports, for error messages.
-const SOURCE_KINDS: &str = "dir, postgres, command";
+const SOURCE_KINDS: &str = "dir, postgres, command, rds";
 const DURATION_EXAMPLES: &str = "expected e.g. \"24h\", \"90m\", \"365d\"";
 
 impl Resolver<'_> {
@@ -70,7 +70,15 @@ impl Resolver<'_> {
             Some(zone) => Some(zone.get_ref().clone()),
             None => None,
         };
+        let is_rds = raw
+            .source
+            .as_ref()
+            .and_then(|s| s.get_ref().kind.as_ref())
+            .is_some_and(|k| k.get_ref() == "rds");
         let plan_regions = match raw.regions {
+            Some(list) if is_rds => {
+                return Err(self.err(list.span(), &format!("{key}.regions"), "an rds plan's regions are its source's `region` and `copy_to` regions (AWS regions, not repository regions): remove `regions`"))
+            }
             None => regions.iter().map(|r| r.name.clone()).collect(),
             Some(list) => self.plan_regions(list, key, regions)?,
         };
@@ -82,6 +90,24 @@ impl Resolver<'_> {
             ));
         };
         let source = self.source(source, &format!("{key}.source"), &name)?;
+        let plan_regions = match &source {
+            SourceConfig::Rds(rds) => {
+                // Snapshots are named lifeboat-<plan>-<time>, scratch instances
+                // lifeboat-drill-<plan>-<time>: the plan name must fit RDS identifiers.
+                let ok = name.len() <= 30
+                    && super::valid_identifier(&name)
+                    && !name.contains(|c: char| c.is_ascii_uppercase());
+                if !ok {
+                    return Err(self.err(
+                        raw.name.as_ref().map_or(span, |n| n.span()),
+                        &format!("{key}.name"),
+                        format!("{name:?}: an rds plan's name goes into snapshot and instance identifiers: at most 30 lowercase letters, digits or hyphens, starting with a letter"),
+                    ));
+                }
+                rds.regions()
+            }
+            _ => plan_regions,
+        };
         let objectives = match raw.objectives {
             Some(objectives) => {
                 self.objectives(objectives.into_inner(), &format!("{key}.objectives"))?
@@ -206,33 +232,8 @@ impl Resolver<'_> {
                     Some(v) => Some(self.pg_url(v, &format!("{key}.scratch_url"))?),
                     None => None,
                 };
-                let password = match (raw.password_file, raw.password_env) {
-                    (Some(_), Some(env)) => {
-                        return Err(self.err(env.span(), &format!("{key}.password_env"), "set only one of `password_file` and `password_env`"))
-                    }
-                    (Some(file), None) => Some(SecretRef::File(self.path(&file, &format!("{key}.password_file"))?)),
-                    (None, Some(env)) => Some(SecretRef::Env(self.env_name(&env, &format!("{key}.password_env"))?)),
-                    (None, None) => None,
-                };
-                let mut probes: Vec<SqlProbe> = Vec::new();
-                for (j, probe) in raw.probes.map(Spanned::into_inner).unwrap_or_default().into_iter().enumerate() {
-                    let pkey = format!("{key}.probes[{j}]");
-                    let pspan = probe.span();
-                    let probe = probe.into_inner();
-                    let name = self.required(probe.name.as_ref(), pspan.clone(), &pkey, "name", "each probe needs a name, e.g. name = \"active users\"")?;
-                    let sql = self.required(probe.sql.as_ref(), pspan, &pkey, "sql", "each probe needs the query, e.g. sql = \"select count(*) from users\"")?;
-                    if name.get_ref().trim().is_empty() {
-                        return Err(self.err(name.span(), &format!("{pkey}.name"), "empty probe name"));
-                    }
-                    if probes.iter().any(|p| &p.name == name.get_ref()) {
-                        return Err(self.err(name.span(), &format!("{pkey}.name"), format!("duplicate probe name {:?}", name.get_ref())));
-                    }
-                    let text = sql.get_ref().trim().trim_end_matches(';').trim();
-                    if text.is_empty() {
-                        return Err(self.err(sql.span(), &format!("{pkey}.sql"), "empty query"));
-                    }
-                    probes.push(SqlProbe { name: name.get_ref().clone(), sql: text.to_string() });
-                }
+                let password = self.password(&raw, key)?;
+                let probes = self.sql_probes(raw.probes, key)?;
                 Ok(SourceConfig::Postgres { url, password, probes, scratch_url })
             }
             "command" => {
@@ -245,12 +246,85 @@ impl Resolver<'_> {
                 };
                 Ok(SourceConfig::Command { command, restore_command, verify_command })
             }
+            "rds" => self.rds_source(raw, span, key),
             other => Err(self.err(
                 kind.span(),
                 &format!("{key}.kind"),
                 format!("plan {plan:?}: unsupported source kind {other:?} (supported kinds: {SOURCE_KINDS})"),
             )),
         }
+    }
+
+    /// `password_file` or `password_env` (at most one) of a source.
+    pub(super) fn password(&self, raw: &RawSource, key: &str) -> Result<Option<SecretRef>> {
+        Ok(match (&raw.password_file, &raw.password_env) {
+            (Some(_), Some(env)) => {
+                return Err(self.err(
+                    env.span(),
+                    &format!("{key}.password_env"),
+                    "set only one of `password_file` and `password_env`",
+                ))
+            }
+            (Some(file), None) => Some(SecretRef::File(
+                self.path(file, &format!("{key}.password_file"))?,
+            )),
+            (None, Some(env)) => Some(SecretRef::Env(
+                self.env_name(env, &format!("{key}.password_env"))?,
+            )),
+            (None, None) => None,
+        })
+    }
+
+    /// A source's `probes`: names present, unique and non-empty, queries non-empty.
+    pub(super) fn sql_probes(
+        &self,
+        raw: Option<Spanned<Vec<Spanned<super::raw::RawProbe>>>>,
+        key: &str,
+    ) -> Result<Vec<SqlProbe>> {
+        let mut probes: Vec<SqlProbe> = Vec::new();
+        for (j, probe) in raw
+            .map(Spanned::into_inner)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let pkey = format!("{key}.probes[{j}]");
+            let pspan = probe.span();
+            let probe = probe.into_inner();
+            let name = self.required(
+                probe.name.as_ref(),
+                pspan.clone(),
+                &pkey,
+                "name",
+                "each probe needs a name, e.g. name = \"active users\"",
+            )?;
+            let sql = self.required(
+                probe.sql.as_ref(),
+                pspan,
+                &pkey,
+                "sql",
+                "each probe needs the query, e.g. sql = \"select count(*) from users\"",
+            )?;
+            if name.get_ref().trim().is_empty() {
+                return Err(self.err(name.span(), &format!("{pkey}.name"), "empty probe name"));
+            }
+            if probes.iter().any(|p| &p.name == name.get_ref()) {
+                return Err(self.err(
+                    name.span(),
+                    &format!("{pkey}.name"),
+                    format!("duplicate probe name {:?}", name.get_ref()),
+                ));
+            }
+            let text = sql.get_ref().trim().trim_end_matches(';').trim();
+            if text.is_empty() {
+                return Err(self.err(sql.span(), &format!("{pkey}.sql"), "empty query"));
+            }
+            probes.push(SqlProbe {
+                name: name.get_ref().clone(),
+                sql: text.to_string(),
+            });
+        }
+        Ok(probes)
     }
 
     /// A command line given as a list: present, non-empty, no empty program name.
@@ -278,7 +352,7 @@ impl Resolver<'_> {
     }
 
     /// A `postgres://` URL without a password (secrets never live in the config).
-    fn pg_url(&self, value: &Spanned<String>, key: &str) -> Result<String> {
+    pub(super) fn pg_url(&self, value: &Spanned<String>, key: &str) -> Result<String> {
         let url = value.get_ref();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(self.err(
@@ -306,7 +380,13 @@ impl Resolver<'_> {
     }
 
     /// Rejects keys no source kind has, then keys of another kind than `kind`.
-    fn source_keys(&self, raw: &RawSource, key: &str, kind: &str, allowed: &[&str]) -> Result<()> {
+    pub(super) fn source_keys(
+        &self,
+        raw: &RawSource,
+        key: &str,
+        kind: &str,
+        allowed: &[&str],
+    ) -> Result<()> {
         if let Some(unknown) = raw.unknown.first() {
             return Err(self.err(
                 unknown.span(),

@@ -107,6 +107,14 @@ pub(super) struct RawProbe {
     pub sql: Text,
 }
 
+/// One `copy_to` entry of an rds source: a destination region and its KMS key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRdsCopy {
+    pub region: Text,
+    pub kms_key_id: Text,
+}
+
 /// A plan's `source` table.
 ///
 /// Deserialized by hand rather than with `deny_unknown_fields`: keys no kind knows
@@ -131,6 +139,21 @@ pub(super) struct RawSource {
     pub command: TextList,
     pub restore_command: TextList,
     pub verify_command: TextList,
+    // kind = "rds" (also password_env, password_file, probes)
+    pub instance: Text,
+    pub cluster: Text,
+    pub region: Text,
+    pub copy_to: Option<Spanned<Vec<Spanned<RawRdsCopy>>>>,
+    pub instance_class: Text,
+    pub subnet_group: Text,
+    pub security_groups: TextList,
+    pub option_group: Text,
+    pub parameter_group: Text,
+    pub tags: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
+    pub endpoint: Text,
+    pub probe_url: Text,
+    pub timeout: Text,
+    pub poll_interval: Text,
     /// Keys that no source kind has, in file order.
     pub unknown: Vec<Spanned<String>>,
 }
@@ -153,6 +176,17 @@ impl RawSource {
             ("password_env", &self.password_env),
             ("password_file", &self.password_file),
             ("scratch_url", &self.scratch_url),
+            ("instance", &self.instance),
+            ("cluster", &self.cluster),
+            ("region", &self.region),
+            ("instance_class", &self.instance_class),
+            ("subnet_group", &self.subnet_group),
+            ("option_group", &self.option_group),
+            ("parameter_group", &self.parameter_group),
+            ("endpoint", &self.endpoint),
+            ("probe_url", &self.probe_url),
+            ("timeout", &self.timeout),
+            ("poll_interval", &self.poll_interval),
         ];
         for (name, v) in texts {
             if let Some(v) = v {
@@ -162,10 +196,17 @@ impl RawSource {
         if let Some(v) = &self.probes {
             present.push(("probes", v.span()));
         }
+        if let Some(v) = &self.copy_to {
+            present.push(("copy_to", v.span()));
+        }
+        if let Some(v) = &self.tags {
+            present.push(("tags", v.span()));
+        }
         let lists = [
             ("command", &self.command),
             ("restore_command", &self.restore_command),
             ("verify_command", &self.verify_command),
+            ("security_groups", &self.security_groups),
         ];
         for (name, v) in lists {
             if let Some(v) = v {
@@ -207,6 +248,20 @@ impl<'de> Visitor<'de> for RawSourceVisitor {
                 "command" => source.command = Some(map.next_value()?),
                 "restore_command" => source.restore_command = Some(map.next_value()?),
                 "verify_command" => source.verify_command = Some(map.next_value()?),
+                "instance" => source.instance = Some(map.next_value()?),
+                "cluster" => source.cluster = Some(map.next_value()?),
+                "region" => source.region = Some(map.next_value()?),
+                "copy_to" => source.copy_to = Some(map.next_value()?),
+                "instance_class" => source.instance_class = Some(map.next_value()?),
+                "subnet_group" => source.subnet_group = Some(map.next_value()?),
+                "security_groups" => source.security_groups = Some(map.next_value()?),
+                "option_group" => source.option_group = Some(map.next_value()?),
+                "parameter_group" => source.parameter_group = Some(map.next_value()?),
+                "tags" => source.tags = Some(map.next_value()?),
+                "endpoint" => source.endpoint = Some(map.next_value()?),
+                "probe_url" => source.probe_url = Some(map.next_value()?),
+                "timeout" => source.timeout = Some(map.next_value()?),
+                "poll_interval" => source.poll_interval = Some(map.next_value()?),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     source.unknown.push(key);

@@ -758,3 +758,6 @@ fn command_sources_need_a_command_and_a_restore_command() {
         "plans[0].source.url",
     );
 }
+
+/// The `rds` source kind's keys.
+mod rds;

@@ -250,7 +250,7 @@ impl Executor {
         result.attempts = attempts;
         result.outcome = phase.as_str().into();
         match &report {
-            Ok(r) => result.snapshot = Some(r.outcome.snapshot.to_hex()),
+            Ok(r) => result.snapshot = Some(r.snapshot_name()),
             Err(e) => result.error = Some(format!("{e:#}")),
         }
         self.metrics.record_run(&due.plan, phase, &report);
@@ -321,7 +321,7 @@ impl Executor {
         };
         match &report {
             Ok(r) => {
-                tracing::info!(plan = %due.plan, snapshot = %r.outcome.snapshot.short(), phase = phase.as_str(), "scheduled backup done")
+                tracing::info!(plan = %due.plan, snapshot = %r.snapshot_name(), phase = phase.as_str(), "scheduled backup done")
             }
             Err(e) => {
                 tracing::error!(plan = %due.plan, error = %format!("{e:#}"), phase = phase.as_str(), "scheduled backup failed")

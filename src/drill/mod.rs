@@ -8,6 +8,7 @@
 
 pub mod compare;
 pub mod html;
+mod rds;
 pub mod report;
 pub mod restore;
 pub mod run;
@@ -478,6 +479,21 @@ pub async fn plan(config: &Config, catalog: &Catalog, book: &Runbook) -> Result<
                     creates,
                 )
             }
+            StepKind::RdsRestore {
+                plans,
+                snapshot,
+                region,
+            } => (
+                format!(
+                    "restore RDS snapshot {snapshot} of {} in {} into a scratch instance, wait, probe, delete it",
+                    plans.join(", "),
+                    region.as_deref().unwrap_or("each plan's source region")
+                ),
+                plans
+                    .iter()
+                    .map(|p| format!("{p}: scratch instance lifeboat-drill-{p}-… (deleted by the step)"))
+                    .collect(),
+            ),
             StepKind::Verify { on } => (
                 format!("compare what {on} restored with the backup's record"),
                 vec![],

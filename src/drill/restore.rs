@@ -173,6 +173,12 @@ async fn in_process(
         restore_ms: 0,
         current_bytes: 0,
     };
+    if plan.source.as_rds().is_some() {
+        anyhow::bail!(
+            "plan {}: an rds plan has no repository snapshot; restore it with an rds_restore step",
+            plan.name
+        );
+    }
     match &plan.source {
         SourceConfig::Dir { .. } => {
             let target = match into {
@@ -316,6 +322,7 @@ async fn in_process(
             r.files = 1;
             r.dir = Some(dir);
         }
+        SourceConfig::Rds(_) => unreachable!("refused above"),
     }
     r.restore_ms = r.restore_ms.max(1);
     Ok(r)
@@ -648,6 +655,10 @@ pub async fn rpo(drill: &Arc<Drill>, regions: &[String]) -> Result<Vec<PlanRpo>>
     for name in &drill.book.plans {
         let plan = drill.config.plan(name)?;
         let target_s = drill.book.rpo.unwrap_or(plan.objectives.rpo).as_secs() as i64;
+        if plan.source.as_rds().is_some() {
+            out.push(rds_rpo(drill, plan, t0, target_s).await?);
+            continue;
+        }
         let mut rows = Vec::new();
         for region in &required {
             let newest = entries
@@ -700,6 +711,41 @@ pub async fn rpo(drill: &Arc<Drill>, regions: &[String]) -> Result<Vec<PlanRpo>>
         });
     }
     Ok(out)
+}
+
+/// An rds plan's RPO at T0, per AWS region of the plan, from the catalog's rows (the RDS
+/// snapshots `backup` and `catalog sync` recorded): the newest snapshot available there.
+async fn rds_rpo(drill: &Arc<Drill>, plan: &PlanConfig, t0: i64, target_s: i64) -> Result<PlanRpo> {
+    let rows = drill.catalog.snapshots(Some(&plan.name)).await?;
+    let regions = plan
+        .regions
+        .iter()
+        .map(|region| {
+            let newest = rows
+                .iter()
+                .rev()
+                .find(|r| r.present.contains(region) && r.time <= t0);
+            let age = newest.map(|r| (t0 - r.time).max(0));
+            RegionRpo {
+                region: region.clone(),
+                snapshot: newest.map(|r| r.id.clone()),
+                snapshot_time: newest.map(|r| r.time),
+                achieved_s: age,
+                met: age.is_some_and(|a| a <= target_s),
+                note: newest
+                    .is_none()
+                    .then(|| "no RDS snapshot of this plan available in the region".to_string()),
+            }
+        })
+        .collect();
+    Ok(PlanRpo {
+        plan: plan.name.clone(),
+        target_s,
+        restored_snapshot: None,
+        achieved_s: None,
+        met: None,
+        regions,
+    })
 }
 
 pub async fn drop_database(config: &Config, plan: &str, admin_url: &str, name: &str) -> Result<()> {

@@ -41,6 +41,7 @@ pub async fn execute(drill: &Arc<Drill>, step: &Step, cancel: &Cancel) -> Result
             }
         }
         StepKind::Restore { .. } => return super::restore::restore(drill, step, cancel).await,
+        StepKind::RdsRestore { .. } => return super::rds::rds_restore(drill, step, cancel).await,
         StepKind::Verify { on } => return super::restore::verify(drill, &step.id, on).await,
         StepKind::Sql {
             on,

@@ -26,11 +26,23 @@ pub struct BackupReport {
     pub unavailable: Vec<(String, String)>,
     pub warnings: Vec<String>,
     pub duration: Duration,
+    /// An rds plan's backup: the RDS snapshot and its state per AWS region (`outcome` then
+    /// only mirrors it; its `snapshot` is no repository object).
+    pub rds: Option<crate::rds::RdsBackupReport>,
 }
 
 impl BackupReport {
     pub fn is_degraded(&self) -> bool {
         self.outcome.is_degraded() || !self.unavailable.is_empty()
+    }
+
+    /// The snapshot's name for the catalog and messages: the RDS snapshot identifier, or the
+    /// repository snapshot's id.
+    pub fn snapshot_name(&self) -> String {
+        match &self.rds {
+            Some(r) => r.snapshot.clone(),
+            None => self.outcome.snapshot.to_hex(),
+        }
     }
 
     /// Entries of the source could not be read (the manifest lists them): exit 3 like a
@@ -165,5 +177,6 @@ async fn into_repository(
         unavailable,
         warnings,
         duration: started.elapsed(),
+        rds: None,
     })
 }

@@ -34,8 +34,9 @@ pub async fn backup(
             for (name, e) in r.unavailable.iter().chain(&r.outcome.failed) {
                 regions.insert(name.clone(), e.clone());
             }
-            let id = r.outcome.snapshot.to_hex();
-            for (name, outcome) in &regions {
+            let id = r.snapshot_name();
+            // An rds plan's rows (with their copying/failed states) were written by crate::rds.
+            for (name, outcome) in regions.iter().filter(|_| r.rds.is_none()) {
                 catalog
                     .put_snapshot(&id, &r.outcome.manifest, name, outcome == "ok")
                     .await?;

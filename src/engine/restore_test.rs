@@ -88,6 +88,12 @@ impl RestoreTestOutcome {
 /// Record an outcome in the catalog's `restore_tests` (what `status` reads).
 pub async fn record(catalog: &Catalog, outcome: &RestoreTestOutcome) -> Result<()> {
     catalog.record_restore_test(&outcome.to_record()).await?;
+    // An RDS snapshot is verified by a restore that came up (repository snapshots by `verify`).
+    if outcome.kind == "rds" && outcome.passed {
+        catalog
+            .mark_verified(&outcome.snapshot, &outcome.region, outcome.started_at)
+            .await?;
+    }
     Ok(())
 }
 
@@ -107,11 +113,15 @@ pub async fn restore_tests(
         req.snapshot.is_none() || req.plan.is_some(),
         "--snapshot needs --plan (a snapshot belongs to one plan)"
     );
-    if let Some(from) = &req.from {
-        config.region(from)?;
+    // rds plans restore from RDS snapshots in AWS regions: no repository, no identity.
+    let all_rds = plans.iter().all(|p| p.source.as_rds().is_some());
+    if !all_rds {
+        if let Some(from) = &req.from {
+            config.region(from)?;
+        }
+        // Fail early, once, when this host cannot decrypt.
+        open(config, KeyNeed::Read, req.from.as_deref()).await?;
     }
-    // Fail early, once, when this host cannot decrypt.
-    open(config, KeyNeed::Read, req.from.as_deref()).await?;
     let mut out = Vec::new();
     for plan in &plans {
         cancel.check()?;

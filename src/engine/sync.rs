@@ -105,7 +105,8 @@ pub async fn sync(config: &Config, catalog: &Catalog, from: Option<&str>) -> Res
         // Rows for snapshots that no longer exist anywhere readable go.
         let known: BTreeSet<String> = entries.iter().map(|e| e.id.to_hex()).collect();
         for row in catalog.snapshots(None).await? {
-            if !known.contains(&row.id) {
+            // rds plans' rows are RDS snapshots, synced from RDS (crate::rds::catalog).
+            if !known.contains(&row.id) && !crate::rds::catalog::is_rds_row(&row.source) {
                 catalog
                     .delete_snapshot_row(&row.id, region, started)
                     .await?;

@@ -22,6 +22,7 @@ mod object_lock;
 mod ops;
 mod pg;
 mod pgsource;
+mod rds;
 mod recovery;
 mod replicate;
 mod retention;

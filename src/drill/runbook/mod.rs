@@ -164,6 +164,15 @@ pub enum StepKind {
     Notify {
         message: String,
     },
+    /// rds plans: restore the newest (or a named) RDS snapshot in `region` into a scratch
+    /// instance, wait, probe, always delete it (`crate::rds::restore_test`).
+    RdsRestore {
+        plans: Vec<String>,
+        /// `latest` or a snapshot identifier.
+        snapshot: String,
+        /// AWS region to restore in (default: each plan's source region).
+        region: Option<String>,
+    },
 }
 
 impl StepKind {
@@ -178,6 +187,7 @@ impl StepKind {
             StepKind::Assert { .. } => "assert",
             StepKind::Wait { .. } => "wait",
             StepKind::Notify { .. } => "notify",
+            StepKind::RdsRestore { .. } => "rds_restore",
         }
     }
 }
@@ -196,6 +206,7 @@ const KINDS: &[(&str, &[&str])] = &[
     ("assert", &["rto", "rpo", "rpo_regions", "that"]),
     ("wait", &["duration"]),
     ("notify", &["message"]),
+    ("rds_restore", &["plans", "snapshot", "region"]),
 ];
 /// Kinds a `[[cleanup]]` step may have: nothing there may need a gate or create things.
 const CLEANUP_KINDS: &[&str] = &["command", "notify", "wait"];
@@ -476,6 +487,7 @@ impl Resolver<'_> {
                 },
             },
             "restore" => self.restore(&s, book, &k)?,
+            "rds_restore" => self.rds_restore(&s, book, &k)?,
             "verify" => StepKind::Verify {
                 on: self
                     .required(&s.on, span.clone(), &k("on"))?
@@ -620,9 +632,93 @@ impl Resolver<'_> {
         })
     }
 
+    /// `rds_restore`: rds plans of the runbook (all by default), a snapshot identifier or
+    /// `latest`, and an AWS region each plan copies its snapshots to.
+    fn rds_restore(
+        &self,
+        s: &RawStep,
+        book: &Runbook,
+        k: &dyn Fn(&str) -> String,
+    ) -> Result<StepKind> {
+        let is_rds = |n: &String| {
+            self.config
+                .plan(n)
+                .is_ok_and(|p| p.source.as_rds().is_some())
+        };
+        let at = |v: &TextList| v.as_ref().map(|p| p.span()).unwrap_or_default();
+        let plans: Vec<String> = match &s.plans {
+            None => book.plans.iter().filter(|n| is_rds(n)).cloned().collect(),
+            Some(_) => {
+                let (names, _) = self.plans(&s.plans)?;
+                if let Some(n) = names.iter().find(|n| !book.plans.contains(n) || !is_rds(n)) {
+                    return Err(self.err(
+                        at(&s.plans),
+                        &k("plans"),
+                        format!("plan {n:?} is not an rds plan the runbook covers"),
+                    ));
+                }
+                names
+            }
+        };
+        let snapshot = match &s.snapshot {
+            None => "latest".to_string(),
+            Some(v)
+                if v.get_ref() == "latest"
+                    || crate::config::valid_identifier(v.get_ref())
+                    || v.get_ref().len() > 63 =>
+            {
+                v.get_ref().clone()
+            }
+            Some(v) => {
+                return Err(self.err(
+                    v.span(),
+                    &k("snapshot"),
+                    format!(
+                        "{:?}: expected \"latest\" or an RDS snapshot identifier",
+                        v.get_ref()
+                    ),
+                ))
+            }
+        };
+        if let Some(v) = &s.region {
+            for n in &plans {
+                let plan = self
+                    .config
+                    .plan(n)
+                    .map_err(|e| self.err(v.span(), &k("region"), e.to_string()))?;
+                if !plan.regions.contains(v.get_ref()) {
+                    return Err(self.err(
+                        v.span(),
+                        &k("region"),
+                        format!(
+                            "plan {n}'s snapshots are in {}, not {:?}",
+                            plan.regions.join(", "),
+                            v.get_ref()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(StepKind::RdsRestore {
+            plans,
+            snapshot,
+            region: s.region.as_ref().map(|v| v.get_ref().clone()),
+        })
+    }
+
     fn restore(&self, s: &RawStep, book: &Runbook, k: &dyn Fn(&str) -> String) -> Result<StepKind> {
         let plans = match &s.plans {
-            None => book.plans.clone(),
+            // rds plans have no repository snapshot: an rds_restore step restores them.
+            None => book
+                .plans
+                .iter()
+                .filter(|n| {
+                    self.config
+                        .plan(n)
+                        .is_ok_and(|p| p.source.as_rds().is_none())
+                })
+                .cloned()
+                .collect(),
             Some(_) => {
                 let (names, _) = self.plans(&s.plans)?;
                 for n in &names {
@@ -810,11 +906,11 @@ impl Resolver<'_> {
         let mut out = Vec::new();
         for item in &items {
             if let Some(kind) = item.get_ref().strip_prefix("kind:") {
-                if !["dir", "postgres", "command"].contains(&kind) {
+                if !["dir", "postgres", "command", "rds"].contains(&kind) {
                     return Err(self.err(
                         item.span(),
                         "runbook.plans",
-                        format!("unknown plan kind {kind:?} (dir, postgres, command)"),
+                        format!("unknown plan kind {kind:?} (dir, postgres, command, rds)"),
                     ));
                 }
                 // No plan of the kind: the runbook is valid and covers nothing here.
@@ -976,6 +1072,9 @@ fn named_target_fits(
         SourceConfig::Command { .. } => {
             Err("command plans restore into scratch space only (into = \"scratch\")".into())
         }
+        SourceConfig::Rds(_) => Err(format!(
+            "{target:?}: an rds plan is restored by an rds_restore step, into a scratch instance"
+        )),
     }
 }
 

@@ -46,6 +46,7 @@ fn shipped_runbooks_resolve_against_any_config() {
         "annual-full-restore",
         "postgres-restore",
         "bare-host",
+        "rds-region-outage",
     ] {
         let book = load(&dir.join(format!("{name}.toml")), &config())
             .unwrap_or_else(|e| panic!("{name}: {e}"));

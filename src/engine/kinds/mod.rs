@@ -24,6 +24,7 @@ use crate::engine::{BackupReport, RestoreTestOutcome};
 mod command;
 mod dir;
 mod postgres;
+mod rds;
 mod stream;
 
 /// How the engine runs a plan's source.
@@ -65,6 +66,7 @@ pub fn shape(source: &SourceConfig) -> Shape<'_> {
             command,
             verify_command: verify_command.as_deref(),
         })),
+        SourceConfig::Rds(source) => Shape::External(Box::new(rds::Rds { source })),
     }
 }
 
