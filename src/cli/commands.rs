@@ -39,6 +39,8 @@ pub async fn run(cli: &Cli) -> Result<u8> {
             force,
             jobs,
             scratch,
+            no_setuid,
+            no_owner,
             json,
         } => {
             let args = super::restore_stream::Args {
@@ -66,6 +68,8 @@ pub async fn run(cli: &Cli) -> Result<u8> {
                     .context("--to DIR: where to restore")?,
                 include: include.clone(),
                 overwrite: *overwrite,
+                no_setuid: *no_setuid,
+                no_owner: *no_owner,
             };
             restore(cli, &req, *json).await
         }

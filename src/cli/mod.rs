@@ -139,6 +139,12 @@ pub enum Command {
         /// Postgres --jobs: where the temporary dump file goes.
         #[arg(long, value_name = "DIR")]
         scratch: Option<PathBuf>,
+        /// Directory plans: drop setuid and setgid bits from restored files and directories.
+        #[arg(long)]
+        no_setuid: bool,
+        /// Directory plans: do not restore owners and groups (as root they are restored by id).
+        #[arg(long)]
+        no_owner: bool,
         #[arg(long)]
         json: bool,
     },

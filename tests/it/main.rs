@@ -12,6 +12,7 @@ mod dedup;
 mod deploy;
 mod drill;
 mod faults;
+mod fidelity;
 mod format;
 mod keys;
 mod layers;
