@@ -4,7 +4,11 @@
 //!
 //! - **RPO age** = now − start time of the newest snapshot present in *every* region of the
 //!   plan. Breach: older than the RPO, or no such snapshot. Warning: a newer snapshot is
-//!   degraded, or the last backup failed.
+//!   degraded or partial, or the last backup failed.
+//! - **Clocks lie**: a snapshot dated more than [`CLOCK_SKEW`] in the future (a backup host
+//!   whose clock runs fast, or a forged manifest) is never the newest for RPO and makes
+//!   the plan a warning; a snapshot's time counts as the earlier of its manifest's time and
+//!   when this catalog first saw it, so a fast clock cannot make old data look fresh.
 //! - **RTO** = the newest passed restore test's duration, projected to the current size at
 //!   that test's throughput. Breach: projection over the RTO. Warning: no restore test yet,
 //!   the newest test failed, or the projection is over 80 % of the RTO.
@@ -19,6 +23,47 @@ use crate::catalog::{Catalog, Phase, RunKind, RunRecord, SnapshotRow};
 use crate::config::{Config, PlanConfig};
 
 const DRILL_WARN_AHEAD: i64 = 30 * 86_400;
+/// How far in the future a manifest may be dated before it is not believed (seconds).
+pub const CLOCK_SKEW: i64 = 300;
+
+/// Why a snapshot dated `time` is not believed at `now`, or `None` when it is.
+pub fn future_dated(time: i64, now: i64) -> Option<String> {
+    (time > now + CLOCK_SKEW).then(|| {
+        format!(
+            "dated {} in the future (more than the {} allowed for clock skew): the backup host's clock is wrong, or the manifest is not genuine",
+            human(time - now),
+            human(CLOCK_SKEW)
+        )
+    })
+}
+
+/// `verify`'s warnings for manifests dated in the future, one per snapshot, naming it and
+/// its regions.
+pub fn future_warnings(
+    snapshots: &[lifeboat_repo::snapshot::SnapshotEntry],
+    now: i64,
+) -> Vec<String> {
+    snapshots
+        .iter()
+        .filter_map(|s| {
+            future_dated(s.manifest.time, now).map(|why| {
+                format!(
+                    "snapshot {} of plan {} (host {}, in {}) is {why}; status does not count it for the RPO",
+                    s.id.short(),
+                    s.manifest.plan,
+                    s.manifest.host,
+                    s.regions.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+/// The time a snapshot counts as taken: its manifest's, or when the catalog first saw it
+/// if that is earlier.
+pub fn trusted_time(s: &SnapshotRow) -> i64 {
+    s.first_seen.map_or(s.time, |seen| seen.min(s.time))
+}
 const RTO_WARN_FRACTION: f64 = 0.8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -173,15 +218,26 @@ pub fn evaluate(plan: &PlanConfig, facts: &PlanFacts, now: i64) -> PlanStatus {
 
 fn rpo(plan: &PlanConfig, facts: &PlanFacts, now: i64) -> RpoStatus {
     let target = plan.objectives.rpo.as_secs();
+    let believed = |s: &&SnapshotRow| future_dated(s.time, now).is_none();
     let complete = facts
         .snapshots
         .iter()
-        .rev()
-        .find(|s| s.complete_in(&plan.regions));
-    let newest = facts.snapshots.last();
+        .filter(believed)
+        .filter(|s| s.complete_in(&plan.regions))
+        .max_by_key(|s| (trusted_time(s), s.committed_ns));
+    let newest = facts.snapshots.iter().rev().find(believed);
     let mut level = Level::Ok;
     let mut notes = Vec::new();
-    let age = complete.map(|s| (now - s.time).max(0));
+    for s in facts.snapshots.iter().filter(|s| !believed(s)) {
+        level = Level::Warning;
+        if let Some(why) = future_dated(s.time, now) {
+            notes.push(format!(
+                "snapshot {} is {why}; it does not count",
+                short(&s.id)
+            ));
+        }
+    }
+    let age = complete.map(|s| (now - trusted_time(s)).max(0));
     match age {
         None => {
             level = Level::Breach;
@@ -207,6 +263,13 @@ fn rpo(plan: &PlanConfig, facts: &PlanFacts, now: i64) -> RpoStatus {
             notes.push("a newer snapshot is degraded (not in every region)".into());
         }
     }
+    if let Some(partial) = newest.filter(|s| s.partial) {
+        level = level.max(Level::Warning);
+        notes.push(format!(
+            "the newest snapshot {} is partial: some entries could not be read (`lifeboat snapshots --json` lists them)",
+            short(&partial.id)
+        ));
+    }
     if let Some(run) = &facts.last_backup {
         if run.phase == Phase::Failed {
             level = level.max(Level::Warning);
@@ -221,7 +284,7 @@ fn rpo(plan: &PlanConfig, facts: &PlanFacts, now: i64) -> RpoStatus {
         target_seconds: target,
         age_seconds: age,
         snapshot: complete.map(|s| s.id.clone()),
-        snapshot_time: complete.map(|s| s.time),
+        snapshot_time: complete.map(trusted_time),
         note: (!notes.is_empty()).then(|| notes.join("; ")),
     }
 }
@@ -354,6 +417,11 @@ fn regions(plan: &PlanConfig, facts: &PlanFacts) -> Vec<RegionHealth> {
             }
         })
         .collect()
+}
+
+/// The first 8 characters of an id, as the CLI shows ids.
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
 }
 
 /// "3d 4h", "25m", "12s".

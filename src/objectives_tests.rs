@@ -39,6 +39,8 @@ fn snap(id: &str, time: i64, present: &[&str], bytes: i64) -> SnapshotRow {
         present: present.iter().map(|s| s.to_string()).collect(),
         missing: vec![],
         verified: vec![],
+        partial: false,
+        first_seen: None,
     }
 }
 
@@ -106,6 +108,60 @@ fn rpo_counts_only_snapshots_complete_in_every_region() {
     let s = evaluate(&plan(), &f, NOW);
     assert_eq!(s.rpo.level, Level::Breach);
     assert_eq!(s.rpo.age_seconds, None);
+}
+
+#[test]
+fn a_snapshot_dated_in_the_future_does_not_count_and_is_flagged() {
+    let mut f = healthy();
+    f.snapshots = vec![
+        snap("old", NOW - 30 * H, &["west", "east"], 1000),
+        snap("future", NOW + 3 * H, &["west", "east"], 1000),
+    ];
+    let s = evaluate(&plan(), &f, NOW);
+    assert_eq!(s.rpo.snapshot.as_deref(), Some("old"), "{:?}", s.rpo);
+    assert_eq!(s.rpo.level, Level::Breach);
+    let note = s.rpo.note.unwrap();
+    assert!(
+        note.contains("snapshot future is dated 3h 0m in the future"),
+        "{note}"
+    );
+    // Within the allowed skew it is believed.
+    f.snapshots[1].time = NOW + CLOCK_SKEW;
+    let s = evaluate(&plan(), &f, NOW);
+    assert_eq!(s.rpo.snapshot.as_deref(), Some("future"));
+    assert_eq!(s.rpo.level, Level::Ok, "{:?}", s.rpo);
+    assert_eq!(s.rpo.age_seconds, Some(0));
+    // Only a future snapshot: a warning on top of the breach, never "fresh".
+    f.snapshots = vec![snap("future", NOW + 3 * H, &["west", "east"], 1000)];
+    let s = evaluate(&plan(), &f, NOW);
+    assert_eq!(s.rpo.level, Level::Breach);
+    assert_eq!(s.rpo.age_seconds, None);
+}
+
+#[test]
+fn rpo_age_uses_the_catalogs_first_sight_when_earlier() {
+    let mut f = healthy();
+    // The manifest says one hour ago; the catalog saw it 30 hours ago (a fast clock that
+    // stays within the skew, or a manifest re-dated later).
+    let mut s1 = snap("s1", NOW - H, &["west", "east"], 1000);
+    s1.first_seen = Some(NOW - 30 * H);
+    f.snapshots = vec![s1];
+    let s = evaluate(&plan(), &f, NOW);
+    assert_eq!(s.rpo.age_seconds, Some(30 * H));
+    assert_eq!(s.rpo.level, Level::Breach);
+    // Seen after its own time (the usual case: the catalog records it at commit): the
+    // manifest's time counts.
+    f.snapshots[0].first_seen = Some(NOW - H + 5);
+    assert_eq!(evaluate(&plan(), &f, NOW).rpo.age_seconds, Some(H));
+}
+
+#[test]
+fn a_partial_newest_snapshot_is_a_warning() {
+    let mut f = healthy();
+    f.snapshots.last_mut().unwrap().partial = true;
+    let s = evaluate(&plan(), &f, NOW);
+    assert_eq!(s.rpo.level, Level::Warning);
+    assert!(s.rpo.note.unwrap().contains("partial"));
 }
 
 #[test]

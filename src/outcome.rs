@@ -48,3 +48,26 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
     }
     FAILURE
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lifeboat_repo::backend::BackendError;
+
+    #[test]
+    fn an_outage_is_a_failure_and_damage_is_a_verification_failure() {
+        let outage = anyhow::Error::new(RepoError::Unavailable(
+            "data/ab/ab…: no region could serve it (us-west-2: get: timeout (transient))".into(),
+        ))
+        .context("restore snapshot 1234");
+        assert_eq!(code_for(&outage), FAILURE);
+        let refused = anyhow::Error::new(RepoError::Backend(BackendError::permanent(
+            "get",
+            "config",
+            "AccessDenied",
+        )));
+        assert_eq!(code_for(&refused), FAILURE);
+        let damaged = anyhow::Error::new(RepoError::Corrupt("bad hash".into())).context("restore");
+        assert_eq!(code_for(&damaged), VERIFY_FAILED);
+    }
+}

@@ -46,10 +46,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "drills",
         include_str!("../../migrations/0003_drills.sql"),
     ),
+    (
+        4,
+        "snapshot trust",
+        include_str!("../../migrations/0004_snapshot_trust.sql"),
+    ),
 ];
 
+/// Which SQL database holds the catalog (not a storage `Backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum Database {
     Sqlite,
     Postgres,
 }
@@ -58,7 +64,7 @@ pub enum Backend {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     pool: AnyPool,
-    backend: Backend,
+    database: Database,
 }
 
 impl Catalog {
@@ -66,16 +72,16 @@ impl Catalog {
     /// creating a SQLite file and its directory when missing, and apply pending migrations.
     pub async fn open(url: &str) -> Result<Catalog> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
+        let database = if url.starts_with("sqlite:") {
+            Database::Sqlite
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres
+            Database::Postgres
         } else {
             anyhow::bail!("unsupported catalog URL (expected sqlite://FILE or postgres://HOST/DB)");
         };
         let mut url = url.to_string();
         let mut max = 4;
-        if backend == Backend::Sqlite {
+        if database == Database::Sqlite {
             let rest = url
                 .trim_start_matches("sqlite://")
                 .trim_start_matches("sqlite:");
@@ -99,7 +105,7 @@ impl Catalog {
             .connect(&url)
             .await
             .with_context(|| format!("open catalog {}", crate::host::redact_url(&url)))?;
-        if backend == Backend::Sqlite {
+        if database == Database::Sqlite {
             // WAL lets `status` read while a backup writes; the busy timeout (sqlx's default
             // 5 s) covers writers from other processes.
             sqlx::query("PRAGMA journal_mode=WAL")
@@ -107,7 +113,7 @@ impl Catalog {
                 .await
                 .context("catalog: enable WAL")?;
         }
-        let catalog = Catalog { pool, backend };
+        let catalog = Catalog { pool, database };
         catalog.migrate().await?;
         Ok(catalog)
     }
@@ -132,7 +138,7 @@ impl Catalog {
         loop {
             match migrator.run(&self.pool).await {
                 Ok(()) => return Ok(()),
-                Err(e) if attempt < 3 && self.backend == Backend::Sqlite => {
+                Err(e) if attempt < 3 && self.database == Database::Sqlite => {
                     tracing::debug!(error = %e, "catalog: migration raced; retrying");
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
@@ -146,8 +152,8 @@ impl Catalog {
         &self.pool
     }
 
-    pub fn backend(&self) -> Backend {
-        self.backend
+    pub fn database(&self) -> Database {
+        self.database
     }
 }
 

@@ -1,5 +1,7 @@
 //! The catalog's cache of snapshots: one row per snapshot and region, saying whether that
-//! region holds the manifest (and, once checked, whether it was verified).
+//! region holds the manifest (and, once checked, whether it was verified), whether the
+//! snapshot is partial, and when this catalog first saw it (kept across syncs: the clock of
+//! record when a backup host's clock lies).
 
 use anyhow::{Context, Result};
 use lifeboat_repo::snapshot::Manifest;
@@ -29,6 +31,10 @@ pub struct SnapshotRow {
     pub missing: Vec<String>,
     /// Regions where it was verified.
     pub verified: Vec<String>,
+    /// The backup skipped entries it could not read.
+    pub partial: bool,
+    /// When this catalog first recorded the snapshot (`None` before migration 0004).
+    pub first_seen: Option<i64>,
 }
 
 impl SnapshotRow {
@@ -49,8 +55,8 @@ impl Catalog {
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO snapshots (id, region, plan, time, end_time, host, source, files, bytes, \
-             stored_bytes, present, seen_at, committed_ns) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             stored_bytes, present, seen_at, committed_ns, partial) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (id, region) DO UPDATE SET present = excluded.present, seen_at = excluded.seen_at",
         )
         .bind(id.to_string())
@@ -69,9 +75,19 @@ impl Catalog {
         .bind(i64::from(present))
         .bind(now_secs())
         .bind(manifest.committed_ns)
+        .bind(i64::from(manifest.is_partial()))
         .execute(self.pool())
         .await
         .context("catalog: record snapshot")?;
+        sqlx::query(
+            "INSERT INTO snapshot_first_seen (id, first_seen_at) VALUES ($1, $2) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(now_secs())
+        .execute(self.pool())
+        .await
+        .context("catalog: record when a snapshot was first seen")?;
         Ok(())
     }
 
@@ -102,9 +118,10 @@ impl Catalog {
     /// Snapshots, oldest first (by time, then id), optionally of one plan.
     pub async fn snapshots(&self, plan: Option<&str>) -> Result<Vec<SnapshotRow>> {
         let rows = sqlx::query(
-            "SELECT id, region, plan, time, end_time, committed_ns, host, source, files, bytes, \
-             stored_bytes, present, verified, verified_at FROM snapshots \
-             WHERE ($1 = '' OR plan = $1) ORDER BY time, committed_ns, end_time, id, region",
+            "SELECT s.id, region, plan, time, end_time, committed_ns, host, source, files, bytes, \
+             stored_bytes, present, verified, verified_at, partial, f.first_seen_at \
+             FROM snapshots s LEFT JOIN snapshot_first_seen f ON f.id = s.id \
+             WHERE ($1 = '' OR plan = $1) ORDER BY time, committed_ns, end_time, s.id, region",
         )
         .bind(plan.unwrap_or_default().to_string())
         .fetch_all(self.pool())
@@ -146,5 +163,7 @@ fn snapshot_row(row: &AnyRow, id: String) -> Result<SnapshotRow> {
         present: Vec::new(),
         missing: Vec::new(),
         verified: Vec::new(),
+        partial: get_i64(row, "partial")? != 0,
+        first_seen: get_opt_i64(row, "first_seen_at")?,
     })
 }

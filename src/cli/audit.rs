@@ -74,14 +74,22 @@ pub async fn run(cli: &Cli, check: bool, limit: Option<i64>, json: bool) -> Resu
     })
 }
 
-/// What to audit for a command, if anything: `(name, target)`. Commands that only read the
-/// catalog or configuration (status, audit, keys, config, catalog listings) are not
-/// audited; scheduled runs are audited per backup by the executor. Anything else —
-/// including commands added later — is.
-fn describe(command: &Command) -> Option<Option<String>> {
+/// Whether a command is written to the audit trail, and what it acted on.
+#[derive(Debug, PartialEq, Eq)]
+enum Audited {
+    /// Only reads the catalog or configuration.
+    No,
+    /// Audited; `target` is the plan or region it acted on, when it names one.
+    Yes { target: Option<String> },
+}
+
+/// What to audit for a command. Commands that only read the catalog or configuration
+/// (status, audit, keys, config, catalog listings) are not audited; scheduled runs are
+/// audited per backup by the executor. Anything else — including commands added later — is.
+fn describe(command: &Command) -> Audited {
     use super::catalog::CatalogCommand;
     use super::drill::DrillCommand;
-    match command {
+    let target = match command {
         Command::Keys(_)
         | Command::Config(_)
         | Command::Status { .. }
@@ -94,19 +102,20 @@ fn describe(command: &Command) -> Option<Option<String>> {
             | DrillCommand::Plan { .. }
             | DrillCommand::List { .. }
             | DrillCommand::Report { .. },
-        ) => None,
-        Command::Backup { plan, .. } | Command::Restore { plan, .. } => Some(Some(plan.clone())),
-        Command::Snapshots { plan, .. } => Some(plan.clone()),
-        Command::Catalog(CatalogCommand::Sync { from, .. }) => Some(from.clone()),
+        ) => return Audited::No,
+        Command::Backup { plan, .. } | Command::Restore { plan, .. } => Some(plan.clone()),
+        Command::Snapshots { plan, .. } => plan.clone(),
+        Command::Catalog(CatalogCommand::Sync { from, .. }) => from.clone(),
         #[allow(unreachable_patterns)]
-        _ => Some(None),
-    }
+        _ => None,
+    };
+    Audited::Yes { target }
 }
 
 /// Append the audit entry for the command just run, with its outcome. Failures to write
 /// the trail are reported on stderr, not fatal.
 pub async fn record(cli: &Cli, outcome: &Result<u8>) {
-    let Some(target) = describe(&cli.command) else {
+    let Audited::Yes { target } = describe(&cli.command) else {
         return;
     };
     let Ok(config) = load_config(cli) else {

@@ -203,6 +203,8 @@ async fn backup(cli: &Cli, plan: &str, json: bool) -> Result<u8> {
             "complete_in": r.outcome.complete,
             "failed_regions": failed.iter().map(|(n, e)| json!({"region": n, "error": e})).collect::<Vec<_>>(),
             "degraded": r.is_degraded(),
+            "partial": m.is_partial(),
+            "unreadable": m.unreadable,
             "stats": m.stats,
             "duration_seconds": secs,
             "warnings": r.warnings,
@@ -224,11 +226,25 @@ async fn backup(cli: &Cli, plan: &str, json: bool) -> Result<u8> {
             eprintln!("warning: {w}");
         }
     }
+    if m.is_partial() {
+        eprintln!(
+            "lifeboat: PARTIAL: {} entr{} could not be read and {} not in this snapshot (everything else is):",
+            m.unreadable.len(),
+            if m.unreadable.len() == 1 { "y" } else { "ies" },
+            if m.unreadable.len() == 1 { "is" } else { "are" },
+        );
+        for u in &m.unreadable {
+            eprintln!("lifeboat:   {u}");
+        }
+    }
     if r.is_degraded() {
         for (n, e) in &failed {
             eprintln!("lifeboat: DEGRADED: region {n} does not hold this snapshot: {e}");
         }
         eprintln!("lifeboat: the snapshot does not count toward the RPO until `lifeboat replicate` copies it there");
+        return Ok(exit::DEGRADED);
+    }
+    if m.is_partial() {
         return Ok(exit::DEGRADED);
     }
     Ok(exit::OK)
@@ -260,6 +276,8 @@ async fn snapshots(cli: &Cli, plan: Option<&str>, json: bool) -> Result<u8> {
                     "source": s.manifest.source,
                     "regions": s.regions,
                     "complete": all_regions.iter().all(|r| s.regions.contains(r)),
+                    "partial": s.manifest.is_partial(),
+                    "unreadable": s.manifest.unreadable,
                     "stats": s.manifest.stats,
                 })
             })
@@ -284,9 +302,14 @@ async fn snapshots(cli: &Cli, plan: Option<&str>, json: bool) -> Result<u8> {
                 bytes(s.manifest.stats.bytes),
                 bytes(s.manifest.stats.stored_bytes),
                 format!(
-                    "{}{}",
+                    "{}{}{}",
                     s.regions.join(","),
-                    if complete { "" } else { " (DEGRADED)" }
+                    if complete { "" } else { " (DEGRADED)" },
+                    if s.manifest.is_partial() {
+                        format!(" (PARTIAL: {} unreadable)", s.manifest.unreadable.len())
+                    } else {
+                        String::new()
+                    }
                 ),
             ]
         })
@@ -388,6 +411,15 @@ async fn verify_cmd(cli: &Cli, read_data: Option<f64>, json: bool) -> Result<u8>
     report
         .warnings
         .extend(super::regions::lock_warnings(&config));
+    match repo.list_snapshots().await {
+        Ok(list) => report.warnings.extend(crate::objectives::future_warnings(
+            &list,
+            crate::host::now_secs(),
+        )),
+        Err(e) => report.warnings.push(format!(
+            "could not list snapshots to check their dates: {e}"
+        )),
+    }
     super::history::record_verify(&config, &report).await;
     if json {
         print_json(&serde_json::to_value(&report)?);

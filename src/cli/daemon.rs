@@ -27,7 +27,7 @@ pub struct ExecArgs {
     #[arg(
         long = "webhook",
         value_name = "URL",
-        env = "LIFEBOAT_WEBHOOK_URL",
+        env = crate::config::WEBHOOK_ENV,
         hide_env_values = true
     )]
     webhooks: Vec<String>,
@@ -35,7 +35,7 @@ pub struct ExecArgs {
     #[arg(
         long = "slack-webhook",
         value_name = "URL",
-        env = "LIFEBOAT_SLACK_WEBHOOK_URL",
+        env = crate::config::SLACK_WEBHOOK_ENV,
         hide_env_values = true
     )]
     slack_webhooks: Vec<String>,

@@ -172,6 +172,20 @@ pub async fn run(cli: &Cli, c: &DrillCommand) -> Result<u8> {
                 });
             }
             let book = runbook::load(path, &config)?;
+            for id in approve {
+                let gate = book
+                    .steps
+                    .iter()
+                    .any(|s| &s.id == id && matches!(s.kind, runbook::StepKind::Approve { .. }));
+                if !gate {
+                    anyhow::bail!(crate::config::ConfigError::Invalid {
+                        file: PathBuf::from("command line"),
+                        at: None,
+                        key: "--approve".into(),
+                        problem: format!("{id:?} is not an approve step of runbook {}", book.id),
+                    });
+                }
+            }
             let catalog = Catalog::open(config.catalog_url()?).await?;
             let interrupt = super::output::cancel_on_signals();
             let options = RunOptions {

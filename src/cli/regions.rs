@@ -7,9 +7,6 @@ use std::time::Instant;
 use anyhow::Result;
 use bytes::Bytes;
 use lifeboat_repo::backend::{Backend, LocalBackend};
-use lifeboat_repo::replicate::{
-    replicate as replicate_regions, CopyEvent, ReplicateOptions, ReplicateReport,
-};
 use lifeboat_repo::Progress;
 use serde::Serialize;
 use serde_json::json;
@@ -17,7 +14,6 @@ use serde_json::json;
 use super::progress::Bar;
 use super::render::bytes;
 use super::{exit, load_config, Cli};
-use crate::catalog::{Catalog, Phase, RunEnd, RunKind};
 use crate::config::{Config, LockMode, RegionConfig, RegionKind};
 use crate::storage::{S3Backend, S3Settings};
 
@@ -25,58 +21,18 @@ use crate::storage::{S3Backend, S3Settings};
 /// every snapshot, 3 (degraded) when some copy failed, 1 when a region is unreachable.
 pub async fn replicate(cli: &Cli, json: bool) -> Result<u8> {
     let config = load_config(cli)?;
-    let regions = crate::storage::regions(&config)?;
-    // The writer key lets replicate check index files and keep each plan's objects in the
-    // plan's regions; it is needed when plans store in different regions.
-    let plan_regions = crate::engine::plan_regions(&config);
-    let keys = crate::engine::keyring(&config, crate::engine::KeyNeed::Any).ok();
-    let repo = match keys.as_ref().and_then(|k| k.writer.as_ref()) {
-        None if !plan_regions.is_empty() => {
-            Some(crate::engine::open(&config, crate::engine::KeyNeed::Any, None).await?)
-        }
-        _ => None,
-    };
-    let opts = ReplicateOptions {
-        writer: match &repo {
-            Some(r) => Some(r.writer()),
-            None => keys.as_ref().and_then(|k| k.writer.as_ref()),
-        },
-        plan_regions,
-    };
     let progress = Arc::new(Progress::default());
     let bar = Bar::start("replicate", progress.clone(), !json);
     let started = Instant::now();
-    let on_copy = |e: &CopyEvent| match &e.error {
-        None => {
-            tracing::info!(region = %e.region, object = %e.object, from = %e.source, bytes = e.bytes, "copied and verified")
-        }
-        Some(err) => {
-            tracing::warn!(region = %e.region, object = %e.object, error = %err, "not copied")
-        }
-    };
     let history = super::history::open(&config).await;
-    let run = match &history {
-        Some(c) => c
-            .begin_run(RunKind::Replicate, None, None)
-            .await
-            .map_err(
-                |e| tracing::warn!(error = %format!("{e:#}"), "catalog: could not record the run"),
-            )
-            .ok(),
-        None => None,
-    };
-    let res = replicate_regions(
-        &regions,
-        &opts,
+    let res = crate::daemon::heal::replicate_recorded(
+        &config,
+        history.as_ref(),
         progress,
         super::output::cancel_on_signals(),
-        &on_copy,
     )
     .await;
     bar.finish();
-    if let (Some(catalog), Some(run)) = (&history, &run) {
-        record(&config, catalog, run, &res).await;
-    }
     let report = res?;
     let secs = started.elapsed().as_secs_f64();
     if json {
@@ -127,52 +83,6 @@ pub async fn replicate(cli: &Cli, json: bool) -> Result<u8> {
     } else {
         exit::DEGRADED
     })
-}
-
-/// Record the run, and when objects were copied, refresh the catalog's snapshot cache from
-/// the regions, so the RPO (read from the catalog) counts the healed snapshots at once.
-/// Best effort, like every catalog write: the object store is the source of truth.
-async fn record(
-    config: &Config,
-    catalog: &Catalog,
-    run: &str,
-    res: &lifeboat_repo::Result<ReplicateReport>,
-) {
-    let end = match res {
-        Ok(report) => RunEnd {
-            phase: Some(if report.ok() {
-                Phase::Succeeded
-            } else {
-                Phase::Degraded
-            }),
-            bytes: report.regions.values().map(|r| r.bytes).sum(),
-            regions: report
-                .regions
-                .iter()
-                .map(|(name, r)| {
-                    let state = if r.complete { "ok" } else { "incomplete" };
-                    (name.clone(), state.to_string())
-                })
-                .collect(),
-            error: (!report.problems.is_empty()).then(|| report.problems.join("; ")),
-            attempts: 1,
-            ..Default::default()
-        },
-        Err(e) => RunEnd {
-            phase: Some(Phase::Failed),
-            error: Some(e.to_string()),
-            attempts: 1,
-            ..Default::default()
-        },
-    };
-    if let Err(e) = catalog.end_run(run, &end).await {
-        tracing::warn!(error = %format!("{e:#}"), "catalog: could not record the run");
-    }
-    if res.as_ref().is_ok_and(|r| r.copied_total() > 0) {
-        if let Err(e) = crate::engine::sync(config, catalog, None).await {
-            tracing::warn!(error = %format!("{e:#}"), "catalog: could not refresh the snapshot cache after replicate (run `lifeboat catalog sync`)");
-        }
-    }
 }
 
 /// One region's answers to `regions check`.

@@ -148,5 +148,11 @@ pub async fn run(cli: &Cli, a: &Args<'_>) -> Result<Option<u8>> {
             f.object, f.used_region, f.failed_region, f.error
         );
     }
+    for d in &r.demoted {
+        eprintln!(
+            "region {} demoted for the rest of the restore after repeated failures ({}); reads went to the other regions",
+            d.region, d.error
+        );
+    }
     Ok(Some(exit::OK))
 }

@@ -1,18 +1,16 @@
 //! Config errors and where they point.
 //!
 //! Owns [`ConfigError`], the conversion of byte offsets into `line:column`, and the
-//! mapping of a `toml` deserialization error back to the dotted key it concerns
-//! (`plans[1].objectives.rpo`). toml's serde errors carry a byte span but no key
-//! path, so on such an error the text is parsed a second time into a tree that keeps
-//! the span of every key and value, and the innermost node containing the span
-//! names the key. That second parse only happens on the error path.
+//! location of a `toml` deserialization error: toml's error carries the byte span
+//! (`file:line:col`), `serde_path_to_error` the dotted key serde was in
+//! (`plans[1].objectives.rpo`), in one parse.
 
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use toml::Spanned;
+use serde::de::DeserializeOwned;
+use serde_path_to_error::{Path as KeyPath, Segment};
 
 /// A 1-based position in a text file; the column counts characters, not bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,9 +137,15 @@ impl Locator<'_> {
         }
     }
 
+    /// Deserializes the config text, locating any error.
+    pub fn from_toml<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        serde_path_to_error::deserialize(toml::Deserializer::new(self.text))
+            .map_err(|err| self.toml_error(err.inner(), err.path()))
+    }
+
     /// Turns a toml error into a located one, naming the key it concerns and
     /// rephrasing serde's wording where a better one is known.
-    pub fn toml_error(&self, err: &toml::de::Error) -> ConfigError {
+    fn toml_error(&self, err: &toml::de::Error, path: &KeyPath) -> ConfigError {
         let message = plain_words(err.message());
         let Some(span) = err.span() else {
             return ConfigError::Invalid {
@@ -152,10 +156,17 @@ impl Locator<'_> {
             };
         };
         let unknown = unknown_field(&message);
-        // Should the tree walk fail, an unknown key still names itself.
-        let key = key_path_at(self.text, span.start)
-            .or_else(|| unknown.map(|(name, _)| name.to_string()))
-            .unwrap_or_default();
+        let mut key = dotted(path);
+        // An unknown key is named by the error, not yet by the path.
+        if let Some((name, _)) = unknown {
+            if !(key == name || key.ends_with(&format!(".{name}"))) {
+                key = if key.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{key}.{name}")
+                };
+            }
+        }
         let problem = match unknown {
             Some((name, expected)) => {
                 let mut problem = unknown_key_problem(name, expected);
@@ -230,120 +241,24 @@ fn inline_secret_hint(name: &str) -> Option<&'static str> {
     }
 }
 
-/// The dotted path (`plans[0].source.path`) of the innermost key or value whose
-/// span contains `offset`, or `None` if the text does not parse as TOML.
-pub(crate) fn key_path_at(text: &str, offset: usize) -> Option<String> {
-    let root: Node = toml::from_str(text).ok()?;
-    let mut best: Option<(usize, String)> = None;
-    if let Node::Table(entries) = &root {
-        search_table(entries, "", offset, &mut best);
-    }
-    best.map(|(_, path)| path)
-}
-
-fn consider(span: Range<usize>, path: &str, offset: usize, best: &mut Option<(usize, String)>) {
-    if span.start <= offset && offset < span.end.max(span.start + 1) {
-        let width = span.end - span.start;
-        if best.as_ref().is_none_or(|(w, _)| width <= *w) {
-            *best = Some((width, path.to_string()));
-        }
-    }
-}
-
-fn search_table(
-    entries: &[(Spanned<String>, Spanned<Node>)],
-    prefix: &str,
-    offset: usize,
-    best: &mut Option<(usize, String)>,
-) {
-    for (key, value) in entries {
-        let path = if prefix.is_empty() {
-            key.get_ref().clone()
-        } else {
-            format!("{prefix}.{}", key.get_ref())
-        };
-        consider(value.span(), &path, offset, best);
-        // A key's own span beats its value's: errors about a key point at the key.
-        consider(key.span(), &path, offset, best);
-        search_node(value.get_ref(), &path, offset, best);
-    }
-}
-
-fn search_node(node: &Node, path: &str, offset: usize, best: &mut Option<(usize, String)>) {
-    match node {
-        Node::Table(entries) => search_table(entries, path, offset, best),
-        Node::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                let path = format!("{path}[{i}]");
-                consider(item.span(), &path, offset, best);
-                search_node(item.get_ref(), &path, offset, best);
+/// The dotted key (`plans[0].source.path`) of a serde path, without the private keys
+/// through which toml hands over spans and datetimes (`$__serde_spanned_private_value`).
+fn dotted(path: &KeyPath) -> String {
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } if key.starts_with("$__") => {}
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
             }
+            Segment::Unknown => {}
         }
-        Node::Leaf => {}
     }
-}
-
-/// A TOML document reduced to its shape and spans.
-enum Node {
-    Table(Vec<(Spanned<String>, Spanned<Node>)>),
-    Array(Vec<Spanned<Node>>),
-    Leaf,
-}
-
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(NodeVisitor)
-    }
-}
-
-struct NodeVisitor;
-
-impl<'de> Visitor<'de> for NodeVisitor {
-    type Value = Node;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any TOML value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
-        Ok(Node::Leaf)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Node, E> {
-        Ok(Node::Leaf)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
-        Ok(Node::Leaf)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
-        Ok(Node::Leaf)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Node, E> {
-        Ok(Node::Leaf)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Spanned<Node>>()? {
-            items.push(item);
-        }
-        Ok(Node::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-        let mut entries = Vec::new();
-        loop {
-            // A TOML datetime reaches us as a one-entry map whose key is no
-            // spanned string; it is a leaf like any other scalar.
-            let key = match map.next_key::<Spanned<String>>() {
-                Ok(Some(key)) => key,
-                Ok(None) => break,
-                Err(_) => return Ok(Node::Leaf),
-            };
-            let value = map.next_value::<Spanned<Node>>()?;
-            entries.push((key, value));
-        }
-        Ok(Node::Table(entries))
-    }
+    out
 }
 
 #[cfg(test)]
@@ -368,12 +283,30 @@ mod tests {
 
     #[test]
     fn key_paths_name_nested_keys_and_array_elements() {
-        let text = "[[plans]]\nname = \"a\"\n[[plans]]\nname = \"b\"\nobjectives = { rpo = \"x\" }\n[plans.source]\npath = \"/p\"\n";
-        let at = |needle: &str| key_path_at(text, text.find(needle).unwrap());
-        assert_eq!(at("\"x\"").as_deref(), Some("plans[1].objectives.rpo"));
-        assert_eq!(at("rpo").as_deref(), Some("plans[1].objectives.rpo"));
-        assert_eq!(at("\"/p\"").as_deref(), Some("plans[1].source.path"));
-        assert_eq!(at("\"b\"").as_deref(), Some("plans[1].name"));
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Plan {
+            name: toml::Spanned<String>,
+            objectives: Option<std::collections::BTreeMap<String, toml::Spanned<u32>>>,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Doc {
+            plans: Vec<Plan>,
+        }
+        let file = std::path::Path::new("t.toml");
+        let at = |text: &str| {
+            let loc = Locator { text, file };
+            match loc.from_toml::<Doc>().unwrap_err() {
+                ConfigError::Invalid { key, at, .. } => (key, at.map(|p| p.line)),
+                other => panic!("{other}"),
+            }
+        };
+        let text =
+            "[[plans]]\nname = \"a\"\n[[plans]]\nname = \"b\"\nobjectives = { rpo = \"x\" }\n";
+        assert_eq!(at(text), ("plans[1].objectives.rpo".into(), Some(5)));
+        let text = "[[plans]]\nname = \"a\"\n[[plans]]\nname = 7\n";
+        assert_eq!(at(text), ("plans[1].name".into(), Some(4)));
     }
 
     #[test]

@@ -2,10 +2,14 @@
 //!
 //! Owns [`KeysConfig`], [`SecretRef`] (where a secret lives: a file or an
 //! environment variable — never the config text itself), [`SecretString`] (a loaded
-//! secret that is redacted in `Debug` and zeroed on drop), and the shape check of
-//! an age X25519 recipient. The shape check (prefix, bech32 alphabet, length,
-//! checksum) catches typos and pasted secret keys at load time with a clear
-//! message; the cryptographic parse is the repository's job.
+//! secret that is redacted in `Debug` and zeroed on drop, through `secrecy`), and the
+//! check of an age X25519 recipient: the common mistakes (a pasted secret key, an SSH key,
+//! upper case, a cut copy, a character bech32 does not use) get a message of their own,
+//! then age's own parse (`lifeboat_repo::keys::parse_recipient`) decides, so a checksum
+//! typo is caught at load time. A secret file that its group or others can access is
+//! refused with the `chmod 600` that fixes it, and
+//! [`Config::secret_env_names`](super::Config::secret_env_names) lists the variables
+//! that children must not inherit.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -113,7 +117,7 @@ impl SecretRef {
         };
         let raw = match self {
             SecretRef::File(path) => {
-                let bytes = std::fs::read(path).map_err(|err| {
+                let bytes = read_private(path).map_err(|err| {
                     fail(match err.kind() {
                         std::io::ErrorKind::NotFound => {
                             format!("no such file ({})", role.missing_file_hint())
@@ -122,10 +126,19 @@ impl SecretRef {
                         _ => err.to_string(),
                     })
                 })?;
+                let bytes = match bytes {
+                    Ok(bytes) => bytes,
+                    Err(mode) => {
+                        return Err(fail(format!(
+                            "readable by others than its owner (mode {mode:04o}); a secret must be private: run `chmod 600 {}`",
+                            path.display()
+                        )))
+                    }
+                };
                 match String::from_utf8(bytes) {
                     Ok(text) => SecretString::new(text),
                     Err(err) => {
-                        zero(err.into_bytes());
+                        zeroize::Zeroize::zeroize(&mut err.into_bytes());
                         return Err(fail("not UTF-8 text (expected the key as written by `lifeboat keys generate`)".to_string()));
                     }
                 }
@@ -155,24 +168,75 @@ impl SecretRef {
     }
 }
 
+/// The content of a secret file, or `Err(mode)` without reading it when its group or
+/// others have any access (checked on the open file, so a swap after the check is moot).
+fn read_private(path: &std::path::Path) -> std::io::Result<Result<Vec<u8>, u32>> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let mut file = std::fs::File::open(path)?;
+    let mode = file.metadata()?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Ok(Err(mode));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(Ok(bytes))
+}
+
+impl super::Config {
+    /// Environment variables that hold lifeboat's secrets: the key references given by
+    /// variable, every plan's database password variable, the webhook URLs and
+    /// `PGPASSWORD` (lifeboat's own catalog password, if given that way). Children
+    /// (`pg_dump`, command sources, restore, verify and drill commands) never see them;
+    /// `pg_dump`/`pg_restore` keep `PGPASSWORD` when no password is configured (see
+    /// `source::postgres::libpq_scrub`).
+    pub fn secret_env_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = [WEBHOOK_ENV, SLACK_WEBHOOK_ENV, "PGPASSWORD"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let refs = [self.keys.writer_key.as_ref(), self.keys.identity.as_ref()]
+            .into_iter()
+            .flatten()
+            .chain(self.plans.iter().filter_map(|p| match &p.source {
+                super::SourceConfig::Postgres { password, .. } => password.as_ref(),
+                _ => None,
+            }));
+        for r in refs {
+            if let SecretRef::Env(name) = r {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+        names
+    }
+}
+
+/// The variable `daemon` and `run-due` read the generic alert webhook from.
+pub const WEBHOOK_ENV: &str = "LIFEBOAT_WEBHOOK_URL";
+/// The variable `daemon` and `run-due` read the Slack webhook from.
+pub const SLACK_WEBHOOK_ENV: &str = "LIFEBOAT_SLACK_WEBHOOK_URL";
+
 /// A loaded secret. `Debug` is redacted, there is no `Display`, `Clone` or
-/// `Serialize`, and the bytes are overwritten with zeros when it is dropped.
-pub struct SecretString(String);
+/// `Serialize`, and the bytes are overwritten with zeros when it is dropped
+/// (`secrecy::SecretString`, which zeroes through `zeroize`).
+pub struct SecretString(secrecy::SecretString);
 
 impl SecretString {
     pub fn new(secret: String) -> SecretString {
-        SecretString(secret)
+        SecretString(secret.into())
     }
 
     /// The secret itself; keep the borrow short and never log it.
     pub fn expose(&self) -> &str {
-        &self.0
+        secrecy::ExposeSecret::expose_secret(&self.0)
     }
 }
 
 impl From<String> for SecretString {
     fn from(secret: String) -> SecretString {
-        SecretString(secret)
+        SecretString::new(secret)
     }
 }
 
@@ -182,28 +246,13 @@ impl fmt::Debug for SecretString {
     }
 }
 
-impl Drop for SecretString {
-    fn drop(&mut self) {
-        zero(std::mem::take(&mut self.0).into_bytes());
-    }
-}
-
-/// Overwrites a buffer's whole allocation with zeros, safely: `resize` within the
-/// capacity writes every byte without reallocating, and `black_box` keeps the
-/// compiler from dropping the stores as dead.
-fn zero(mut bytes: Vec<u8>) {
-    let capacity = bytes.capacity();
-    bytes.clear();
-    bytes.resize(capacity, 0);
-    std::hint::black_box(&bytes);
-}
-
-const BECH32_ALPHABET: &[u8; 32] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+/// The characters of bech32's data part (BIP-173).
+const BECH32_ALPHABET: &str = "qpzry9x8gf2tvdw0s3jn54khce6mua7l";
 /// `age1` + 52 characters of data (32 bytes) + 6 of checksum.
 const RECIPIENT_LEN: usize = 62;
 
-/// Checks that `recipient` has the shape of an age X25519 recipient; the error is
-/// the problem, phrased for the user.
+/// Checks that `recipient` is an age X25519 recipient; the error is the problem, phrased
+/// for the user.
 pub(crate) fn check_recipient(recipient: &str) -> Result<(), String> {
     if recipient.starts_with("AGE-SECRET-KEY-") {
         return Err("this is an age identity (a secret key), not a recipient: put its public key here (`age-keygen -y FILE` prints it) and keep the identity out of the config".to_string());
@@ -232,46 +281,23 @@ pub(crate) fn check_recipient(recipient: &str) -> Result<(), String> {
             recipient.chars().count()
         ));
     }
-    let mut values = Vec::with_capacity(data.len());
-    for (i, c) in data.chars().enumerate() {
-        match BECH32_ALPHABET.iter().position(|&a| char::from(a) == c) {
-            Some(v) => values.push(v as u8),
-            None => {
-                return Err(format!(
-                    "invalid age recipient {recipient:?}: character {c:?} at position {} is not allowed in bech32",
-                    i + 5
-                ))
-            }
-        }
+    if let Some((i, c)) = data
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !BECH32_ALPHABET.contains(*c))
+    {
+        return Err(format!(
+            "invalid age recipient {recipient:?}: character {c:?} at position {} is not allowed in bech32",
+            i + 5
+        ));
     }
-    let mut checked: Vec<u8> = b"age".iter().map(|c| c >> 5).collect();
-    checked.push(0);
-    checked.extend(b"age".iter().map(|c| c & 31));
-    checked.extend(&values);
-    // 52 data characters hold 260 bits for 256: the last 4 must be zero padding.
-    let padding_ok = values.get(51).is_some_and(|v| v & 0x0f == 0);
-    if bech32_polymod(&checked) != 1 || !padding_ok {
+    // Shape and alphabet are right: what age still rejects is the checksum (or padding).
+    if lifeboat_repo::keys::parse_recipient(recipient).is_err() {
         return Err(format!(
             "invalid age recipient {recipient:?}: checksum mismatch (a typo? copy the recipient again)"
         ));
     }
     Ok(())
-}
-
-/// BIP-173's checksum function; a valid bech32 string gives 1.
-fn bech32_polymod(values: &[u8]) -> u32 {
-    const GENERATORS: [u32; 5] = [0x3b6a57b2, 0x26508e6d, 0x1ea119fa, 0x3d4233dd, 0x2a1462b3];
-    let mut checksum: u32 = 1;
-    for &value in values {
-        let top = checksum >> 25;
-        checksum = ((checksum & 0x01ff_ffff) << 5) ^ u32::from(value);
-        for (i, generator) in GENERATORS.iter().enumerate() {
-            if (top >> i) & 1 == 1 {
-                checksum ^= generator;
-            }
-        }
-    }
-    checksum
 }
 
 /// Recipients from a recipients file: one per line, blank lines and lines
@@ -354,11 +380,34 @@ mod tests {
         assert!(!keys_debug.contains("HUNTER2"));
     }
 
+    fn keys_of(path: &std::path::Path) -> KeysConfig {
+        KeysConfig {
+            recipients: vec![RECIPIENT_A.to_string()],
+            writer_key: Some(SecretRef::File(path.to_path_buf())),
+            identity: None,
+        }
+    }
+
     #[test]
     fn secret_files_are_trimmed_and_failures_say_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("writer.key");
         std::fs::write(&path, "  s3cret\n").unwrap();
+        // Written 0644 by `fs::write` (umask 022): refused, with the fix.
+        let err = keys_of(&path).load_writer_key().unwrap_err().to_string();
+        assert!(err.contains("mode 0644"), "{err}");
+        assert!(
+            err.contains(&format!("chmod 600 {}", path.display())),
+            "{err}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = SecretRef::File(path.clone())
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mode 0640"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let secret = SecretRef::File(path.clone()).load().unwrap();
         assert_eq!(secret.expose(), "s3cret");
 

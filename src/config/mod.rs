@@ -29,7 +29,7 @@ use std::time::Duration;
 pub(crate) use error::{unknown_key_problem, Locator};
 pub use error::{ConfigError, Position};
 pub use example::example;
-pub use keys::{KeysConfig, SecretRef, SecretString};
+pub use keys::{KeysConfig, SecretRef, SecretString, SLACK_WEBHOOK_ENV, WEBHOOK_ENV};
 pub use region::parse_region_arg;
 
 /// A loaded, validated configuration.

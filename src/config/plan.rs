@@ -271,10 +271,7 @@ impl Resolver<'_> {
     /// A `postgres://` URL without a password (secrets never live in the config).
     fn pg_url(&self, value: &Spanned<String>, key: &str) -> Result<String> {
         let url = value.get_ref();
-        let Some(rest) = url
-            .strip_prefix("postgres://")
-            .or_else(|| url.strip_prefix("postgresql://"))
-        else {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(self.err(
                 value.span(),
                 key,
@@ -282,15 +279,17 @@ impl Resolver<'_> {
                     "{url:?} is not a PostgreSQL URL (expected \"postgres://USER@HOST:5432/DB\")"
                 ),
             ));
-        };
-        let authority = rest.split(['/', '?']).next().unwrap_or_default();
-        let in_userinfo = authority
-            .rsplit_once('@')
-            .is_some_and(|(userinfo, _)| userinfo.contains(':'));
-        let in_query = rest
-            .split_once('?')
-            .is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("password=")));
-        if in_userinfo || in_query {
+        }
+        let parsed = url::Url::parse(url).map_err(|e| {
+            self.err(
+                value.span(),
+                key,
+                format!(
+                    "{url:?} is not a valid URL ({e}); expected \"postgres://USER@HOST:5432/DB\""
+                ),
+            )
+        })?;
+        if crate::host::url_has_password(&parsed) {
             let plan_key = key.rsplit_once('.').map_or(key, |(table, _)| table);
             return Err(self.err(value.span(), key, format!("the URL contains a password; secrets are never written in the config: remove it and set {plan_key}.password_env (an environment variable's name) or {plan_key}.password_file, or use ~/.pgpass")));
         }

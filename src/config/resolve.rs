@@ -21,7 +21,7 @@ pub(super) type Result<T> = std::result::Result<T, ConfigError>;
 
 pub(super) fn parse(text: &str, origin: &Path) -> Result<Config> {
     let loc = Locator { text, file: origin };
-    let raw: RawConfig = toml::from_str(text).map_err(|err| loc.toml_error(&err))?;
+    let raw: RawConfig = loc.from_toml()?;
     let path = absolute(origin);
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     Resolver { loc, dir }.config(raw, path)
@@ -173,19 +173,15 @@ impl Resolver<'_> {
             let file = self.path(&Spanned::new(value.span(), file.to_string()), KEY)?;
             return Ok(format!("sqlite://{}{query}", file.display()));
         }
-        if let Some(rest) = url
-            .strip_prefix("postgres://")
-            .or_else(|| url.strip_prefix("postgresql://"))
-        {
-            let authority = rest.split(['/', '?']).next().unwrap_or_default();
-            if let Some((userinfo, _)) = authority.rsplit_once('@') {
-                if userinfo.contains(':') {
-                    return Err(self.err(
-                        value.span(),
-                        KEY,
-                        "the URL contains a password; secrets are never written in the config: remove it and set PGPASSWORD or use a ~/.pgpass file",
-                    ));
-                }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let parsed = url::Url::parse(url)
+                .map_err(|e| self.err(value.span(), KEY, format!("not a valid URL ({e})")))?;
+            if crate::host::url_has_password(&parsed) {
+                return Err(self.err(
+                    value.span(),
+                    KEY,
+                    "the URL contains a password; secrets are never written in the config: remove it and set PGPASSWORD or use a ~/.pgpass file",
+                ));
             }
             return Ok(url.clone());
         }

@@ -42,12 +42,17 @@ impl std::fmt::Debug for Webhook {
     }
 }
 
+/// The webhook's host (and port), never its path or credentials (a Slack webhook's path
+/// is its secret).
 fn host_of(url: &str) -> String {
-    url.split("://")
-        .nth(1)
-        .and_then(|r| r.split(['/', '?']).next())
-        .map(|h| h.rsplit('@').next().unwrap_or(h).to_string())
-        .unwrap_or_else(|| "?".into())
+    let Ok(url) = url::Url::parse(url) else {
+        return "?".into();
+    };
+    match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_string(),
+        (None, _) => "?".into(),
+    }
 }
 
 /// Something wrong now. `key` identifies the incident across ticks.

@@ -1,24 +1,45 @@
-//! The daemon's Prometheus endpoint: `/metrics` in the text exposition format and
-//! `/healthz`, served by a minimal HTTP/1.1 responder on a tokio listener (two GET routes
-//! do not justify an HTTP server framework in the build).
+//! The daemon's Prometheus endpoint: `/metrics` and `/healthz`, served by hyper's HTTP/1
+//! server (a bounded number of connections, each with a header and a total timeout; an
+//! accept error is logged and the server goes on), exposed through `prometheus-client`
+//! (OpenMetrics text: escaping, `HELP`/`TYPE`, counters' `_total`).
 //!
 //! Gauges come from the objectives status the daemon refreshes every tick (so they match
 //! `lifeboat status`); counters count runs of this process. Names and labels are documented
 //! in docs/operations.md and used by deploy/prometheus/alerts.yml.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::convert::Infallible;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use anyhow::Result;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::catalog::{Catalog, Phase, RunKind};
 use crate::config::Config;
 use crate::engine::BackupReport;
 use crate::objectives::{Level, PlanStatus};
+
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 32;
+/// A scrape that has not sent its request head by then is dropped.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a connection may live.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// The exposition's content type.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(&'static str, String)>;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -103,141 +124,159 @@ impl Metrics {
         s.refreshed_at > 0 && now - s.refreshed_at <= max_age.as_secs() as i64
     }
 
-    /// The Prometheus text exposition.
+    /// The exposition, in the OpenMetrics text format.
     pub fn render(&self) -> String {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = String::new();
-        let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        let mut registry = Registry::default();
+        let plan = |p: &str| -> Labels { vec![("plan", p.to_string())] };
+        let int = |registry: &mut Registry, name: &str, help: &str, samples: Vec<(Labels, i64)>| {
+            let family = Family::<Labels, Gauge>::default();
+            for (labels, v) in samples {
+                family.get_or_create(&labels).set(v);
             }
+            registry.register(name, help, family);
         };
-        let plan = |p: &str| format!("plan=\"{}\"", escape(p));
-        let per_plan = |f: &dyn Fn(&PlanStatus) -> Option<f64>| -> Vec<(String, f64)> {
+        let float =
+            |registry: &mut Registry, name: &str, help: &str, samples: Vec<(Labels, f64)>| {
+                let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+                for (labels, v) in samples {
+                    family.get_or_create(&labels).set(v);
+                }
+                registry.register(name, help, family);
+            };
+        // `name` without `_total`: the encoder appends it.
+        let counter =
+            |registry: &mut Registry, name: &str, help: &str, samples: Vec<(Labels, u64)>| {
+                let family = Family::<Labels, Counter>::default();
+                for (labels, v) in samples {
+                    family.get_or_create(&labels).inc_by(v);
+                }
+                registry.register(name, help, family);
+            };
+        let per_plan = |f: &dyn Fn(&PlanStatus) -> Option<i64>| -> Vec<(Labels, i64)> {
             s.statuses
                 .iter()
                 .filter_map(|st| f(st).map(|v| (plan(&st.plan), v)))
                 .collect()
         };
-        family(
+        let r = &mut registry;
+        // Help texts without a final full stop: the encoder adds it.
+        int(
+            r,
             "lifeboat_plan_status",
-            "gauge",
-            "Objectives status of a plan: 0 ok, 1 warning, 2 breach.",
+            "Objectives status of a plan: 0 ok, 1 warning, 2 breach",
             per_plan(&|st| Some(level(st.level))),
         );
-        family(
+        int(
+            r,
             "lifeboat_rpo_seconds",
-            "gauge",
-            "Age of the newest snapshot complete in every region of the plan (absent: none).",
-            per_plan(&|st| st.rpo.age_seconds.map(|a| a as f64)),
+            "Age of the newest snapshot complete in every region of the plan (absent: none)",
+            per_plan(&|st| st.rpo.age_seconds),
         );
-        family(
+        int(
+            r,
             "lifeboat_rpo_target_seconds",
-            "gauge",
-            "The plan's RPO.",
-            per_plan(&|st| Some(st.rpo.target_seconds as f64)),
+            "The plan's RPO",
+            per_plan(&|st| Some(secs(st.rpo.target_seconds))),
         );
-        family(
+        float(
+            r,
             "lifeboat_rto_projected_seconds",
-            "gauge",
-            "Restore time projected at the current size from the last passed restore test.",
-            per_plan(&|st| st.rto.projected_seconds),
+            "Restore time projected at the current size from the last passed restore test",
+            s.statuses
+                .iter()
+                .filter_map(|st| st.rto.projected_seconds.map(|v| (plan(&st.plan), v)))
+                .collect(),
         );
-        family(
+        int(
+            r,
             "lifeboat_rto_target_seconds",
-            "gauge",
-            "The plan's RTO.",
-            per_plan(&|st| Some(st.rto.target_seconds as f64)),
+            "The plan's RTO",
+            per_plan(&|st| Some(secs(st.rto.target_seconds))),
         );
-        family(
+        int(
+            r,
             "lifeboat_drill_age_seconds",
-            "gauge",
-            "Time since the last passed DR drill covering the plan (absent: none).",
-            per_plan(&|st| st.drill.age_seconds.map(|a| a as f64)),
+            "Time since the last passed DR drill covering the plan (absent: none)",
+            per_plan(&|st| st.drill.age_seconds),
         );
-        family(
+        int(
+            r,
             "lifeboat_drill_every_seconds",
-            "gauge",
-            "Longest allowed time between passed drills.",
-            per_plan(&|st| Some(st.drill.every_seconds as f64)),
+            "Longest allowed time between passed drills",
+            per_plan(&|st| Some(secs(st.drill.every_seconds))),
         );
-        family(
+        int(
+            r,
             "lifeboat_region_healthy",
-            "gauge",
-            "1 when the region holds the plan's newest snapshot and its last backup there succeeded.",
+            "1 when the region holds the plan's newest snapshot and its last backup there succeeded",
             s.statuses
                 .iter()
                 .flat_map(|st| {
-                    st.regions.iter().map(|r| {
+                    st.regions.iter().map(|reg| {
                         (
-                            format!("{},region=\"{}\"", plan(&st.plan), escape(&r.region)),
-                            if r.health == "ok" { 1.0 } else { 0.0 },
+                            vec![("plan", st.plan.clone()), ("region", reg.region.clone())],
+                            i64::from(reg.health == "ok"),
                         )
                     })
                 })
                 .collect(),
         );
-        let map = |m: &BTreeMap<String, f64>| m.iter().map(|(k, v)| (plan(k), *v)).collect();
-        family(
+        int(
+            r,
             "lifeboat_last_success_timestamp_seconds",
-            "gauge",
-            "End of the plan's last successful backup (Unix time).",
-            map(&s
-                .last_success
-                .iter()
-                .map(|(k, v)| (k.clone(), *v as f64))
-                .collect()),
+            "End of the plan's last successful backup (Unix time)",
+            s.last_success.iter().map(|(k, v)| (plan(k), *v)).collect(),
         );
-        family(
+        float(
+            r,
             "lifeboat_backup_duration_seconds",
-            "gauge",
-            "Duration of the plan's last successful backup.",
-            map(&s.last_duration),
+            "Duration of the plan's last successful backup",
+            s.last_duration.iter().map(|(k, v)| (plan(k), *v)).collect(),
         );
-        family(
+        int(
+            r,
             "lifeboat_backup_bytes",
-            "gauge",
-            "Logical size of the plan's last successful backup.",
-            map(&s
-                .last_bytes
+            "Logical size of the plan's last successful backup",
+            s.last_bytes
                 .iter()
-                .map(|(k, v)| (k.clone(), *v as f64))
-                .collect()),
+                .map(|(k, v)| (plan(k), i64::try_from(*v).unwrap_or(i64::MAX)))
+                .collect(),
         );
-        let runbook = |r: &str| format!("runbook=\"{}\"", escape(r));
-        family(
+        let runbook = |name: &str| -> Labels { vec![("runbook", name.to_string())] };
+        int(
+            r,
             "lifeboat_drill_last_success_timestamp_seconds",
-            "gauge",
-            "End of the runbook's newest passed DR drill (Unix time).",
+            "End of the runbook's newest passed DR drill (Unix time)",
             s.drills
                 .iter()
-                .map(|(r, (at, _))| (runbook(r), *at as f64))
+                .map(|(name, (at, _))| (runbook(name), *at))
                 .collect(),
         );
-        family(
+        float(
+            r,
             "lifeboat_drill_rto_achieved_seconds",
-            "gauge",
-            "Recovery time the runbook's newest passed drill achieved, from T0 to usable.",
+            "Recovery time the runbook's newest passed drill achieved, from T0 to usable",
             s.drills
                 .iter()
-                .filter_map(|(r, (_, rto))| rto.map(|v| (runbook(r), v)))
+                .filter_map(|(name, (_, rto))| rto.map(|v| (runbook(name), v)))
                 .collect(),
         );
-        family(
-            "lifeboat_runs_total",
-            "counter",
-            "Scheduled backup runs this daemon finished, by phase.",
+        counter(
+            r,
+            "lifeboat_runs",
+            "Scheduled backup runs this daemon finished, by phase",
             s.runs
                 .iter()
-                .map(|((p, phase), n)| (format!("{},phase=\"{phase}\"", plan(p)), *n as f64))
+                .map(|((p, phase), n)| {
+                    (vec![("plan", p.clone()), ("phase", phase.to_string())], *n)
+                })
                 .collect(),
         );
-        family(
-            "lifeboat_backup_failures_total",
-            "counter",
-            "Scheduled backup runs of this daemon that failed.",
+        counter(
+            r,
+            "lifeboat_backup_failures",
+            "Scheduled backup runs of this daemon that failed",
             s.statuses
                 .iter()
                 .map(|st| {
@@ -246,86 +285,102 @@ impl Metrics {
                         .get(&(st.plan.clone(), "failed"))
                         .copied()
                         .unwrap_or(0);
-                    (plan(&st.plan), n as f64)
+                    (plan(&st.plan), n)
                 })
                 .collect(),
         );
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
 }
 
-fn level(l: Level) -> f64 {
+fn level(l: Level) -> i64 {
     match l {
-        Level::Ok => 0.0,
-        Level::Warning => 1.0,
-        Level::Breach => 2.0,
+        Level::Ok => 0,
+        Level::Warning => 1,
+        Level::Breach => 2,
     }
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Serve `/metrics` and `/healthz` on `listener` until the task is dropped.
+/// Serve `/metrics` and `/healthz` on `listener` until the task is dropped. At most
+/// [`MAX_CONNECTIONS`] at once; a failed accept (out of file descriptors, a reset before
+/// accept) is logged and retried after a pause, never the end of the server.
 pub async fn serve(
     listener: TcpListener,
-    metrics: std::sync::Arc<Metrics>,
+    metrics: Arc<Metrics>,
     stale_after: Duration,
 ) -> Result<()> {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (mut stream, _) = listener.accept().await.context("metrics: accept")?;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: accept failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 1024];
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            })
-            .await;
-            if read.is_err() {
-                return;
+            let _slot = slot;
+            let service = hyper::service::service_fn(move |req| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, Infallible>(respond(&req, &metrics, stale_after)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "metrics: connection"),
+                Err(_) => tracing::debug!("metrics: connection timed out"),
             }
-            let head = String::from_utf8_lossy(&buf);
-            let mut parts = head.split_whitespace();
-            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let path = path.split('?').next().unwrap_or("");
-            let (status, ctype, body) = match (method, path) {
-                ("GET", "/metrics") => (
-                    "200 OK",
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    metrics.render(),
-                ),
-                ("GET", "/healthz") => {
-                    if metrics.healthy(crate::host::now_secs(), stale_after) {
-                        ("200 OK", "text/plain", "ok\n".to_string())
-                    } else {
-                        (
-                            "503 Service Unavailable",
-                            "text/plain",
-                            "stale: the scheduler loop has not refreshed recently\n".to_string(),
-                        )
-                    }
-                }
-                ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
-                _ => (
-                    "405 Method Not Allowed",
-                    "text/plain",
-                    "only GET\n".to_string(),
-                ),
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
         });
     }
+}
+
+fn respond<B>(req: &Request<B>, metrics: &Metrics, stale_after: Duration) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => (StatusCode::OK, OPENMETRICS, metrics.render()),
+        (&Method::GET, "/healthz") => {
+            if metrics.healthy(crate::host::now_secs(), stale_after) {
+                (StatusCode::OK, "text/plain", "ok\n".to_string())
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "stale: the scheduler loop has not refreshed recently\n".to_string(),
+                )
+            }
+        }
+        (&Method::GET, _) => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET\n".to_string(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(ctype),
+    );
+    response
+}
+
+/// A `u64` count of seconds as a gauge value.
+fn secs(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }

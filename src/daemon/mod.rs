@@ -2,11 +2,13 @@
 //! retries, a per-run timeout, a lease so one run per plan happens at a time (also across
 //! processes sharing a catalog), and a claim so each schedule occurrence runs once.
 //!
-//! The scheduler only decides; the executor runs. `run-due` calls [`Executor::run_due`]
-//! once; the daemon loop ([`run_daemon`] in `daemon::runner`) calls it on every tick and
+//! After a degraded backup, [`heal`] copies what a region missed once it answers again
+//! (with backoff). The scheduler only decides; the executor runs. `run-due` calls
+//! [`Executor::run_due`] once; the daemon loop ([`run_daemon`] in `daemon::runner`) calls it on every tick and
 //! serves metrics. Cancellation (SIGTERM) stops a running backup at the next chunk; the
 //! backup commits nothing, so no partial snapshot is ever visible, and the run is recorded
-//! as `cancelled`.
+//! as `cancelled`. A run that panics is a failed attempt, recorded like any other, and
+//! its plan is scheduled again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use crate::config::Config;
 
 pub mod alerts;
 pub mod drills;
+pub mod heal;
 pub mod metrics;
 pub mod restore_tests;
 pub mod runner;
@@ -181,7 +184,18 @@ impl Executor {
                 out.push(self.run_drill(&d, cancel).await?);
             }
         }
+        self.heal(cancel).await;
         Ok(out)
+    }
+
+    /// Copy what regions missed (after a degraded backup), if the backoff allows it now.
+    /// Best effort: a failure is logged and recorded, and retried later.
+    pub async fn heal(&self, cancel: &Cancel) {
+        let res =
+            heal::heal_if_needed(&self.config, &self.catalog, self.options.backoff, cancel).await;
+        if let Err(e) = res {
+            tracing::warn!(error = %format!("{e:#}"), "healing failed; will retry with backoff");
+        }
     }
 
     /// Run one due occurrence: take the plan's lease, claim the occurrence, back up with
@@ -275,7 +289,7 @@ impl Executor {
         let mut attempts = 0;
         let report = loop {
             attempts += 1;
-            let res = self.attempt(&due.plan, cancel).await;
+            let res = self.attempt_guarded(&due.plan, cancel).await;
             let Err(e) = &res else { break res };
             let code = crate::outcome::code_for(e);
             let permanent = matches!(
@@ -293,7 +307,7 @@ impl Executor {
         };
         crate::engine::record::backup(&self.catalog, run_id, &report, attempts).await?;
         let phase = match &report {
-            Ok(r) if r.is_degraded() => Phase::Degraded,
+            Ok(r) if r.is_degraded() || r.is_partial() => Phase::Degraded,
             Ok(_) => Phase::Succeeded,
             Err(e) => crate::engine::record::error_phase(e),
         };
@@ -317,21 +331,42 @@ impl Executor {
         Ok((phase, attempts, report))
     }
 
+    /// [`Executor::attempt`] in a task of its own, so that a panic in it is a failed
+    /// attempt (recorded, retried, the lease released) rather than a run left `running`.
+    async fn attempt_guarded(
+        &self,
+        plan: &str,
+        cancel: &Cancel,
+    ) -> Result<crate::engine::BackupReport> {
+        let (exec, name, cancel) = (self.clone(), plan.to_string(), cancel.clone());
+        match tokio::spawn(async move { exec.attempt(&name, &cancel).await }).await {
+            Ok(res) => res,
+            Err(e) if e.is_panic() => Err(anyhow::anyhow!(
+                "backup of plan {plan} panicked: {} (a bug in lifeboat: please report it)",
+                panic_message(e.into_panic())
+            )),
+            Err(e) => Err(anyhow::anyhow!("backup of plan {plan} was aborted: {e}")),
+        }
+    }
+
     /// One backup attempt, cancelled when `cancel` fires or the timeout passes.
     async fn attempt(&self, plan: &str, cancel: &Cancel) -> Result<crate::engine::BackupReport> {
-        let run_cancel = Cancel::new();
+        // A child: a stop request reaches the attempt, the timeout stops only the attempt.
+        let run_cancel = cancel.child();
         let watcher = {
-            let (outer, inner) = (cancel.clone(), run_cancel.clone());
+            let inner = run_cancel.clone();
             let timeout = self.options.timeout;
             tokio::spawn(async move {
-                let deadline = tokio::time::Instant::now() + timeout;
-                while !outer.is_cancelled() && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(timeout) => {
+                        inner.cancel();
+                        true
+                    }
+                    _ = inner.cancelled() => false,
                 }
-                inner.cancel();
-                !outer.is_cancelled()
             })
         };
+        fault_panic(plan);
         let res = crate::engine::backup(
             &self.config,
             plan,
@@ -352,15 +387,35 @@ impl Executor {
     }
 }
 
+/// The text of a panic's payload.
+pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "(no message)".into()),
+    }
+}
+
+/// Test builds only: panic once, in the run of `plan`, when the file named by
+/// `LIFEBOAT_TEST_PANIC_ONCE` exists (it is removed first), to prove a panicked run is
+/// recorded and rescheduled. Compiled out of release builds.
+fn fault_panic(plan: &str) {
+    #[cfg(debug_assertions)]
+    if let Some(path) = std::env::var_os("LIFEBOAT_TEST_PANIC_ONCE") {
+        if std::fs::remove_file(&path).is_ok() {
+            panic!("injected panic in the run of plan {plan} (LIFEBOAT_TEST_PANIC_ONCE)");
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = plan;
+}
+
 /// Sleep `d`, or less if `cancel` fires; true when cancelled.
 pub async fn sleep_or_cancel(d: Duration, cancel: &Cancel) -> bool {
-    let deadline = tokio::time::Instant::now() + d;
-    while tokio::time::Instant::now() < deadline {
-        if cancel.is_cancelled() {
-            return true;
-        }
-        let left = deadline - tokio::time::Instant::now();
-        tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+    tokio::select! {
+        _ = tokio::time::sleep(d) => cancel.is_cancelled(),
+        _ = cancel.cancelled() => true,
     }
-    cancel.is_cancelled()
 }

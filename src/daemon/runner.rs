@@ -1,9 +1,10 @@
-//! The daemon loop: every tick, refresh the objectives status (metrics, alerts) and start
-//! each due plan that is not already running here; on cancellation (SIGTERM), stop
+//! The daemon loop: every tick, refresh the objectives status (metrics, alerts), heal
+//! regions that missed a snapshot (see [`super::heal`]) and start each due plan that is
+//! not already running here; on cancellation (SIGTERM), stop
 //! starting runs, let running backups stop at their next chunk (committing nothing), record
 //! them as cancelled and return.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -46,9 +47,13 @@ pub async fn run_daemon(
     };
     let mut running: HashSet<String> = HashSet::new();
     let mut tasks: JoinSet<(String, Result<PlanRun>)> = JoinSet::new();
+    // Which plan (or restore-test key) each task runs, for a task that panics.
+    let mut keys: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut finished = Vec::new();
     tracing::info!(holder = %exec.holder, plans = exec.config.plans.len(), "daemon started");
     let mut sync_task: Option<tokio::task::JoinHandle<()>> = None;
+    // Healing runs beside backups, one at a time.
+    let mut heal_task: Option<tokio::task::JoinHandle<()>> = None;
     let mut last_sync: Option<std::time::Instant> = None;
     while !cancel.is_cancelled() {
         let now = crate::host::now_secs();
@@ -67,6 +72,10 @@ pub async fn run_daemon(
                     }
                 }));
             }
+        }
+        if heal_task.as_ref().is_none_or(|t| t.is_finished()) {
+            let (exec, cancel) = (exec.clone(), cancel.clone());
+            heal_task = Some(tokio::spawn(async move { exec.heal(&cancel).await }));
         }
         let due_drills = exec.due_drills(now).await.unwrap_or_else(|e| {
             tracing::error!(error = %format!("{e:#}"), "drill schedule check failed");
@@ -91,10 +100,12 @@ pub async fn run_daemon(
                         continue;
                     }
                     let (exec, cancel) = (exec.clone(), cancel.clone());
-                    tasks.spawn(async move {
+                    let key = d.plan.clone();
+                    let task = tasks.spawn(async move {
                         let r = exec.run_plan(&d, &cancel).await;
                         (d.plan, r)
                     });
+                    keys.insert(task.id(), key);
                 }
             }
             Err(e) => tracing::error!(error = %format!("{e:#}"), "schedule check failed"),
@@ -108,7 +119,10 @@ pub async fn run_daemon(
                         continue;
                     }
                     let (exec, cancel) = (exec.clone(), cancel.clone());
-                    tasks.spawn(async move { (key, exec.run_restore_test(&d, &cancel).await) });
+                    let task_key = key.clone();
+                    let task = tasks
+                        .spawn(async move { (task_key, exec.run_restore_test(&d, &cancel).await) });
+                    keys.insert(task.id(), key);
                 }
             }
             Err(e) => {
@@ -122,14 +136,16 @@ pub async fn run_daemon(
                 continue;
             }
             let (exec, cancel) = (exec.clone(), cancel.clone());
-            tasks.spawn(async move { (key, exec.run_drill(&d, &cancel).await) });
+            let task_key = key.clone();
+            let task = tasks.spawn(async move { (task_key, exec.run_drill(&d, &cancel).await) });
+            keys.insert(task.id(), key);
         }
         // Sleep until the tick ends or a run finishes (its plan may be due again).
         let sleep = super::sleep_or_cancel(opts.tick, &cancel);
         tokio::select! {
             _ = sleep => {}
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                collect(joined, &mut running, &mut finished);
+            Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                collect(joined, &mut keys, &mut running, &mut finished);
             }
         }
     }
@@ -137,11 +153,16 @@ pub async fn run_daemon(
         running = tasks.len(),
         "stopping: waiting for running backups to stop"
     );
-    while let Some(joined) = tasks.join_next().await {
-        collect(joined, &mut running, &mut finished);
+    while let Some(joined) = tasks.join_next_with_id().await {
+        collect(joined, &mut keys, &mut running, &mut finished);
     }
     if let Some(t) = metrics_task {
         t.abort();
+    }
+    // Replication writes each object whole and verified, in dependency order: stopping it
+    // leaves nothing half-written.
+    if let Some(t) = heal_task {
+        let _ = t.await;
     }
     // A sync only reads the regions; the next one redoes an interrupted one.
     if let Some(t) = sync_task {
@@ -151,21 +172,33 @@ pub async fn run_daemon(
     Ok(finished)
 }
 
+/// A finished task: its plan may run again. A task that panicked outside the run (the
+/// run itself catches its panics) is logged and its plan freed all the same.
 fn collect(
-    joined: std::result::Result<(String, Result<PlanRun>), tokio::task::JoinError>,
+    joined: std::result::Result<
+        (tokio::task::Id, (String, Result<PlanRun>)),
+        tokio::task::JoinError,
+    >,
+    keys: &mut HashMap<tokio::task::Id, String>,
     running: &mut HashSet<String>,
     finished: &mut Vec<PlanRun>,
 ) {
     match joined {
-        Ok((plan, Ok(run))) => {
+        Ok((id, (plan, result))) => {
+            keys.remove(&id);
             running.remove(&plan);
-            finished.push(run);
+            match result {
+                Ok(run) => finished.push(run),
+                Err(e) => {
+                    tracing::error!(plan = %plan, error = %format!("{e:#}"), "run failed to start or record")
+                }
+            }
         }
-        Ok((plan, Err(e))) => {
+        Err(e) => {
+            let plan = keys.remove(&e.id()).unwrap_or_default();
             running.remove(&plan);
-            tracing::error!(plan = %plan, error = %format!("{e:#}"), "run failed to start or record");
+            tracing::error!(plan = %plan, error = %e, "run task panicked; the plan will be scheduled again");
         }
-        Err(e) => tracing::error!(error = %e, "run task panicked"),
     }
 }
 
@@ -176,6 +209,10 @@ pub async fn alert_once(exec: &Executor, alerter: &Alerter) -> Result<()> {
         .metrics
         .refresh(&exec.config, &exec.catalog, now)
         .await?;
-    alerter.reconcile(&conditions(&statuses), now).await?;
+    let mut current = conditions(&statuses);
+    current.extend(super::drills::gated_conditions(
+        &exec.due_drills(now).await?,
+    ));
+    alerter.reconcile(&current, now).await?;
     Ok(())
 }

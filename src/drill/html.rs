@@ -116,9 +116,9 @@ pub fn render(r: &Report) -> String {
          code{{font-size:12px}}</style></head><body>\n",
         escape(&title)
     );
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<h1>DR drill <code>{}</code> <span class=\"{}\">{}</span></h1>\n",
+        "<h1>DR drill <code>{}</code> <span class=\"{}\">{}</span></h1>",
         escape(&r.id),
         escape(&r.result),
         escape(&r.result.to_uppercase())

@@ -22,7 +22,7 @@ use super::steps::Outputs;
 use crate::config::{Config, PlanConfig, SourceConfig};
 use crate::engine::stream::{restore_into_database, OpenStream};
 use crate::engine::{open_with, KeyNeed};
-use crate::source::child::SinkChild;
+use crate::source::child::{Launch, SinkChild};
 use crate::source::postgres::{self, PgTarget};
 
 async fn repo(drill: &Drill, region: Option<&str>) -> Result<Arc<Repository>> {
@@ -236,9 +236,10 @@ async fn in_process(
             let db_url = match into {
                 Target::Named(u) => u.clone(),
                 Target::Scratch => {
-                    let admin_url = scratch_url
-                        .clone()
-                        .unwrap_or_else(|| postgres::with_database(url, "postgres"));
+                    let admin_url = match scratch_url.clone() {
+                        Some(u) => u,
+                        None => postgres::with_database(url, "postgres")?,
+                    };
                     let name = format!("lifeboat_drill_{}", &crate::host::new_id()[..12]);
                     anyhow::ensure!(
                         postgres::database_of(url).as_deref() != Some(name.as_str()),
@@ -266,7 +267,7 @@ async fn in_process(
                             name: name.clone(),
                         },
                     );
-                    postgres::with_database(&admin_url, &name)
+                    postgres::with_database(&admin_url, &name)?
                 }
             };
             let target = PgTarget {
@@ -274,13 +275,16 @@ async fn in_process(
                 password: password.as_ref(),
             };
             let started = Instant::now();
+            let scrub = postgres::libpq_scrub(drill.config.secret_env_names());
             r.bytes =
-                restore_into_database(&stream, &target, false, None, &progress, cancel).await?;
+                restore_into_database(&stream, &target, false, None, &progress, cancel, &scrub)
+                    .await?;
             r.restore_ms = started.elapsed().as_millis() as i64;
             let mut conn = target.connect().await?;
             r.files = postgres::row_counts(&mut conn).await?.len() as u64;
             let _ = sqlx::Connection::close(conn).await;
-            r.database = Some(postgres::redact(&db_url));
+            // Config URLs never hold a password, so this one can be shown and reused.
+            r.database = Some(db_url.clone());
         }
         SourceConfig::Command { verify_command, .. } => {
             let stream =
@@ -291,11 +295,15 @@ async fn in_process(
                 Some(argv) => {
                     let mut cmd = crate::source::command::async_command(argv);
                     cmd.env("LIFEBOAT_SCRATCH_DIR", &dir);
-                    for var in super::steps::secret_env(&drill.config) {
-                        cmd.env_remove(var);
-                    }
-                    let child =
-                        SinkChild::spawn(cmd, &format!("verify command {:?}", argv[0]), "")?;
+                    let scrub = drill.config.secret_env_names();
+                    let launch = Launch {
+                        what: format!("verify command {:?}", argv[0]),
+                        hint: "",
+                        scrub: &scrub,
+                        cancel,
+                        keep: None,
+                    };
+                    let child = SinkChild::spawn(cmd, launch)?;
                     stream.pipe_into(child, &progress, cancel).await?
                 }
                 None => {
@@ -353,7 +361,7 @@ async fn bare_host_restore(
     cmd.env_remove("LIFEBOAT_CONFIG")
         .env("HOME", &home)
         .kill_on_drop(true);
-    for var in super::steps::secret_env(&drill.config) {
+    for var in drill.config.secret_env_names() {
         cmd.env_remove(var);
     }
     cmd.stdin(std::process::Stdio::null())
@@ -365,7 +373,7 @@ async fn bare_host_restore(
         .with_context(|| format!("start {}", exe.display()))?;
     let waited = tokio::select! {
         o = child.wait_with_output() => o.context("wait for the bare-host lifeboat")?,
-        _ = async { while !cancel.is_cancelled() { tokio::time::sleep(std::time::Duration::from_millis(100)).await } } => {
+        _ = cancel.cancelled() => {
             anyhow::bail!("bare-host restore cancelled");
         }
     };
@@ -473,7 +481,7 @@ pub async fn verify(drill: &Arc<Drill>, step: &str, on: &str) -> Result<Outputs>
             checked = "every file's BLAKE3 against the tree during the restore; file count and bytes on disk against the manifest".into();
         } else if r.kind == "postgres" {
             if let Some(db) = &r.database {
-                let url = database_url(drill, plan, db)?;
+                let url = db.clone();
                 let pw = password(&drill.config, plan)?;
                 let target = PgTarget {
                     url: &url,
@@ -550,11 +558,6 @@ fn password(config: &Config, plan: &str) -> Result<Option<crate::config::SecretS
     }
 }
 
-/// The URL of a restored database (reports keep it redacted; URLs never hold passwords).
-fn database_url(_drill: &Drill, _plan: &str, redacted: &str) -> Result<String> {
-    Ok(redacted.to_string())
-}
-
 pub async fn sql(
     drill: &Arc<Drill>,
     _step: &str,
@@ -581,7 +584,7 @@ pub async fn sql(
     let (op, want) = super::compare::parse_expect(expect).map_err(anyhow::Error::msg)?;
     let mut out = Outputs::new();
     for (p, r) in &targets {
-        let url = database_url(drill, p, r.database.as_deref().unwrap_or_default())?;
+        let url = r.database.clone().unwrap_or_default();
         let pw = password(&drill.config, p)?;
         let target = PgTarget {
             url: &url,

@@ -16,7 +16,7 @@ use super::compare::{holds, parse_comparison};
 use super::report::Approval;
 use super::run::{now_ms, Drill, Undo};
 use super::runbook::{Step, StepKind};
-use crate::config::{Config, SecretRef, SourceConfig};
+use crate::config::Config;
 
 pub type Outputs = BTreeMap<String, String>;
 
@@ -242,31 +242,6 @@ pub async fn sleep_or_cancel(d: Duration, cancel: &Cancel) -> bool {
     }
 }
 
-/// The environment variables that hold lifeboat's secrets: never passed to a child.
-pub fn secret_env(config: &Config) -> Vec<String> {
-    let mut vars: Vec<String> = [
-        "LIFEBOAT_WEBHOOK_URL",
-        "LIFEBOAT_SLACK_WEBHOOK_URL",
-        "PGPASSWORD",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut add = |r: Option<&SecretRef>| {
-        if let Some(SecretRef::Env(name)) = r {
-            vars.push(name.clone());
-        }
-    };
-    add(config.keys.writer_key.as_ref());
-    add(config.keys.identity.as_ref());
-    for plan in &config.plans {
-        if let SourceConfig::Postgres { password, .. } = &plan.source {
-            add(password.as_ref());
-        }
-    }
-    vars
-}
-
 /// Run `argv` without a shell, its environment scrubbed of lifeboat's secrets; killed on
 /// cancel. Returns the exit code (-1: killed by a signal) and stdout.
 async fn command(config: &Config, argv: &[String], cancel: &Cancel) -> Result<(i32, String)> {
@@ -276,7 +251,7 @@ async fn command(config: &Config, argv: &[String], cancel: &Cancel) -> Result<(i
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
-    for var in secret_env(config) {
+    for var in config.secret_env_names() {
         cmd.env_remove(var);
     }
     let mut child = cmd

@@ -32,6 +32,12 @@ impl BackupReport {
     pub fn is_degraded(&self) -> bool {
         self.outcome.is_degraded() || !self.unavailable.is_empty()
     }
+
+    /// Entries of the source could not be read (the manifest lists them): exit 3 like a
+    /// degraded backup, though every region holds the snapshot.
+    pub fn is_partial(&self) -> bool {
+        self.outcome.manifest.is_partial()
+    }
 }
 
 pub async fn backup(
@@ -130,7 +136,7 @@ async fn into_repository(
             root: written.root,
             stats: written.stats,
             probes: written.probes,
-            tags: Vec::new(),
+            unreadable: written.unreadable,
         };
         let outcome = writer.finish(manifest)?;
         if let Some(after_commit) = written.after_commit {

@@ -41,7 +41,7 @@ pub async fn backup(
                     .await?;
             }
             RunEnd {
-                phase: Some(if r.is_degraded() {
+                phase: Some(if r.is_degraded() || r.is_partial() {
                     Phase::Degraded
                 } else {
                     Phase::Succeeded

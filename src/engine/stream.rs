@@ -18,7 +18,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::config::{Config, SecretString, SourceConfig};
 use crate::engine::{open, KeyNeed, RestoreResult};
-use crate::source::child::SinkChild;
+use crate::source::child::{Launch, SinkChild};
 use crate::source::postgres::{self, PgTarget};
 
 /// Where a stream snapshot goes.
@@ -177,14 +177,14 @@ impl OpenStream {
 }
 
 /// The `pg_restore` that reads a custom-format archive on stdin (or from `file`, with
-/// `jobs`) into `url`. `--single-transaction` on the stdin path: a failed restore leaves
+/// `jobs`) into `url`, and the password file it reads (keep it until `pg_restore` exits). `--single-transaction` on the stdin path: a failed restore leaves
 /// the target as it was.
 pub fn pg_restore_command(
     url: &str,
     password: Option<&SecretString>,
     force: bool,
     parallel: Option<(u32, &std::path::Path)>,
-) -> tokio::process::Command {
+) -> Result<(tokio::process::Command, Option<tempfile::NamedTempFile>)> {
     let mut cmd = tokio::process::Command::new("pg_restore");
     cmd.args(["--no-owner", "--exit-on-error", "--no-password"]);
     if force {
@@ -202,14 +202,15 @@ pub fn pg_restore_command(
     if let Some((_, file)) = parallel {
         cmd.arg(file);
     }
-    if let Some(p) = password {
-        cmd.env("PGPASSWORD", p.expose());
+    let pass = postgres::passfile(password)?;
+    if let Some(p) = &pass {
+        cmd.env("PGPASSFILE", p.path()).env_remove("PGPASSWORD");
     }
-    cmd
+    Ok((cmd, pass))
 }
 
 /// Restore a dump into the database at `url` (never creating or dropping it): refuses a
-/// non-empty database unless `force`.
+/// non-empty database unless `force`. `scrub`: the variables `pg_restore` must not see.
 pub async fn restore_into_database(
     stream: &OpenStream,
     target: &PgTarget<'_>,
@@ -217,7 +218,15 @@ pub async fn restore_into_database(
     jobs: Option<(u32, PathBuf)>,
     progress: &Progress,
     cancel: &Cancel,
+    scrub: &[String],
 ) -> Result<u64> {
+    let launch = |keep| Launch {
+        what: "pg_restore".into(),
+        hint: postgres::CLIENT_HINT,
+        scrub,
+        cancel,
+        keep,
+    };
     let mut conn = target.connect().await?;
     let (count, names) = postgres::existing_relations(&mut conn).await?;
     drop(conn);
@@ -230,8 +239,8 @@ pub async fn restore_into_database(
     }
     match jobs {
         None => {
-            let cmd = pg_restore_command(target.url, target.password, force, None);
-            let child = SinkChild::spawn(cmd, "pg_restore", postgres::CLIENT_HINT)?;
+            let (cmd, keep) = pg_restore_command(target.url, target.password, force, None)?;
+            let child = SinkChild::spawn(cmd, launch(keep))?;
             stream.pipe_into(child, progress, cancel).await
         }
         Some((jobs, scratch)) => {
@@ -245,8 +254,9 @@ pub async fn restore_into_database(
                 .with_context(|| format!("create {}", path.display()))?;
             let n = stream.copy_to(&mut file, progress, cancel).await?;
             drop(file);
-            let cmd = pg_restore_command(target.url, target.password, force, Some((jobs, &path)));
-            let child = SinkChild::spawn(cmd, "pg_restore", postgres::CLIENT_HINT)?;
+            let (cmd, keep) =
+                pg_restore_command(target.url, target.password, force, Some((jobs, &path)))?;
+            let child = SinkChild::spawn(cmd, launch(keep))?;
             child.finish().await?;
             Ok(n)
         }
@@ -299,12 +309,15 @@ pub async fn restore_stream(
             if let Some((_, dir)) = &parallel {
                 std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
             }
-            restore_into_database(&stream, &target, *force, parallel, &progress, &cancel).await?
+            let scrub = postgres::libpq_scrub(config.secret_env_names());
+            restore_into_database(&stream, &target, *force, parallel, &progress, &cancel, &scrub).await?
         }
         (StreamTarget::RestoreCommand, Some(SourceConfig::Command { restore_command, .. })) => {
             let cmd = crate::source::command::async_command(restore_command);
             let what = format!("restore command {:?}", restore_command[0]);
-            let child = SinkChild::spawn(cmd, &what, "")?;
+            let scrub = config.secret_env_names();
+            let launch = Launch { what, hint: "", scrub: &scrub, cancel: &cancel, keep: None };
+            let child = SinkChild::spawn(cmd, launch)?;
             stream.pipe_into(child, &progress, &cancel).await?
         }
         (StreamTarget::Postgres { .. }, _) => anyhow::bail!(

@@ -5,6 +5,14 @@
 //! the [`BackupWriter`]; unchanged files (per the [`FilesCache`]) reuse their chunk list
 //! without being read. Memory is bounded by the directory depth × entries per directory,
 //! never by file sizes. Sockets, FIFOs and device nodes are skipped with a warning.
+//!
+//! One bad entry does not cost the night: an entry that cannot be read (permission
+//! denied, vanished between the walk and the read, an I/O error) is skipped with a warning
+//! naming it and listed in [`DirArchiver::unreadable`]; the snapshot is committed and
+//! marked partial. Only the source root itself failing fails the backup. Files are opened
+//! with `O_NOFOLLOW | O_NONBLOCK` and their `fstat` compared with the walk's `lstat`, so
+//! a file swapped for a symlink (or a FIFO, or another file) during the backup is skipped,
+//! never followed.
 
 use std::ffi::OsString;
 use std::fs;
@@ -84,6 +92,8 @@ pub struct DirArchiver<'a> {
     pub new_cache: FilesCache,
     pub stats: Stats,
     pub warnings: Vec<String>,
+    /// Entries skipped because they could not be read, as `path: why` (also in `warnings`).
+    pub unreadable: Vec<String>,
     root_dev: u64,
 }
 
@@ -123,6 +133,7 @@ impl<'a> DirArchiver<'a> {
             new_cache: FilesCache::default(),
             stats: Stats::default(),
             warnings: Vec::new(),
+            unreadable: Vec::new(),
             root_dev: 0,
         }
     }
@@ -146,12 +157,33 @@ impl<'a> DirArchiver<'a> {
         self.stats.skipped += 1;
     }
 
-    fn dir(&mut self, src: &DirSource, abs: &Path, rel: &Path) -> Result<Id> {
+    /// Skip an entry that could not be read: a warning, and the snapshot is partial.
+    fn unreadable(&mut self, path: &Path, e: &anyhow::Error) {
+        let why = source_error(e).map_or_else(|| format!("{e:#}"), |u| u.to_string());
+        let entry = format!("{}: {why}", path.display());
+        self.warn(format!("{entry}; skipped, the snapshot is partial"));
+        self.unreadable.push(entry);
+    }
+
+    /// The names in directory `abs`, sorted.
+    fn names(abs: &Path) -> Result<Vec<OsString>> {
         let mut names: Vec<OsString> = Vec::new();
-        for e in fs::read_dir(abs).with_context(|| format!("read directory {}", abs.display()))? {
-            let e = e.with_context(|| format!("read directory {}", abs.display()))?;
-            names.push(e.file_name());
+        for e in fs::read_dir(abs).map_err(unreadable("read directory"))? {
+            names.push(e.map_err(unreadable("read directory"))?.file_name());
         }
+        Ok(names)
+    }
+
+    fn dir(&mut self, src: &DirSource, abs: &Path, rel: &Path) -> Result<Id> {
+        let mut names = match Self::names(abs) {
+            Ok(names) => names,
+            // The root failing is the whole source failing; a subdirectory is one entry.
+            Err(e) if !rel.as_os_str().is_empty() => {
+                self.unreadable(abs, &e);
+                Vec::new()
+            }
+            Err(e) => return Err(e).with_context(|| format!("source directory {}", abs.display())),
+        };
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let mut tree = Tree::default();
         for name in names {
@@ -159,14 +191,10 @@ impl<'a> DirArchiver<'a> {
             let child_rel = rel.join(&name);
             let m = match fs::symlink_metadata(&child) {
                 Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.warn(format!(
-                        "{}: vanished during backup, skipped",
-                        child.display()
-                    ));
+                Err(e) => {
+                    self.unreadable(&child, &unreadable("stat")(e));
                     continue;
                 }
-                Err(e) => return Err(e).with_context(|| format!("stat {}", child.display())),
             };
             let ft = m.file_type();
             if src.excludes.is_excluded(&child_rel, &name, ft.is_dir()) {
@@ -184,15 +212,19 @@ impl<'a> DirArchiver<'a> {
             } else if ft.is_file() {
                 match self.file(&child, &child_rel, &name, &m) {
                     Ok(n) => tree.nodes.push(n),
-                    Err(e) if is_not_found(&e) => self.warn(format!(
-                        "{}: vanished during backup, skipped",
-                        child.display()
-                    )),
+                    // A source-side I/O problem costs this file; a repository error
+                    // (a region failing, cancellation) is the backup's.
+                    Err(e) if source_error(&e).is_some() => self.unreadable(&child, &e),
                     Err(e) => return Err(e),
                 }
             } else if ft.is_symlink() {
-                let target = fs::read_link(&child)
-                    .with_context(|| format!("read link {}", child.display()))?;
+                let target = match fs::read_link(&child) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.unreadable(&child, &unreadable("read link")(e));
+                        continue;
+                    }
+                };
                 let mut n = node_from(&name, NodeKind::Symlink, &m);
                 n.set_target(target.as_os_str());
                 tree.nodes.push(n);
@@ -236,17 +268,26 @@ impl<'a> DirArchiver<'a> {
                 return Ok(node);
             }
         }
-        let f = fs::File::open(abs).with_context(|| format!("open {}", abs.display()))?;
+        let f = open_same(abs, m)?;
         let mut chunks = Vec::new();
         let writer = &mut *self.writer;
+        // A repository error (kept aside) fails the backup; a read error costs this file.
+        let mut repo_error = None;
         let (len, hash) = chunk_file(f, size, &self.params, self.seed, |data| {
             progress.add_done(data.len() as u64);
-            chunks.push(writer.add(BlobKind::Data, data)?);
+            match writer.add(BlobKind::Data, data) {
+                Ok(id) => chunks.push(id),
+                Err(e) => {
+                    repo_error = Some(e);
+                    return Err(RepoError::Cancelled);
+                }
+            }
             Ok(())
         })
-        .map_err(|e| match e {
-            RepoError::Io(io) => anyhow::Error::new(io).context(format!("read {}", abs.display())),
-            e => anyhow::Error::new(e),
+        .map_err(|e| match (repo_error.take(), e) {
+            (Some(e), _) => anyhow::Error::new(e),
+            (None, RepoError::Io(io)) => unreadable("read")(io),
+            (None, e) => anyhow::Error::new(e),
         })?;
         node.size = len;
         node.hash = Some(hash.to_hex().to_string());
@@ -274,11 +315,60 @@ impl<'a> DirArchiver<'a> {
     }
 }
 
-fn is_not_found(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
-    })
+/// A source-side I/O error: it costs one entry (the snapshot is partial), never the
+/// backup. Repository errors are never wrapped in it, even when an I/O error caused them.
+#[derive(Debug)]
+struct Unreadable {
+    /// What was being done: `open`, `read`, `stat`, `read directory`, …
+    doing: &'static str,
+    io: std::io::Error,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.io.kind() {
+            std::io::ErrorKind::NotFound => write!(f, "vanished during backup"),
+            std::io::ErrorKind::PermissionDenied => write!(f, "{}: permission denied", self.doing),
+            _ => write!(f, "{}: {}", self.doing, self.io),
+        }
+    }
+}
+
+impl std::error::Error for Unreadable {}
+
+fn unreadable(doing: &'static str) -> impl FnOnce(std::io::Error) -> anyhow::Error {
+    move |io| anyhow::Error::new(Unreadable { doing, io })
+}
+
+/// The source-side error in `e`, if that is what it is.
+fn source_error(e: &anyhow::Error) -> Option<&Unreadable> {
+    e.chain().find_map(|c| c.downcast_ref::<Unreadable>())
+}
+
+/// Open the regular file the walk saw at `abs` (`lstat` gave `m`), never following a
+/// symlink and never blocking on a FIFO swapped in; an error when what is there now is
+/// not that file (its device and inode differ, or it is no longer a regular file).
+fn open_same(abs: &Path, m: &fs::Metadata) -> Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(abs)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::other("replaced by a symlink during backup, not followed")
+            } else {
+                e
+            }
+        })
+        .map_err(unreadable("open"))?;
+    let now = f.metadata().map_err(unreadable("fstat"))?;
+    if !now.is_file() || now.dev() != m.dev() || now.ino() != m.ino() {
+        return Err(unreadable("open")(std::io::Error::other(
+            "replaced by another file during backup",
+        )));
+    }
+    Ok(f)
 }
 
 /// Count the bytes a backup of `src` will cover (same excludes), so progress can show an
@@ -307,5 +397,63 @@ pub fn estimate(
                 progress.add_total(m.len());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the walk saw, then something else in its place before the read.
+    fn swapped(replace: impl FnOnce(&Path)) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"walked").unwrap();
+        let walked = fs::symlink_metadata(&path).unwrap();
+        replace(&path);
+        let e = open_same(&path, &walked).expect_err("the swapped entry must not be read");
+        assert!(source_error(&e).is_some(), "a source error, skipped: {e:#}");
+        format!("{e:#}")
+    }
+
+    #[test]
+    fn a_file_swapped_during_the_backup_is_not_followed_or_read() {
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        fs::write(outside.path(), b"/etc/shadow, say").unwrap();
+        // For a symlink: O_NOFOLLOW refuses it.
+        let msg = swapped(|p| {
+            fs::remove_file(p).unwrap();
+            std::os::unix::fs::symlink(outside.path(), p).unwrap();
+        });
+        assert!(msg.contains("replaced by a symlink"), "{msg}");
+        // For another file (a rename over it): the inode differs.
+        let msg = swapped(|p| {
+            let other = p.with_extension("new");
+            fs::write(&other, b"other").unwrap();
+            fs::rename(&other, p).unwrap();
+        });
+        assert!(msg.contains("replaced by another file"), "{msg}");
+        // For a FIFO: opened without blocking, then refused.
+        let msg = swapped(|p| {
+            fs::remove_file(p).unwrap();
+            let st = std::process::Command::new("mkfifo")
+                .arg(p)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        });
+        assert!(msg.contains("replaced by another file"), "{msg}");
+        // Vanished.
+        let msg = swapped(|p| fs::remove_file(p).unwrap());
+        assert!(msg.contains("vanished"), "{msg}");
+    }
+
+    #[test]
+    fn the_same_file_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"walked").unwrap();
+        let walked = fs::symlink_metadata(&path).unwrap();
+        assert!(open_same(&path, &walked).is_ok());
     }
 }

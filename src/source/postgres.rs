@@ -13,9 +13,12 @@
 //! compressed dump changes everywhere after the first changed row). See docs/postgres.md.
 //!
 //! Secrets: the URL never holds a password (the config refuses one); a configured password
-//! reaches `pg_dump`/`pg_restore` only through their `PGPASSWORD` environment variable and
-//! lifeboat's own connection through sqlx's options, never a command line, a log or a
-//! manifest. Without one, libpq's own lookup applies (`~/.pgpass`, `PGPASSWORD`).
+//! reaches `pg_dump`/`pg_restore` only through a 0600 password file named by `PGPASSFILE`
+//! (deleted when the child exits) and lifeboat's own connection through sqlx's options,
+//! never a command line, an environment, a log or a manifest. Without one, libpq's own
+//! lookup applies (`~/.pgpass`, `PGPASSWORD`). `pg_dump` waits at most
+//! [`LOCK_WAIT_TIMEOUT`] for a table lock, so a long-held `ACCESS EXCLUSIVE` lock fails
+//! the backup with a message instead of hanging it.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -69,13 +72,31 @@ impl PgTarget<'_> {
             )
         })
     }
+}
 
-    /// Environment for a libpq child (`pg_dump`, `pg_restore`): the password, when configured.
-    pub fn child_env(&self, cmd: &mut std::process::Command) {
-        if let Some(p) = self.password {
-            cmd.env("PGPASSWORD", p.expose());
-        }
-    }
+/// How long `pg_dump` waits for a shared lock on a table before it fails.
+pub const LOCK_WAIT_TIMEOUT: &str = "5min";
+
+/// A libpq password file (`PGPASSFILE`) holding `password` for any server, created 0600 in
+/// the temporary directory and deleted when dropped: keep it until the child has exited.
+/// `None` without a password. Give it to the child with `PGPASSFILE` and remove an inherited
+/// `PGPASSWORD` (libpq would prefer it).
+pub fn passfile(password: Option<&SecretString>) -> Result<Option<tempfile::NamedTempFile>> {
+    use std::io::Write;
+    let Some(p) = password else { return Ok(None) };
+    let mut file = tempfile::Builder::new()
+        .prefix("lifeboat-pgpass-")
+        .tempfile()
+        .context("create a password file for the PostgreSQL client")?;
+    // Zeroed on drop, like the password it copies.
+    let line = SecretString::new(format!(
+        "*:*:*:*:{}\n",
+        p.expose().replace('\\', "\\\\").replace(':', "\\:")
+    ));
+    file.write_all(line.expose().as_bytes())
+        .and_then(|()| file.flush())
+        .context("write the password file for the PostgreSQL client")?;
+    Ok(Some(file))
 }
 
 /// The URL with any password removed, for messages.
@@ -83,15 +104,14 @@ pub fn redact(url: &str) -> String {
     crate::host::redact_url(url)
 }
 
-/// `url` pointing at database `db` instead (same server, user and parameters).
-pub fn with_database(url: &str, db: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let query = tail.find('?').map(|i| &tail[i..]).unwrap_or("");
-    format!("{scheme}://{authority}/{db}{query}")
+/// `url` pointing at database `db` instead (same server, user and parameters). An error
+/// for text that is not a URL (sqlx, which connects with it, parses it the same way), never
+/// the unchanged URL: that would be the production database.
+pub fn with_database(url: &str, db: &str) -> Result<String> {
+    let mut u =
+        url::Url::parse(url).with_context(|| format!("invalid PostgreSQL URL {}", redact(url)))?;
+    u.set_path(&format!("/{db}"));
+    Ok(u.to_string())
 }
 
 /// The database name of a URL, if it names one.
@@ -204,14 +224,30 @@ impl DumpSession {
     }
 }
 
-/// `pg_dump` of `target` in the exported `snapshot`, writing the archive to stdout.
-pub fn pg_dump_command(target: &PgTarget<'_>, snapshot: &str) -> std::process::Command {
+/// The variables a libpq child must not see: `names` without `PGPASSWORD`, which libpq's own
+/// lookup may use when no password is configured (with one, the child gets a `PGPASSFILE`
+/// and `PGPASSWORD` is removed by the command builder).
+pub fn libpq_scrub(mut names: Vec<String>) -> Vec<String> {
+    names.retain(|n| n != "PGPASSWORD");
+    names
+}
+
+/// `pg_dump` of `target` in the exported `snapshot`, writing the archive to stdout, and
+/// the password file it reads (keep it until `pg_dump` exits).
+pub fn pg_dump_command(
+    target: &PgTarget<'_>,
+    snapshot: &str,
+) -> Result<(std::process::Command, Option<tempfile::NamedTempFile>)> {
     let mut cmd = std::process::Command::new("pg_dump");
     cmd.args(["--format=custom", "--compress=0", "--no-password"])
+        .arg(format!("--lock-wait-timeout={LOCK_WAIT_TIMEOUT}"))
         .arg(format!("--snapshot={snapshot}"))
         .arg(format!("--dbname={}", target.url));
-    target.child_env(&mut cmd);
-    cmd
+    let pass = passfile(target.password)?;
+    if let Some(p) = &pass {
+        cmd.env("PGPASSFILE", p.path()).env_remove("PGPASSWORD");
+    }
+    Ok((cmd, pass))
 }
 
 /// Up to five user relations of the connected database, to refuse a non-empty target.

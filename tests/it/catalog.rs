@@ -31,7 +31,7 @@ fn manifest(plan: &str, time: i64) -> Manifest {
             ..Default::default()
         },
         probes: Default::default(),
-        tags: vec![],
+        unreadable: vec![],
     }
 }
 

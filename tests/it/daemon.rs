@@ -214,9 +214,9 @@ fn daemon_serves_metrics_and_health() {
 
 /// An HTTP receiver on 127.0.0.1 that records every POST body.
 /// Request paths and JSON bodies, in arrival order.
-type Received = Arc<Mutex<Vec<(String, Value)>>>;
+pub type Received = Arc<Mutex<Vec<(String, Value)>>>;
 
-fn receiver() -> (String, Received) {
+pub fn receiver() -> (String, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let got = Arc::new(Mutex::new(Vec::new()));

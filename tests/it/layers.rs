@@ -29,8 +29,9 @@ fn layer_table() -> BTreeMap<String, u32> {
         let Ok(layer) = layer.parse::<u32>() else {
             continue;
         };
-        for m in modules.split(',') {
-            let m = m.trim().trim_matches('`');
+        // The backticked names of the cell; other words are notes.
+        for m in modules.split('`').skip(1).step_by(2) {
+            let m = m.trim();
             if !m.is_empty() {
                 assert!(
                     table.insert(m.to_string(), layer).is_none(),

@@ -2,6 +2,7 @@
 //! graph). Each area is a module; shared helpers live in `common`.
 
 mod barehost;
+mod breaker;
 mod catalog;
 mod command;
 mod common;
@@ -14,6 +15,7 @@ mod drill;
 mod faults;
 mod fidelity;
 mod format;
+mod hardening;
 mod keys;
 mod layers;
 mod logs;

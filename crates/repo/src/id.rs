@@ -69,3 +69,13 @@ impl<'de> serde::Deserialize<'de> for Id {
         s.parse().map_err(serde::de::Error::custom)
     }
 }
+
+/// Check that stored bytes hash to the id in their name.
+pub fn check_stored_id(bytes: &[u8], id: &Id, name: &str) -> crate::Result<()> {
+    if Id::of_stored(bytes) != *id {
+        return Err(crate::RepoError::Corrupt(format!(
+            "{name}: stored bytes do not match their id"
+        )));
+    }
+    Ok(())
+}

@@ -233,7 +233,7 @@ pub fn encode(index_key: &[u8; 32], plan: &str, packs: &[(Id, Vec<PackEntry>)]) 
 /// one way every reader (open, verify, replicate) loads an index file.
 pub fn open_file(index_key: &[u8; 32], name: &str, sealed: &[u8]) -> Result<IndexFile> {
     let id = Id::from_object_name(name)?;
-    crate::repo::check_stored_id(sealed, &id, name)?;
+    crate::id::check_stored_id(sealed, &id, name)?;
     decode(index_key, sealed, name)
 }
 

@@ -34,3 +34,11 @@ pub use index::Index;
 pub use progress::{Cancel, Progress};
 pub use regions::RegionSet;
 pub use repo::{Region, RepoConfig, Repository};
+
+/// Threads for CPU-bound stages (compression in a backup, pack fetch and decode in a
+/// restore): one per core, at least 1 and at most 4 (more only adds memory in flight).
+pub(crate) fn worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 4)
+}

@@ -1,8 +1,9 @@
 //! Counters a long operation updates and a front end (progress bar, metrics) reads.
 //! Lock-free so hot loops can bump them; nothing here renders anything.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -38,19 +39,22 @@ impl Progress {
     }
 }
 
-/// A cancellation flag shared by every stage of an operation.
+/// Cancellation shared by every stage of an operation: hot loops poll [`Cancel::check`],
+/// async waits select on [`Cancel::cancelled`] (a `tokio_util` `CancellationToken`, so no
+/// one polls a flag on a timer), and [`Cancel::child`] scopes a cancellation (one attempt
+/// of a run) that its parent's cancellation reaches too.
 #[derive(Debug, Default, Clone)]
-pub struct Cancel(Arc<AtomicBool>);
+pub struct Cancel(CancellationToken);
 
 impl Cancel {
     pub fn new() -> Cancel {
         Cancel::default()
     }
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst)
+        self.0.cancel()
     }
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.is_cancelled()
     }
     pub fn check(&self) -> crate::Result<()> {
         if self.is_cancelled() {
@@ -58,5 +62,35 @@ impl Cancel {
         } else {
             Ok(())
         }
+    }
+    /// Resolves once cancelled.
+    pub async fn cancelled(&self) {
+        self.0.cancelled().await
+    }
+    /// A cancellation of its own that this one's also triggers.
+    pub fn child(&self) -> Cancel {
+        Cancel(self.0.child_token())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_parent_cancels_its_children_and_not_the_reverse() {
+        let parent = Cancel::new();
+        let child = parent.child();
+        child.cancel();
+        assert!(child.is_cancelled() && !parent.is_cancelled());
+        let other = parent.child();
+        let waiter = tokio::spawn({
+            let other = other.clone();
+            async move { other.cancelled().await }
+        });
+        parent.cancel();
+        waiter.await.unwrap();
+        assert!(other.is_cancelled());
+        assert!(matches!(other.check(), Err(crate::RepoError::Cancelled)));
     }
 }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{BackendError, DynBackend};
 pub use crate::chunker::ChunkerParams;
 use crate::error::{RepoError, Result};
+pub use crate::id::check_stored_id;
 use crate::keys::{age_decrypt, age_encrypt, parse_recipient, Identity, Keyring, WriterKey};
 use crate::regions::{check_region_count, RegionSet};
 use crate::snapshot::{Manifest, SnapshotEntry};
@@ -671,16 +672,6 @@ fn no_good_copy(name: &str, regions: &[Region], errors: Vec<(usize, RepoError)>)
     } else {
         RepoError::Corrupt(format!("{name}: no region has a good copy ({detail})"))
     }
-}
-
-/// Check that stored bytes hash to the id in their name.
-pub fn check_stored_id(bytes: &[u8], id: &Id, name: &str) -> Result<()> {
-    if Id::of_stored(bytes) != *id {
-        return Err(RepoError::Corrupt(format!(
-            "{name}: stored bytes do not match their id"
-        )));
-    }
-    Ok(())
 }
 
 /// Object name of a pack.

@@ -332,9 +332,7 @@ pub async fn restore_tree(
 
     let names: Arc<Vec<PathBuf>> = Arc::new(layout.files.iter().map(|f| f.path.clone()).collect());
     let chunk_key = *repo.writer().chunk_key();
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 4);
+    let workers = crate::worker_threads();
     let mut packs: Vec<(Id, Vec<ChunkWrite>)> = by_pack.into_iter().collect();
     packs.sort_by_key(|(id, _)| *id);
     let n_packs = packs.len() as u64;

@@ -32,8 +32,18 @@ pub struct Manifest {
     /// SQL probe results). Empty for directories: their tree holds content hashes.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub probes: serde_json::Map<String, serde_json::Value>,
+    /// Entries of the source the backup could not read and skipped, each as `path: why`
+    /// (permission denied, vanished, an I/O error). Non-empty: the snapshot is **partial**,
+    /// everything else in it is complete. Absent in older manifests and complete snapshots.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tags: Vec<String>,
+    pub unreadable: Vec<String>,
+}
+
+impl Manifest {
+    /// The backup skipped entries it could not read ([`Manifest::unreadable`]).
+    pub fn is_partial(&self) -> bool {
+        !self.unreadable.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -264,6 +264,14 @@ pub async fn verify(
             .warnings
             .push("no identity on this host: snapshot trees were not checked".into());
     }
+    let log = repo.read_log.lock().unwrap_or_else(|p| p.into_inner());
+    for d in &log.demoted {
+        report.warnings.push(format!(
+            "region {} was demoted after repeated failures ({}); trees were read from the other regions",
+            d.region, d.error
+        ));
+    }
+    drop(log);
     Ok(report)
 }
 

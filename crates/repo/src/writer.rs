@@ -151,9 +151,7 @@ impl BackupWriter {
             failed,
             ..Default::default()
         }));
-        let workers = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(1, 4);
+        let workers = crate::worker_threads();
         let (compress_tx, compress_rx) = bounded::<ChunkToStore>(workers * 2);
         let (blob_tx, blob_rx) = bounded::<(RegionSet, SealedBlob)>(workers * 2);
         let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<(RegionSet, FinishedPack)>(1);
@@ -363,17 +361,26 @@ impl BackupWriter {
         let repo = self.repo.clone();
         let results = self.handle.block_on(async {
             let mut set = tokio::task::JoinSet::new();
+            let mut tasks = std::collections::HashMap::new();
             for &i in &healthy {
                 let b = repo.regions[i].backend.clone();
                 let (n, s) = (name.clone(), sealed.clone());
-                set.spawn(async move { (i, b.put(&n, s).await) });
+                tasks.insert(set.spawn(async move { b.put(&n, s).await }).id(), i);
             }
-            set.join_all().await
+            // A put that panicked commits nothing in its region; the others still count.
+            let mut out = Vec::new();
+            while let Some(r) = set.join_next_with_id().await {
+                out.push(match r {
+                    Ok((id, res)) => (tasks[&id], res.map_err(|e| e.to_string())),
+                    Err(e) => (tasks[&e.id()], Err(format!("manifest put: {e}"))),
+                });
+            }
+            out
         });
         for (i, r) in results {
             match r {
                 Ok(()) => complete.push(i),
-                Err(e) => failed.push((self.repo.regions[i].name.clone(), e.to_string())),
+                Err(e) => failed.push((self.repo.regions[i].name.clone(), e)),
             }
         }
         if complete.is_empty() {

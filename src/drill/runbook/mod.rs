@@ -222,7 +222,7 @@ pub fn load(path: &Path, config: &Config) -> Result<Runbook> {
 /// Resolve runbook `text` read from `origin`.
 pub fn parse(text: &str, origin: &Path, config: &Config) -> Result<Runbook> {
     let loc = Locator { text, file: origin };
-    let raw: RawRunbook = toml::from_str(text).map_err(|e| loc.toml_error(&e))?;
+    let raw: RawRunbook = loc.from_toml()?;
     let r = Resolver { loc, config };
     let mut book = r.runbook(raw)?;
     book.path = origin.to_path_buf();

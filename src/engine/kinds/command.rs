@@ -12,7 +12,7 @@ use super::{BeginBackup, Begun, RepoSource, TestCx};
 use crate::engine::restore_test::elapsed_ms;
 use crate::engine::stream::OpenStream;
 use crate::engine::RestoreTestOutcome;
-use crate::source::child::SinkChild;
+use crate::source::child::{Launch, SinkChild};
 
 pub(super) struct Command<'a> {
     pub command: &'a [String],
@@ -21,9 +21,12 @@ pub(super) struct Command<'a> {
 
 #[async_trait]
 impl RepoSource for Command<'_> {
-    async fn begin(&self, _cx: &BeginBackup<'_>) -> Result<Begun> {
+    async fn begin(&self, cx: &BeginBackup<'_>) -> Result<Begun> {
         let spec = StreamSpec {
             cmd: crate::source::command::command(self.command),
+            keep: None,
+            scrub: cx.config.secret_env_names(),
+            cancel: cx.cancel.clone(),
             what: format!("backup command {:?}", self.command[0]),
             hint: "",
             name: crate::source::command::OUTPUT_NAME,
@@ -54,7 +57,15 @@ impl RepoSource for Command<'_> {
                     })?;
                 let mut cmd = crate::source::command::async_command(argv);
                 cmd.env("LIFEBOAT_SCRATCH_DIR", dir.path());
-                let child = SinkChild::spawn(cmd, &format!("verify command {:?}", argv[0]), "")?;
+                let scrub = cx.config.secret_env_names();
+                let launch = Launch {
+                    what: format!("verify command {:?}", argv[0]),
+                    hint: "",
+                    scrub: &scrub,
+                    cancel: cx.cancel,
+                    keep: None,
+                };
+                let child = SinkChild::spawn(cmd, launch)?;
                 stream.pipe_into(child, cx.progress, cx.cancel).await
             }
             None => {

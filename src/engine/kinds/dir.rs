@@ -48,6 +48,7 @@ impl RepoSource for Dir<'_> {
                     stats,
                     warnings,
                     new_cache,
+                    unreadable,
                     ..
                 } = arch;
                 Ok(Written {
@@ -56,6 +57,7 @@ impl RepoSource for Dir<'_> {
                     warnings,
                     location: src.root.display().to_string(),
                     probes: Default::default(),
+                    unreadable,
                     after_commit: Some(Box::new(move || {
                         if let Err(e) = new_cache.save(&cache_path) {
                             tracing::warn!(error = %format!("{e:#}"), "could not save the files cache; the next backup reads every file");

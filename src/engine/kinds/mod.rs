@@ -95,6 +95,8 @@ pub struct Written {
     pub probes: serde_json::Map<String, serde_json::Value>,
     /// Run once the manifest is committed (the files cache is saved only then).
     pub after_commit: Option<Box<dyn FnOnce() + Send>>,
+    /// Entries skipped because they could not be read (`dir`): the snapshot is partial.
+    pub unreadable: Vec<String>,
 }
 
 /// The writing step: on a blocking thread, everything into `writer`. On an error the engine

@@ -45,8 +45,12 @@ impl RepoSource for Postgres<'_> {
         let session = postgres::begin_dump(&target, self.probes)
             .await
             .with_context(|| format!("plan {}", cx.plan.name))?;
+        let (cmd, keep) = postgres::pg_dump_command(&target, &session.snapshot)?;
         let spec = StreamSpec {
-            cmd: postgres::pg_dump_command(&target, &session.snapshot),
+            cmd,
+            keep,
+            scrub: postgres::libpq_scrub(cx.config.secret_env_names()),
+            cancel: cx.cancel.clone(),
             what: "pg_dump".into(),
             hint: postgres::CLIENT_HINT,
             name: postgres::DUMP_NAME,
@@ -63,10 +67,10 @@ impl RepoSource for Postgres<'_> {
         let stream = OpenStream::open(cx.config, &cx.plan.name, cx.snapshot, cx.from).await?;
         outcome.snapshot = stream.snapshot.id.to_hex();
         let password = self.password(&cx.plan.name)?;
-        let admin_url = self
-            .scratch_url
-            .map(str::to_string)
-            .unwrap_or_else(|| postgres::with_database(self.url, "postgres"));
+        let admin_url = match self.scratch_url {
+            Some(url) => url.to_string(),
+            None => postgres::with_database(self.url, "postgres")?,
+        };
         let production = postgres::database_of(self.url);
         let name = format!("lifeboat_verify_{}", &crate::host::new_id()[..12]);
         anyhow::ensure!(
@@ -84,7 +88,7 @@ impl RepoSource for Postgres<'_> {
         )
         .await
         .context("create the scratch database (the scratch_url user needs CREATEDB)")?;
-        let scratch_db_url = postgres::with_database(&admin_url, &name);
+        let scratch_db_url = postgres::with_database(&admin_url, &name)?;
         let scratch_db = PgTarget {
             url: &scratch_db_url,
             password: password.as_ref(),
@@ -93,9 +97,17 @@ impl RepoSource for Postgres<'_> {
             "row counts of every table and the plan's SQL probes, in a scratch database".into();
         let result = async {
             let started = Instant::now();
-            let restored =
-                restore_into_database(&stream, &scratch_db, false, None, cx.progress, cx.cancel)
-                    .await;
+            let scrub = postgres::libpq_scrub(cx.config.secret_env_names());
+            let restored = restore_into_database(
+                &stream,
+                &scratch_db,
+                false,
+                None,
+                cx.progress,
+                cx.cancel,
+                &scrub,
+            )
+            .await;
             outcome.duration_ms = elapsed_ms(started.elapsed());
             outcome.bytes = restored?;
             let mut conn = scratch_db.connect().await?;

@@ -1,14 +1,22 @@
 //! The writing step shared by stream kinds (`postgres`, `command`): run a command, chunk its
 //! stdout into the writer as one file node, and require exit status 0.
 
+use anyhow::Context;
 use lifeboat_repo::snapshot::Stats;
+use lifeboat_repo::Cancel;
 
 use super::{WriteStep, Written};
-use crate::source::child::StreamChild;
+use crate::source::child::{Launch, StreamChild};
 
 /// A stream source's command and how its snapshot is described.
 pub(super) struct StreamSpec {
     pub cmd: std::process::Command,
+    /// A file the command needs while it runs (pg_dump's password file).
+    pub keep: Option<tempfile::NamedTempFile>,
+    /// The variables the command must not see ([`crate::config::Config::secret_env_names`]).
+    pub scrub: Vec<String>,
+    /// Kills the command (its process group) when it fires.
+    pub cancel: Cancel,
     pub what: String,
     pub hint: &'static str,
     /// The file node's name in the root tree.
@@ -21,7 +29,14 @@ pub(super) struct StreamSpec {
 /// aborts the writer: no snapshot.
 pub(super) fn write_step(spec: StreamSpec) -> WriteStep {
     Box::new(move |writer, env| {
-        let (child, stdout) = StreamChild::spawn(spec.cmd, &spec.what, spec.hint)?;
+        let launch = Launch {
+            what: spec.what.clone(),
+            hint: spec.hint,
+            scrub: &spec.scrub,
+            cancel: &spec.cancel,
+            keep: spec.keep,
+        };
+        let (child, stdout) = StreamChild::spawn(spec.cmd, launch)?;
         let node = match lifeboat_repo::stream::store_stream(
             writer,
             spec.name,
@@ -37,8 +52,12 @@ pub(super) fn write_step(spec: StreamSpec) -> WriteStep {
                 );
             }
         };
-        // The exit status decides: a dump that stopped early may look like a short stream.
+        // The exit status decides: a dump that stopped early may look like a short stream,
+        // and a command killed on cancellation gives the cancellation error.
         child.finish()?;
+        spec.cancel
+            .check()
+            .with_context(|| format!("{} was stopped", spec.what))?;
         let stats = Stats {
             files: 1,
             bytes: node.size,
@@ -53,6 +72,7 @@ pub(super) fn write_step(spec: StreamSpec) -> WriteStep {
             location: spec.location,
             probes: spec.probes,
             after_commit: None,
+            unreadable: Vec::new(),
         })
     })
 }

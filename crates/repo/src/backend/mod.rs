@@ -35,7 +35,10 @@ pub mod local;
 pub mod memory;
 pub mod retry;
 
-#[doc(hidden)]
+/// The contract as a test suite, for this crate's tests and lifeboat's S3 tests: only with
+/// the non-default `conformance` feature, which their dev-dependencies turn on, so
+/// production builds carry neither the suite nor its `anyhow`/`tempfile` dependencies.
+#[cfg(feature = "conformance")]
 pub mod conformance;
 
 pub use fault::{Fault, FaultInjector};

@@ -125,7 +125,7 @@ pub fn manifest(root: Id) -> Manifest {
         root,
         stats: Default::default(),
         probes: Default::default(),
-        tags: Vec::new(),
+        unreadable: Vec::new(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! and its dependencies are linked once (see STYLE.md).
 
 mod backend;
+mod drills;
 mod fixture;
 mod integrity;
 mod malicious;
