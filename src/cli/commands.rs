@@ -43,6 +43,8 @@ pub async fn run(cli: &Cli) -> Result<u8> {
             instance_class,
             subnet_group,
             security_groups,
+            no_setuid,
+            no_owner,
             json,
         } => {
             if let Some(to_instance) = to_instance {
@@ -93,6 +95,8 @@ pub async fn run(cli: &Cli) -> Result<u8> {
                     .context("--to DIR: where to restore")?,
                 include: include.clone(),
                 overwrite: *overwrite,
+                no_setuid: *no_setuid,
+                no_owner: *no_owner,
             };
             restore(cli, &req, *json).await
         }

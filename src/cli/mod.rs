@@ -156,6 +156,12 @@ pub enum Command {
         /// rds plans: VPC security group id of the new instance; repeat for several.
         #[arg(long = "security-group", value_name = "SG", requires = "to_instance")]
         security_groups: Vec<String>,
+        /// Directory plans: drop setuid and setgid bits from restored files and directories.
+        #[arg(long)]
+        no_setuid: bool,
+        /// Directory plans: do not restore owners and groups (as root they are restored by id).
+        #[arg(long)]
+        no_owner: bool,
         #[arg(long)]
         json: bool,
     },

@@ -67,7 +67,16 @@ impl Resolver<'_> {
                     format!("invalid time zone {:?} (expected a name such as \"Europe/Paris\"; omit it for UTC)", zone.get_ref()),
                 ))
             }
-            Some(zone) => Some(zone.get_ref().clone()),
+            Some(zone) => {
+                if zone.get_ref().parse::<chrono_tz::Tz>().is_err() {
+                    return Err(self.err(
+                        zone.span(),
+                        &format!("{key}.zone"),
+                        format!("unknown time zone {:?} (expected an IANA name such as \"Europe/Paris\" or \"America/New_York\"; omit it for UTC)", zone.get_ref()),
+                    ));
+                }
+                Some(zone.get_ref().clone())
+            }
             None => None,
         };
         let is_rds = raw
@@ -458,14 +467,103 @@ impl Resolver<'_> {
         let Some(value) = value else {
             return Ok(None);
         };
-        let fields = value.get_ref().split_whitespace().count();
-        if !(5..=7).contains(&fields) {
-            return Err(self.err(
+        check_cron(value.get_ref()).map_err(|problem| {
+            self.err(
                 value.span(),
                 key,
-                format!("invalid cron schedule {:?}: {fields} field{}, expected 5 to 7 (e.g. \"0 3 * * *\": minute hour day-of-month month day-of-week)", value.get_ref(), if fields == 1 { "" } else { "s" }),
-            ));
-        }
+                format!("invalid cron schedule {:?}: {problem}", value.get_ref()),
+            )
+        })?;
         Ok(Some(value.get_ref().clone()))
     }
+}
+
+/// The five fields of standard cron: name, range, and names allowed instead of numbers.
+const CRON_FIELDS: [(&str, u32, u32, &[&str]); 5] = [
+    ("minute", 0, 59, &[]),
+    ("hour", 0, 23, &[]),
+    ("day-of-month", 1, 31, &[]),
+    (
+        "month",
+        1,
+        12,
+        &[
+            "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+        ],
+    ),
+    (
+        "day-of-week",
+        0,
+        7,
+        &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+    ),
+];
+
+/// Checks a schedule as the daemon will read it, and says what is wrong in cron's own terms:
+/// five fields are standard cron (each `*`, `N`, `N-M`, lists with `,`, steps with `/`,
+/// month and day names); six or seven fields are the `cron` crate's form with seconds first.
+pub(super) fn check_cron(expression: &str) -> std::result::Result<(), String> {
+    let fields: Vec<&str> = expression.split_whitespace().collect();
+    match fields.len() {
+        5 => {}
+        6 | 7 => {
+            return <cron::Schedule as std::str::FromStr>::from_str(expression)
+                .map(|_| ())
+                .map_err(|e| format!("{e} (6 or 7 fields: seconds minute hour day-of-month month day-of-week [year])"));
+        }
+        n => {
+            return Err(format!(
+                "{n} field{}, expected 5 (e.g. \"0 3 * * *\": minute hour day-of-month month day-of-week)",
+                if n == 1 { "" } else { "s" }
+            ))
+        }
+    }
+    for (field, (name, low, high, names)) in fields.iter().zip(CRON_FIELDS) {
+        let value = |text: &str| -> std::result::Result<u32, String> {
+            if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(text)) {
+                return Ok(i as u32 + low);
+            }
+            let n: u32 = text.parse().map_err(|_| {
+                format!(
+                    "{name} {text:?} is not a number{}",
+                    if names.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" or a name ({})", names.join(", "))
+                    }
+                )
+            })?;
+            if n < low || n > high {
+                return Err(format!("{name} {n} is out of range ({low}-{high})"));
+            }
+            Ok(n)
+        };
+        for item in field.split(',') {
+            let (range, step) = match item.split_once('/') {
+                Some((range, step)) => (range, Some(step)),
+                None => (item, None),
+            };
+            if let Some(step) = step {
+                if step.parse::<u32>().map_or(true, |s| s == 0) {
+                    return Err(format!("{name} step {step:?} must be a number above 0"));
+                }
+            }
+            if range == "*" {
+                continue;
+            }
+            match range.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (value(a)?, value(b)?);
+                    if a > b {
+                        return Err(format!("{name} range {range} runs backwards"));
+                    }
+                }
+                None if range.is_empty() => return Err(format!("{name}: empty item in {field:?}")),
+                None => {
+                    value(range)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -23,6 +23,10 @@ pub struct RestoreRequest {
     pub to: PathBuf,
     pub include: Option<PathBuf>,
     pub overwrite: bool,
+    /// Drop setuid/setgid bits.
+    pub no_setuid: bool,
+    /// Leave owners and groups to the restoring user.
+    pub no_owner: bool,
 }
 
 #[derive(Debug)]
@@ -64,6 +68,8 @@ pub async fn restore(
     let opts = RestoreOptions {
         include: req.include.clone(),
         overwrite: req.overwrite,
+        no_setuid: req.no_setuid,
+        no_owner: req.no_owner,
     };
     let report = restore_tree(
         reader,

@@ -66,10 +66,7 @@ fn a_restore_with_the_preferred_region_frozen_demotes_it_instead_of_waiting_per_
             reader,
             snap.manifest.root,
             &target,
-            &RestoreOptions {
-                include: None,
-                overwrite: false,
-            },
+            &RestoreOptions::default(),
             Arc::new(Progress::default()),
             Cancel::new(),
         )

@@ -105,3 +105,26 @@ fn init_twice_refuses_to_overwrite() {
     assert_eq!(std::fs::read(ws.path("us-west-2/config")).unwrap(), config);
     assert_eq!(std::fs::read(ws.path("us-east-2/config")).unwrap(), config);
 }
+
+/// An impossible schedule is refused when the config loads, by every command, at its line and
+/// in lifeboat's words (not only by `run-due`, in the cron crate's six-field form).
+#[test]
+fn invalid_schedule_is_refused_at_load_by_every_command() {
+    let ws = crate::common::Workspace::new();
+    ws.edit_config(|c| c.replace("schedule = \"0 3 * * *\"", "schedule = \"61 3 * * *\""));
+    let text = std::fs::read_to_string(ws.config()).unwrap();
+    let line = text.lines().position(|l| l.contains("61 3 * * *")).unwrap() + 1;
+    for args in [
+        &["status"][..],
+        &["backup", "app-data"],
+        &["snapshots"],
+        &["run-due"],
+    ] {
+        let out = ws.fails(args, 2);
+        assert!(
+            out.contains(&format!("lifeboat.toml:{line}:12: plans[0].schedule: invalid cron schedule \"61 3 * * *\": minute 61 is out of range (0-59)")),
+            "{args:?}: {out}"
+        );
+        assert!(!out.contains("less than"), "{out}");
+    }
+}

@@ -13,6 +13,7 @@ mod dedup;
 mod deploy;
 mod drill;
 mod faults;
+mod fidelity;
 mod format;
 mod hardening;
 mod keys;

@@ -8,8 +8,15 @@
 //!    overwriting was asked for, never followed.
 //! 3. Fetch each needed pack once (preferred region first, per-object fallback), verify every
 //!    chunk (age authentication, keyed hash, length) and write it at its offsets.
-//! 4. Re-read every file and compare its BLAKE3 with the manifest's; then set modes, times and
-//!    (as root) owners, directories last so read-only ones can still be filled.
+//! 4. Re-read every file and compare its BLAKE3 with the manifest's; then set owners (as
+//!    root), modes and times through the open file descriptor (`fchown`, `fchmod`,
+//!    `futimens`: a symlink swapped in meanwhile cannot redirect them), and only then rename
+//!    the file to its name. Until that rename a file is `.lifeboat-partial-…`, so a restore
+//!    that fails (disk full, cancelled, a corrupt pack) leaves nothing that looks complete;
+//!    the partial files it made are removed on the way out. Directories come last, deepest
+//!    first, so read-only ones can still be filled.
+//!
+//! Every I/O error names the path it concerns.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -31,6 +38,10 @@ pub struct RestoreOptions {
     pub include: Option<PathBuf>,
     /// Allow a non-empty target; existing entries with the same names are replaced.
     pub overwrite: bool,
+    /// Drop setuid and setgid bits from restored modes.
+    pub no_setuid: bool,
+    /// Do not set owners and groups (as root they are otherwise restored by id).
+    pub no_owner: bool,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -43,28 +54,31 @@ pub struct RestoreReport {
     pub verified_files: u64,
 }
 
-/// One chunk to write: where it is in its pack, which file (index into the plan) and where.
-type Want = (PackEntry, usize, u64);
+/// One chunk to write: where it is in its pack, which file (index into
+/// [`Layout::files`]) and at which offset.
+type ChunkWrite = (PackEntry, usize, u64);
 
-struct Entry {
+/// A tree node and where it goes, relative to the target.
+struct Placed {
     path: PathBuf,
     node: Node,
 }
 
+/// What a restore creates, by kind: the snapshot's tree flattened under the target.
 #[derive(Default)]
-struct Plan {
-    dirs: Vec<Entry>,
-    files: Vec<Entry>,
-    symlinks: Vec<Entry>,
+struct Layout {
+    dirs: Vec<Placed>,
+    files: Vec<Placed>,
+    symlinks: Vec<Placed>,
 }
 
 /// Collect the nodes to restore under `dir` (a path relative to the target).
-async fn plan_tree(
+async fn collect_layout(
     reader: &BlobReader,
     tree_id: Id,
     dir: PathBuf,
     include: &[std::ffi::OsString],
-    plan: &mut Plan,
+    layout: &mut Layout,
 ) -> Result<()> {
     let mut stack = vec![(tree_id, dir, 0usize)];
     while let Some((id, dir, depth)) = stack.pop() {
@@ -82,13 +96,13 @@ async fn plan_tree(
                 NodeKind::Dir => {
                     let sub = node.subtree.expect("checked by Tree::parse");
                     stack.push((sub, path.clone(), depth + 1));
-                    plan.dirs.push(Entry { path, node });
+                    layout.dirs.push(Placed { path, node });
                 }
                 NodeKind::File if depth + 1 >= include.len() => {
-                    plan.files.push(Entry { path, node })
+                    layout.files.push(Placed { path, node })
                 }
                 NodeKind::Symlink if depth + 1 >= include.len() => {
-                    plan.symlinks.push(Entry { path, node })
+                    layout.symlinks.push(Placed { path, node })
                 }
                 _ => {}
             }
@@ -114,11 +128,52 @@ fn include_components(include: &Path) -> Result<Vec<std::ffi::OsString>> {
     Ok(out)
 }
 
+/// An I/O error that names what was being done and to which path.
+fn at<'a>(what: &'a str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RepoError + 'a {
+    move |e| {
+        RepoError::Io(std::io::Error::new(
+            e.kind(),
+            format!("{what} {}: {e}", path.display()),
+        ))
+    }
+}
+
 fn is_empty_dir(p: &Path) -> Result<bool> {
     match fs::read_dir(p) {
         Ok(mut d) => Ok(d.next().is_none()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(at("read directory", p)(e)),
+    }
+}
+
+/// The files a restore is still writing, under names that do not look finished
+/// (`.lifeboat-partial-<run>-<n>` beside their final name). Dropping it removes those that
+/// were not renamed into place, so a failed or cancelled restore leaves none behind.
+struct PartialFiles(Arc<Vec<PathBuf>>);
+
+impl PartialFiles {
+    fn beside(finals: &[PathBuf]) -> PartialFiles {
+        let run = format!("{:08x}", rand::random::<u32>());
+        PartialFiles(Arc::new(
+            finals
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    f.parent()
+                        .unwrap_or(Path::new("."))
+                        .join(format!(".lifeboat-partial-{run}-{i}"))
+                })
+                .collect(),
+        ))
+    }
+}
+
+impl Drop for PartialFiles {
+    fn drop(&mut self) {
+        for p in self.0.iter() {
+            // Renamed into place already, or never created: nothing to do.
+            let _ = fs::remove_file(p);
+        }
     }
 }
 
@@ -127,48 +182,55 @@ fn make_dir(path: &Path, overwrite: bool) -> Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) if overwrite => {
-            fs::remove_file(path)?;
-            Ok(fs::create_dir(path)?)
+            fs::remove_file(path).map_err(at("remove", path))?;
+            fs::create_dir(path).map_err(at("create directory", path))
         }
         Ok(_) => Err(RepoError::Invalid(format!(
             "{} exists and is not a directory",
             path.display()
         ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(fs::create_dir(path)?),
-        Err(e) => Err(e.into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir(path).map_err(at("create directory", path))
+        }
+        Err(e) => Err(at("inspect", path)(e)),
     }
 }
 
 fn remove_existing(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Ok(fs::remove_dir_all(path)?),
-        Ok(_) => Ok(fs::remove_file(path)?),
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(at("remove", path)),
+        Ok(_) => fs::remove_file(path).map_err(at("remove", path)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(at("inspect", path)(e)),
     }
 }
 
-/// Fill `wants` from the other locations of their chunks, avoiding pack `bad`.
+/// Fill `writes` from the other locations of their chunks, avoiding pack `bad`.
 async fn from_other_packs(
     reader: &BlobReader,
     bad: Id,
-    wants: &[Want],
+    writes: &[ChunkWrite],
     paths: &[PathBuf],
+    finals: &[PathBuf],
     progress: &Progress,
 ) -> Result<()> {
-    for (entry, fi, offset) in wants {
+    for (entry, fi, offset) in writes {
         let raw = reader.read_avoiding(&entry.id, Some(bad)).await?;
-        open_for_write(&paths[*fi])?.write_all_at(&raw, *offset)?;
+        open_for_write(&paths[*fi], &finals[*fi])?
+            .write_all_at(&raw, *offset)
+            .map_err(at("write", &finals[*fi]))?;
         progress.add_done(raw.len() as u64);
     }
     Ok(())
 }
 
-fn open_for_write(path: &Path) -> Result<File> {
-    Ok(OpenOptions::new()
+/// Open the partial file `path` (never through a symlink); errors name `shown`.
+fn open_for_write(path: &Path, shown: &Path) -> Result<File> {
+    OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?)
+        .open(path)
+        .map_err(at("open", shown))
 }
 
 /// Restore `root` into `target`. Needs the identity.
@@ -196,19 +258,19 @@ pub async fn restore_tree(
             )));
         }
     }
-    fs::create_dir_all(target)?;
+    fs::create_dir_all(target).map_err(at("create directory", target))?;
     let include = match &opts.include {
         Some(p) => include_components(p)?,
         None => Vec::new(),
     };
-    let mut plan = Plan::default();
-    plan_tree(&reader, root, PathBuf::new(), &include, &mut plan).await?;
+    let mut layout = Layout::default();
+    collect_layout(&reader, root, PathBuf::new(), &include, &mut layout).await?;
     // The tree packs' plaintext is not needed while data is written: free it now.
     reader.clear_cache();
     if !include.is_empty()
-        && plan.dirs.is_empty()
-        && plan.files.is_empty()
-        && plan.symlinks.is_empty()
+        && layout.dirs.is_empty()
+        && layout.files.is_empty()
+        && layout.symlinks.is_empty()
     {
         return Err(RepoError::Invalid(format!(
             "--include {}: no such path in the snapshot",
@@ -223,26 +285,28 @@ pub async fn restore_tree(
         let p: PathBuf = include[..i].iter().collect();
         make_dir(&target.join(p), opts.overwrite)?;
     }
-    plan.dirs.sort_by(|a, b| a.path.cmp(&b.path));
-    for d in &plan.dirs {
+    layout.dirs.sort_by(|a, b| a.path.cmp(&b.path));
+    for d in &layout.dirs {
         make_dir(&target.join(&d.path), opts.overwrite)?;
     }
 
-    // Files: create, size, and group every chunk by the pack that holds it.
-    let mut by_pack: HashMap<Id, Vec<Want>> = HashMap::new();
+    // Files: create under partial names, size, and group every chunk by its pack.
+    let finals: Arc<Vec<PathBuf>> =
+        Arc::new(layout.files.iter().map(|f| target.join(&f.path)).collect());
+    let partial = PartialFiles::beside(&finals);
+    let paths = partial.0.clone();
+    let mut by_pack: HashMap<Id, Vec<ChunkWrite>> = HashMap::new();
     let mut total = 0u64;
-    for (fi, f) in plan.files.iter().enumerate() {
+    for (fi, f) in layout.files.iter().enumerate() {
         cancel.check()?;
-        let path = target.join(&f.path);
-        if opts.overwrite {
-            remove_existing(&path)?;
-        }
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&path)?;
-        file.set_len(f.node.size)?;
+            .open(&paths[fi])
+            .map_err(at("create", &finals[fi]))?;
+        file.set_len(f.node.size)
+            .map_err(at("allocate", &finals[fi]))?;
         let mut offset = 0u64;
         for c in &f.node.chunks {
             let (pack, entry) = reader.index().get(c).ok_or_else(|| {
@@ -266,25 +330,24 @@ pub async fn restore_tree(
     }
     progress.add_total(total);
 
-    let paths: Arc<Vec<PathBuf>> =
-        Arc::new(plan.files.iter().map(|f| target.join(&f.path)).collect());
-    let names: Arc<Vec<PathBuf>> = Arc::new(plan.files.iter().map(|f| f.path.clone()).collect());
+    let names: Arc<Vec<PathBuf>> = Arc::new(layout.files.iter().map(|f| f.path.clone()).collect());
     let chunk_key = *repo.writer().chunk_key();
     let workers = crate::worker_threads();
-    let mut packs: Vec<(Id, Vec<Want>)> = by_pack.into_iter().collect();
+    let mut packs: Vec<(Id, Vec<ChunkWrite>)> = by_pack.into_iter().collect();
     packs.sort_by_key(|(id, _)| *id);
     let n_packs = packs.len() as u64;
     let mut queue = packs.into_iter();
     let mut set = tokio::task::JoinSet::new();
     loop {
         while set.len() < workers {
-            let Some((pack_id, wants)) = queue.next() else {
+            let Some((pack_id, writes)) = queue.next() else {
                 break;
             };
-            let (repo, reader, paths, names, progress, cancel) = (
+            let (repo, reader, paths, finals, names, progress, cancel) = (
                 repo.clone(),
                 reader.clone(),
                 paths.clone(),
+                finals.clone(),
                 names.clone(),
                 progress.clone(),
                 cancel.clone(),
@@ -296,15 +359,17 @@ pub async fn restore_tree(
                 let pack = match fetch_pack(&repo, pack_id).await {
                     Ok(p) => p,
                     Err(e) => {
-                        return from_other_packs(&reader, pack_id, &wants, &paths, &progress)
-                            .await
-                            .map_err(|_| name_files(e, &wants, &names))
+                        return from_other_packs(
+                            &reader, pack_id, &writes, &paths, &finals, &progress,
+                        )
+                        .await
+                        .map_err(|_| name_files(e, &writes, &names))
                     }
                 };
                 progress.add_transferred(pack.plain.len() as u64);
                 tokio::task::spawn_blocking(move || -> Result<()> {
                     let mut open: Option<(usize, File)> = None;
-                    for (entry, fi, offset) in wants {
+                    for (entry, fi, offset) in writes {
                         let raw = pack.blob(&chunk_key, &entry).map_err(|e| match e {
                             RepoError::Corrupt(m) => {
                                 RepoError::Corrupt(format!("{}: {m}", names[fi].display()))
@@ -312,10 +377,11 @@ pub async fn restore_tree(
                             other => other,
                         })?;
                         if open.as_ref().is_none_or(|(i, _)| *i != fi) {
-                            open = Some((fi, open_for_write(&paths[fi])?));
+                            open = Some((fi, open_for_write(&paths[fi], &finals[fi])?));
                         }
                         let (_, file) = open.as_ref().expect("just opened");
-                        file.write_all_at(&raw, offset)?;
+                        file.write_all_at(&raw, offset)
+                            .map_err(at("write", &finals[fi]))?;
                         progress.add_done(raw.len() as u64);
                     }
                     Ok(())
@@ -336,10 +402,12 @@ pub async fn restore_tree(
         ..Default::default()
     };
     let mut hash_buf = vec![0u8; 1 << 20];
-    for f in &plan.files {
+    for (fi, f) in layout.files.iter().enumerate() {
         cancel.check()?;
-        let path = target.join(&f.path);
-        let got = hash_file(&path, &mut hash_buf)?;
+        let got = hash_file(&paths[fi], &mut hash_buf).map_err(|e| match e {
+            RepoError::Io(io) => at("read back", &finals[fi])(io),
+            other => other,
+        })?;
         if f.node.hash.as_deref() != Some(got.as_str()) {
             return Err(RepoError::Corrupt(format!(
                 "{}: restored content hash {got} differs from the snapshot's {}",
@@ -350,10 +418,21 @@ pub async fn restore_tree(
         report.verified_files += 1;
         report.files += 1;
         report.bytes += f.node.size;
-        apply_meta(&path, &f.node)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&paths[fi])
+            .map_err(at("open", &finals[fi]))?;
+        apply_meta(&file, &f.node, opts).map_err(at("set metadata of", &finals[fi]))?;
+        drop(file);
+        if opts.overwrite {
+            remove_existing(&finals[fi])?;
+        }
+        // Only now does the file get its name: it is complete, verified, with its metadata.
+        fs::rename(&paths[fi], &finals[fi]).map_err(at("rename into place", &finals[fi]))?;
         progress.add_file();
     }
-    for s in &plan.symlinks {
+    for s in &layout.symlinks {
         let path = target.join(&s.path);
         if opts.overwrite {
             remove_existing(&path)?;
@@ -362,28 +441,38 @@ pub async fn restore_tree(
         std::os::unix::fs::symlink(
             <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&t),
             &path,
-        )?;
-        let _ = std::os::unix::fs::lchown(&path, Some(s.node.uid), Some(s.node.gid));
+        )
+        .map_err(at("create symlink", &path))?;
+        // A symlink has no descriptor to set these through; lchown and lutimes never follow it.
+        if !opts.no_owner {
+            let _ = std::os::unix::fs::lchown(&path, Some(s.node.uid), Some(s.node.gid));
+        }
         let mtime = filetime::FileTime::from_unix_time(
             s.node.mtime_ns.div_euclid(1_000_000_000),
             s.node.mtime_ns.rem_euclid(1_000_000_000) as u32,
         );
-        filetime::set_symlink_file_times(&path, mtime, mtime)?;
+        filetime::set_symlink_file_times(&path, mtime, mtime).map_err(at("set times of", &path))?;
         report.symlinks += 1;
     }
-    for d in plan.dirs.iter().rev() {
-        apply_meta(&target.join(&d.path), &d.node)?;
+    for d in layout.dirs.iter().rev() {
+        let path = target.join(&d.path);
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(at("open directory", &path))?;
+        apply_meta(&dir, &d.node, opts).map_err(at("set metadata of", &path))?;
         report.dirs += 1;
     }
     Ok(report)
 }
 
 /// `e`, when it says data is corrupt, with the files that needed the pack's chunks.
-fn name_files(e: RepoError, wants: &[Want], names: &[PathBuf]) -> RepoError {
+fn name_files(e: RepoError, writes: &[ChunkWrite], names: &[PathBuf]) -> RepoError {
     let RepoError::Corrupt(m) = e else {
         return e;
     };
-    let mut files: Vec<usize> = wants.iter().map(|(_, fi, _)| *fi).collect();
+    let mut files: Vec<usize> = writes.iter().map(|(_, fi, _)| *fi).collect();
     files.dedup();
     let shown: Vec<String> = files
         .iter()
@@ -415,14 +504,22 @@ pub(crate) fn hash_file(path: &Path, buf: &mut [u8]) -> Result<String> {
     Ok(h.finalize().to_hex().to_string())
 }
 
-fn apply_meta(path: &Path, node: &Node) -> Result<()> {
-    // Owners only take effect as root; elsewhere the restoring user owns the files.
-    let _ = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid));
-    fs::set_permissions(path, fs::Permissions::from_mode(node.mode & 0o7777))?;
+/// Owner, mode and modification time of an open file or directory, through its descriptor
+/// (`fchown`, `fchmod`, `futimens`), so a path swapped for a symlink cannot redirect them.
+/// The owner goes first: changing it clears setuid and setgid, which the mode then sets.
+fn apply_meta(file: &File, node: &Node, opts: &RestoreOptions) -> std::io::Result<()> {
+    if !opts.no_owner {
+        // Owners only take effect as root; elsewhere the restoring user owns the files.
+        let _ = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid));
+    }
+    let mut mode = node.mode & 0o7777;
+    if opts.no_setuid {
+        mode &= !0o6000;
+    }
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
     let mtime = filetime::FileTime::from_unix_time(
         node.mtime_ns.div_euclid(1_000_000_000),
         node.mtime_ns.rem_euclid(1_000_000_000) as u32,
     );
-    filetime::set_file_mtime(path, mtime)?;
-    Ok(())
+    filetime::set_file_handle_times(file, None, Some(mtime))
 }

@@ -246,6 +246,7 @@ pub async fn restore(
     let opts = RestoreOptions {
         include: None,
         overwrite,
+        ..RestoreOptions::default()
     };
     restore_tree(
         reader,
