@@ -46,6 +46,7 @@ fn plan(retention: Retention) -> PlanConfig {
         objectives: Objectives::default(),
         retention,
         verify_schedule: None,
+        prune_schedule: None,
     }
 }
 
