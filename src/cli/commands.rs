@@ -284,8 +284,9 @@ async fn backup(cli: &Cli, plan: &str, json: bool) -> Result<u8> {
 
 async fn snapshots(cli: &Cli, plan: Option<&str>, json: bool) -> Result<u8> {
     let config = load_config(cli)?;
-    if let Some(p) = plan {
-        config.plan(p)?;
+    // An rds plan is known only from the config; other plans may also be found in the
+    // manifests (a bare restore host declares none).
+    if let Some(p) = plan.filter(|p| config.plan(p).is_ok()) {
         if let Some(p) = super::rds::rds_plan(&config, p) {
             return super::rds::snapshots(&config, p, json).await;
         }
