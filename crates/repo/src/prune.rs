@@ -314,7 +314,7 @@ fn preferred_homes(listings: &HashMap<usize, Listing>, needed: &HashSet<Id>) -> 
             }
         }
     }
-    let mut order: Vec<(&Id, &(u32, bool, &Vec<PackEntry>))> = packs.iter().collect();
+    let mut order: Vec<_> = packs.iter().collect();
     order.sort_by_key(|(p, (n, marked, _))| (std::cmp::Reverse(*n), *marked, **p));
     let mut home = HashMap::new();
     for (p, (_, _, entries)) in order {
