@@ -160,7 +160,8 @@ fn drill_every_shipped_runbook_passes_on_local_regions_and_status_is_healthy() {
     );
     let out = ws.ok(&["status"]);
     assert!(
-        out.contains("last drill bare-host-") && out.contains("PASSED"),
+        // Drills that end in the same second tie on time: any of them may be "last".
+        out.contains("last drill ") && out.contains("PASSED"),
         "{out}"
     );
     let list = ws.ok(&["drill", "list", "--dir", s(paths[0].parent().unwrap())]);
