@@ -87,7 +87,7 @@ fn drill_every_shipped_runbook_passes_on_local_regions_and_status_is_healthy() {
     let db = pg::database();
     psql(&db, "CREATE TABLE orders (id int PRIMARY KEY, note text); INSERT INTO orders SELECT g, 'n' || g FROM generate_series(1, 50) g;");
     let ws = backed_up();
-    ws.edit_config(|c| format!("{c}\n[[plans]]\nname = \"appdb\"\nsource = {{ kind = \"postgres\", url = \"{db}\" }}\n"));
+    ws.edit_config(|c| format!("{c}\n[[plans]]\nname = \"appdb\"\nsource = {{ kind = \"postgres\", url = \"{db}\", allow_scratch_on_source = true }}\n"));
     ws.ok(&["backup", "appdb"]);
     ws.ok(&["verify", "--restore"]);
     let names = [
