@@ -362,8 +362,11 @@ pub fn main() -> ExitCode {
         }
     };
     let outcome = rt.block_on(async {
+        let trail = audit::Trail::start(&cli).await;
         let outcome = commands::run(&cli).await;
-        audit::record(&cli, &outcome).await;
+        if let Some(trail) = trail {
+            trail.finish(&outcome).await;
+        }
         outcome
     });
     match outcome {
