@@ -2,7 +2,8 @@
 //! into both regions (`audit/<chain>/…`); a truncated, emptied or rewritten catalog is
 //! detected by `audit --verify` (exit 4, naming the entries) and `catalog sync` brings the
 //! entries back; objects that do not authenticate are ignored; a restore killed with
-//! SIGKILL on a restore host (identity only) still leaves its keyed intent entry.
+//! SIGKILL on a restore host (identity only) still leaves its keyed intent entry; entries
+//! written before the keyed chain still list and verify.
 
 use std::time::{Duration, Instant};
 
@@ -247,4 +248,50 @@ fn a_killed_restore_on_a_restore_host_leaves_a_keyed_intent() {
     }
     let listing = ws.ok(&["audit"]);
     assert!(listing.contains("started, no outcome"), "{listing}");
+}
+
+#[test]
+fn entries_from_before_the_keyed_chain_still_list_and_verify() {
+    let ws = Workspace::new();
+    write(&ws.path("data/a.txt"), b"alpha\n");
+    // Two entries as schema 1 wrote them: unkeyed, no phase (a catalog without a seal).
+    let url = format!("sqlite://{}", ws.path("lifeboat.db").display());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let c = lifeboat::catalog::Catalog::open(&url).await.unwrap();
+            for command in ["backup app-data (old)", "restore app-data (old)"] {
+                c.audit(lifeboat::catalog::audit::AuditEntry {
+                    command: command.into(),
+                    outcome: "ok".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            }
+        });
+    ws.init();
+    let (code, v, err) = verify(&ws);
+    assert_eq!(code, Some(0), "{v} {err}");
+    let events = v["events"].as_array().unwrap();
+    assert_eq!(events.len(), 4, "{v}");
+    assert_eq!(events[0]["keyed"], false);
+    assert_eq!(events[0]["command"], "backup app-data (old)");
+    assert_eq!(events[2]["keyed"], true);
+    assert_eq!(
+        events[2]["prev_hash"], events[1]["hash"],
+        "the keyed chain continues the old one"
+    );
+    let listing = ws.ok(&["audit"]);
+    assert!(listing.contains("restore app-data (old)"), "{listing}");
+    // An old entry changed is still caught (by its unkeyed hash).
+    sql(
+        &ws,
+        "UPDATE audit_events SET outcome = 'failed' WHERE seq = 1",
+    );
+    let (code, v, _) = verify(&ws);
+    assert_eq!(code, Some(4), "{v}");
+    assert_eq!(v["problems"][0]["seq"], 1, "{v}");
 }
