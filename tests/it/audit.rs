@@ -18,7 +18,11 @@ fn ready() -> Workspace {
     ws
 }
 
-fn sql(ws: &Workspace, statement: &str) {
+/// Run `f` on the workspace's catalog (as someone with access to the database would).
+fn with_catalog<Fut: std::future::Future<Output = ()>>(
+    ws: &Workspace,
+    f: impl FnOnce(lifeboat::catalog::Catalog) -> Fut,
+) {
     let url = format!("sqlite://{}", ws.path("lifeboat.db").display());
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -26,11 +30,18 @@ fn sql(ws: &Workspace, statement: &str) {
         .unwrap()
         .block_on(async {
             let c = lifeboat::catalog::Catalog::open(&url).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
-                .execute(c.pool())
-                .await
-                .unwrap();
+            f(c).await
         });
+}
+
+fn sql(ws: &Workspace, statement: &str) {
+    let statement = statement.to_string();
+    with_catalog(ws, |c| async move {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(c.pool())
+            .await
+            .unwrap();
+    });
 }
 
 /// `audit --verify --json`, whatever its exit code.
@@ -255,23 +266,17 @@ fn entries_from_before_the_keyed_chain_still_list_and_verify() {
     let ws = Workspace::new();
     write(&ws.path("data/a.txt"), b"alpha\n");
     // Two entries as schema 1 wrote them: unkeyed, no phase (a catalog without a seal).
-    let url = format!("sqlite://{}", ws.path("lifeboat.db").display());
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let c = lifeboat::catalog::Catalog::open(&url).await.unwrap();
-            for command in ["backup app-data (old)", "restore app-data (old)"] {
-                c.audit(lifeboat::catalog::audit::AuditEntry {
-                    command: command.into(),
-                    outcome: "ok".into(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            }
-        });
+    with_catalog(&ws, |c| async move {
+        for command in ["backup app-data (old)", "restore app-data (old)"] {
+            c.audit(lifeboat::catalog::audit::AuditEntry {
+                command: command.into(),
+                outcome: "ok".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+    });
     ws.init();
     let (code, v, err) = verify(&ws);
     assert_eq!(code, Some(0), "{v} {err}");
