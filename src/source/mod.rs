@@ -7,4 +7,5 @@ pub mod child;
 pub mod command;
 pub mod dir;
 pub mod pg_globals;
+pub mod pgtls;
 pub mod postgres;

@@ -38,7 +38,8 @@ pub fn pg_dumpall_command(
     if !with_passwords {
         cmd.arg("--no-role-passwords");
     }
-    cmd.arg(format!("--dbname={}", target.url));
+    cmd.arg(format!("--dbname={}", target.url))
+        .envs(super::pgtls::libpq_env(target.url));
     let pass = passfile(target.password)?;
     if let Some(p) = &pass {
         cmd.env("PGPASSFILE", p.path()).env_remove("PGPASSWORD");
