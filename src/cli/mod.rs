@@ -156,12 +156,19 @@ pub enum Command {
         /// rds plans: VPC security group id of the new instance; repeat for several.
         #[arg(long = "security-group", value_name = "SG", requires = "to_instance")]
         security_groups: Vec<String>,
-        /// Directory plans: drop setuid and setgid bits from restored files and directories.
+        /// Directory plans: drop setuid and setgid bits (and file capabilities,
+        /// security.capability) from restored files and directories.
         #[arg(long)]
         no_setuid: bool,
-        /// Directory plans: do not restore owners and groups (as root they are restored by id).
+        /// Directory plans: do not restore owners and groups. Otherwise, as root, they are
+        /// restored by id (the names recorded at backup are for reading only).
         #[arg(long)]
         no_owner: bool,
+        /// Directory plans: do not restore extended attributes (user.*, trusted.*,
+        /// security.*, POSIX ACLs, file capabilities). Without it, those this user may not
+        /// set (trusted.* and security.* need root) are skipped with one warning.
+        #[arg(long)]
+        no_xattrs: bool,
         #[arg(long)]
         json: bool,
     },

@@ -7,3 +7,4 @@ pub mod child;
 pub mod command;
 pub mod dir;
 pub mod postgres;
+pub mod sparse;
