@@ -259,7 +259,7 @@ mod tests {
         {"name":"a.txt","type":"file","mode":420,"mtime_ns":1700000000123456789,"uid":1000,"gid":1000,"size":6,"hash":"aa","chunks":["0000000000000000000000000000000000000000000000000000000000000001"]},
         {"name":"empty","type":"file","mode":384,"mtime_ns":0,"uid":0,"gid":0},
         {"name":"link","type":"symlink","mode":511,"mtime_ns":5,"uid":0,"gid":0,"target":"a.txt"},
-        {"name_hex":"ff00","type":"dir","mode":493,"mtime_ns":7,"uid":0,"gid":0,"subtree":"0000000000000000000000000000000000000000000000000000000000000002"}
+        {"name_hex":"ff01","type":"dir","mode":493,"mtime_ns":7,"uid":0,"gid":0,"subtree":"0000000000000000000000000000000000000000000000000000000000000002"}
     ]}"#;
 
     #[test]
@@ -271,7 +271,7 @@ mod tests {
         assert!(f.xattrs.is_empty() && f.hardlink.is_none() && f.sparse.is_none());
         assert!(f.user.is_none() && f.group.is_none() && f.rdev.is_none());
         assert_eq!(t.nodes[2].target_bytes().unwrap(), b"a.txt");
-        assert_eq!(t.nodes[3].name_bytes().unwrap(), b"\xff\x00");
+        assert_eq!(t.nodes[3].name_bytes().unwrap(), b"\xff\x01");
         // Unknown fields are still refused: a typo is not silently a v1 tree.
         let typo = V1_TREE.replace("\"uid\":1000,", "\"uid\":1000,\"xatrs\":{},");
         assert!(Tree::parse(typo.as_bytes(), "typo").is_err());
