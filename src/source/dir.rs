@@ -369,26 +369,7 @@ impl<'a> DirArchiver<'a> {
         if let Some(ext) = super::sparse::data_extents(&f, m) {
             return self.sparse_file(f, node, m, ext);
         }
-        let mut chunks = Vec::new();
-        let writer = &mut *self.writer;
-        // A repository error (kept aside) fails the backup; a read error costs this file.
-        let mut repo_error = None;
-        let (len, hash) = chunk_file(f, size, &self.params, self.seed, |data| {
-            progress.add_done(data.len() as u64);
-            match writer.add(BlobKind::Data, data) {
-                Ok(id) => chunks.push(id),
-                Err(e) => {
-                    repo_error = Some(e);
-                    return Err(RepoError::Cancelled);
-                }
-            }
-            Ok(())
-        })
-        .map_err(|e| match (repo_error.take(), e) {
-            (Some(e), _) => anyhow::Error::new(e),
-            (None, RepoError::Io(io)) => unreadable("read")(io),
-            (None, e) => anyhow::Error::new(e),
-        })?;
+        let (len, hash, chunks) = self.store(f, size)?;
         node.size = len;
         node.hash = Some(hash.to_hex().to_string());
         node.chunks = chunks.clone();
@@ -414,23 +395,18 @@ impl<'a> DirArchiver<'a> {
         Ok(node)
     }
 
-    /// Store a file with holes as its data extents. Not kept in the files cache (its entries
-    /// have no extents), so it is read again next time; only its data is read.
-    fn sparse_file(
+    /// Chunk what `reader` yields into the writer: its length, BLAKE3 and chunk ids.
+    fn store(
         &mut self,
-        f: fs::File,
-        mut node: Node,
-        m: &fs::Metadata,
-        ext: Vec<(u64, u64)>,
-    ) -> Result<Node> {
-        let size = m.len();
-        let data: u64 = ext.iter().map(|e| e.1).sum();
+        reader: impl std::io::Read,
+        size_hint: u64,
+    ) -> Result<(u64, blake3::Hash, Vec<Id>)> {
         let progress = self.writer.progress().clone();
-        let mut reader = super::sparse::SparseReader::new(f, size, ext);
         let mut chunks = Vec::new();
         let writer = &mut *self.writer;
+        // A repository error (kept aside) fails the backup; a read error costs this file.
         let mut repo_error = None;
-        let (len, _) = chunk_file(&mut reader, data, &self.params, self.seed, |data| {
+        let (len, hash) = chunk_file(reader, size_hint, &self.params, self.seed, |data| {
             progress.add_done(data.len() as u64);
             match writer.add(BlobKind::Data, data) {
                 Ok(id) => chunks.push(id),
@@ -446,6 +422,23 @@ impl<'a> DirArchiver<'a> {
             (None, RepoError::Io(io)) => unreadable("read")(io),
             (None, e) => anyhow::Error::new(e),
         })?;
+        Ok((len, hash, chunks))
+    }
+
+    /// Store a file with holes as its data extents. Not kept in the files cache (its entries
+    /// have no extents), so it is read again next time; only its data is read.
+    fn sparse_file(
+        &mut self,
+        f: fs::File,
+        mut node: Node,
+        m: &fs::Metadata,
+        ext: Vec<(u64, u64)>,
+    ) -> Result<Node> {
+        let size = m.len();
+        let data: u64 = ext.iter().map(|e| e.1).sum();
+        let progress = self.writer.progress().clone();
+        let mut reader = super::sparse::SparseReader::new(f, size, ext);
+        let (len, _, chunks) = self.store(&mut reader, data)?;
         let (ext, hash) = reader.finish();
         // Holes count as done: they were never read.
         progress.add_done(size.saturating_sub(len));

@@ -11,18 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::{write, Workspace, XorShift};
-
-fn require(tool: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .map(|o| o.status.success());
-    assert!(
-        found.unwrap_or(false),
-        "`{tool}` is not installed: run `make deps` (.ci/deps.sh installs attr, acl, libcap2-bin)"
-    );
-}
+use crate::recovery::{recover_py, require};
 
 fn have(tool: &str) -> bool {
     Command::new("sh")
@@ -263,19 +252,7 @@ fn every_attribute_round_trips_as_getfattr_getfacl_stat_and_du_see_it() {
 
     // docs/recover.py, with Python's standard library only, restores the same.
     let rec = ws.path("recovered");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/recover.py");
-    let res = Command::new("python3")
-        .arg(script)
-        .arg(ws.path("us-east-2"))
-        .arg(ws.path("keys/identity.txt"))
-        .arg(&rec)
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "recover.py: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    recover_py(&ws, &rec);
     assert_same(&ws.path("data"), &rec, "recover.py");
     assert!(du_kib(&rec.join("sparse.img")) <= du_kib(&src) + 64);
 }
