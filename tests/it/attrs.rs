@@ -4,7 +4,8 @@
 //! (`getfacl`), a FIFO and device nodes (`stat` type and rdev), owners by id, and the times
 //! of files, directories and symlinks. The same tree restored by docs/recover.py (Python's
 //! standard library only) comes back the same. `--no-xattrs` leaves the attributes out.
-//! The tests run as root (device nodes, trusted.*, owners need it).
+//! The tests run as root (device nodes, trusted.*, owners need it); a restore as `nobody`
+//! skips what it may not set and says so once per kind.
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -294,4 +295,79 @@ fn no_xattrs_leaves_extended_attributes_and_acls_out() {
     let x = sh(&without, &["getfattr", "-d", "-m", "-", "f"]);
     assert!(x.trim().is_empty(), "--no-xattrs restored: {x}");
     assert_eq!(std::fs::read(without.join("f")).unwrap(), b"x");
+}
+
+#[test]
+fn a_restore_as_non_root_skips_what_it_cannot_set_and_says_so_once() {
+    for t in ["setfattr", "getfattr", "setpriv", "mknod"] {
+        require(t);
+    }
+    let ws = Workspace::new();
+    ws.init();
+    for f in ["f1", "f2"] {
+        let p = ws.path(&format!("data/{f}"));
+        write(&p, b"x");
+        run(&[
+            "setfattr",
+            "-n",
+            "trusted.k",
+            "-v",
+            "v",
+            p.to_str().unwrap(),
+        ]);
+        run(&[
+            "setfattr",
+            "-n",
+            "user.ok",
+            "-v",
+            "yes",
+            p.to_str().unwrap(),
+        ]);
+        std::os::unix::fs::chown(&p, Some(4321), Some(4321)).unwrap();
+    }
+    run(&[
+        "mknod",
+        ws.path("data/null").to_str().unwrap(),
+        "c",
+        "1",
+        "3",
+    ]);
+    ws.ok(&["backup", "app-data"]);
+    // A bare-host restore as `nobody`: it may read the region (a test shortcut) and owns
+    // its identity and its target.
+    run(&["chmod", "-R", "a+rX", ws.dir.path().to_str().unwrap()]);
+    let home = ws.path("nobody");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let identity = home.join("identity.txt");
+    std::fs::copy(ws.path("keys/identity.txt"), &identity).unwrap();
+    std::os::unix::fs::chown(&identity, Some(65534), Some(65534)).unwrap();
+    run(&["chmod", "600", identity.to_str().unwrap()]);
+    let region = format!("us-east-2=local:{}", ws.path("us-east-2").display());
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(crate::common::bin())
+        .args(["--region", &region, "--identity"])
+        .arg(&identity)
+        .args(["restore", "app-data", "--to", "out"])
+        .current_dir(&home)
+        .env("HOME", &home)
+        .env_remove("LIFEBOAT_CONFIG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let said = |what: &str| err.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(said("2 extended attributes not restored"), 1, "{err}");
+    assert_eq!(said("1 device nodes not restored"), 1, "{err}");
+    assert_eq!(
+        said("2 entries keep the restoring user as owner"),
+        1,
+        "{err}"
+    );
+    assert_eq!(err.matches("trusted.k").count(), 0, "said per file: {err}");
+    let to = home.join("out");
+    assert!(!to.join("null").exists());
+    let x = sh(&to, &["getfattr", "-d", "f1", "f2"]);
+    assert_eq!(x.matches("user.ok=\"yes\"").count(), 2, "{x}");
 }
