@@ -57,7 +57,7 @@ pub struct SparseReader {
     hasher: blake3::Hasher,
 }
 
-const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 impl SparseReader {
     pub fn new(file: File, size: u64, extents: Vec<(u64, u64)>) -> SparseReader {
@@ -141,7 +141,7 @@ mod tests {
             panic!("no holes found in a 64 MiB file with 8 KiB of data");
         };
         let data: u64 = ext.iter().map(|e| e.1).sum();
-        assert!(data >= 8192 && data < 1 << 20, "{ext:?}");
+        assert!((8192..1 << 20).contains(&data), "{ext:?}");
         let mut r = SparseReader::new(f, m.len(), ext.clone());
         let mut stream = Vec::new();
         r.read_to_end(&mut stream).unwrap();
