@@ -2,6 +2,7 @@
 //! graph). Each area is a module; shared helpers live in `common`.
 
 mod attrs;
+mod audit;
 mod barehost;
 mod breaker;
 mod catalog;
@@ -32,3 +33,4 @@ mod retention_s3;
 mod roundtrip;
 mod s3;
 mod servers;
+mod tls;

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attrs;
+pub mod audit;
 pub mod backend;
 pub mod chunker;
 pub mod clock;
