@@ -155,18 +155,17 @@ async fn erase(config: &Config, args: &ForgetArgs) -> Result<u8> {
     let repo = engine::open(config, KeyNeed::Read, None).await?;
     let history = History::begin(config, RunKind::Forget, Some(&plan)).await;
     let holder = format!("{} pid {}", crate::host::hostname(), std::process::id());
-    let res = lifeboat_repo::erase::erase(
-        &repo,
-        &plan,
-        &args.path,
-        &reason,
-        &holder,
-        retention::grace(config, None).as_secs() as i64,
-        args.dry_run,
-        &super::output::cancel_on_signals(),
-    )
-    .await
-    .map_err(|e| retention::maintainer_hint(e.into()));
+    let erasure = lifeboat_repo::erase::Erasure {
+        plan: &plan,
+        patterns: &args.path,
+        reason: &reason,
+        holder: &holder,
+        grace: retention::grace(config, None).as_secs() as i64,
+        dry_run: args.dry_run,
+    };
+    let res = lifeboat_repo::erase::erase(&repo, &erasure, &super::output::cancel_on_signals())
+        .await
+        .map_err(|e| retention::maintainer_hint(e.into()));
     if !args.dry_run {
         history
             .end(&match &res {

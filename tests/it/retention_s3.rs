@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use bytes::Bytes;
 use lifeboat::config::{LockMode, ObjectLock};
 use lifeboat_repo::backend::{Backend, DynBackend};
@@ -13,6 +12,7 @@ use lifeboat_repo::keys::{parse_recipient, Identity, Keyring, WriterKey};
 use lifeboat_repo::{Cancel, Region, Repository};
 
 use crate::common::{write, write_random, Workspace, XorShift};
+use crate::object_lock::create_bucket;
 use crate::servers::{backend, ok, run, s3_workspace, settings, Moto, S3Region, S3sServer};
 
 fn retention_config(ws: &Workspace) {
@@ -43,8 +43,36 @@ fn keyring(ws: &Workspace) -> Keyring {
     }
 }
 
-#[test]
-fn locked_objects_are_reported_not_deleted_and_needed_packs_stay_locked() {
+/// A workspace over two buckets of an s3s server, keeping 1 snapshot, initialised.
+fn s3s_workspace(server: &S3sServer) -> Workspace {
+    let ws = s3_workspace(&[
+        S3Region {
+            name: "us-west-2",
+            endpoint: server.endpoint(),
+            bucket: "lifeboat-west",
+            extra: "",
+        },
+        S3Region {
+            name: "us-east-2",
+            endpoint: server.endpoint(),
+            bucket: "lifeboat-east",
+            extra: "",
+        },
+    ]);
+    retention_config(&ws);
+    ok(&ws, &["init"]);
+    ws
+}
+
+/// moto with an Object Lock bucket (us-west-2, 3 days governance) and a plain one
+/// (us-east-2), a workspace over both keeping 1 snapshot, initialised.
+fn moto_regions() -> (
+    Moto,
+    tokio::runtime::Runtime,
+    Arc<lifeboat::storage::S3Backend>,
+    Arc<lifeboat::storage::S3Backend>,
+    Workspace,
+) {
     let moto = Moto::start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut locked = settings(
@@ -65,24 +93,8 @@ fn locked_objects_are_reported_not_deleted_and_needed_packs_stay_locked() {
         Duration::from_secs(30),
     ));
     rt.block_on(async {
-        for (b, name, lock) in [
-            (&locked, "lifeboat-locked", true),
-            (&plain, "lifeboat-plain", false),
-        ] {
-            b.client()
-                .await
-                .create_bucket()
-                .bucket(name)
-                .object_lock_enabled_for_bucket(lock)
-                .create_bucket_configuration(
-                    CreateBucketConfiguration::builder()
-                        .location_constraint(BucketLocationConstraint::UsWest2)
-                        .build(),
-                )
-                .send()
-                .await
-                .expect("create bucket");
-        }
+        create_bucket(&locked, "lifeboat-locked", true).await;
+        create_bucket(&plain, "lifeboat-plain", false).await;
     });
     let ws = s3_workspace(&[
         S3Region {
@@ -100,6 +112,12 @@ fn locked_objects_are_reported_not_deleted_and_needed_packs_stay_locked() {
     ]);
     retention_config(&ws);
     ok(&ws, &["init"]);
+    (moto, rt, locked, plain, ws)
+}
+
+#[test]
+fn locked_objects_are_reported_not_deleted_and_needed_packs_stay_locked() {
+    let (_moto, rt, locked, plain, ws) = moto_regions();
     let mut rng = XorShift::new(5);
     write_random(&ws.path("data/a.bin"), 100_000, &mut rng);
     ok(&ws, &["backup", "app-data"]);
@@ -206,22 +224,7 @@ fn locked_objects_are_reported_not_deleted_and_needed_packs_stay_locked() {
 #[test]
 fn forget_and_prune_shrink_a_plain_s3_bucket() {
     let server = S3sServer::start(&["lifeboat-west", "lifeboat-east"]);
-    let ws = s3_workspace(&[
-        S3Region {
-            name: "us-west-2",
-            endpoint: server.endpoint(),
-            bucket: "lifeboat-west",
-            extra: "",
-        },
-        S3Region {
-            name: "us-east-2",
-            endpoint: server.endpoint(),
-            bucket: "lifeboat-east",
-            extra: "",
-        },
-    ]);
-    retention_config(&ws);
-    ok(&ws, &["init"]);
+    let ws = s3s_workspace(&server);
     let mut rng = XorShift::new(9);
     for i in 0..3 {
         write_random(&ws.path(&format!("data/f-{i}.bin")), 200_000, &mut rng);
@@ -250,22 +253,7 @@ fn forget_and_prune_shrink_a_plain_s3_bucket() {
 fn forget_and_prune_with_writer_credentials_say_they_need_the_maintainer_role() {
     // s3s refusing every delete with AccessDenied, as AWS does for terraform's writer role.
     let server = S3sServer::start_writer_only(&["lifeboat-west", "lifeboat-east"]);
-    let ws = s3_workspace(&[
-        S3Region {
-            name: "us-west-2",
-            endpoint: server.endpoint(),
-            bucket: "lifeboat-west",
-            extra: "",
-        },
-        S3Region {
-            name: "us-east-2",
-            endpoint: server.endpoint(),
-            bucket: "lifeboat-east",
-            extra: "",
-        },
-    ]);
-    retention_config(&ws);
-    ok(&ws, &["init"]);
+    let ws = s3s_workspace(&server);
     write(&ws.path("data/a.txt"), b"one");
     ok(&ws, &["backup", "app-data"]);
     std::thread::sleep(Duration::from_millis(1100));
@@ -322,34 +310,9 @@ fn an_erasure_receipt_on_an_object_lock_bucket_says_what_stays_and_until_when() 
         BucketLifecycleConfiguration, ExpirationStatus, LifecycleRule, LifecycleRuleFilter,
         NoncurrentVersionExpiration,
     };
-    let moto = Moto::start();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut locked = settings(
-        &moto.endpoint(),
-        "lifeboat-locked",
-        "lifeboat/test",
-        Duration::from_secs(30),
-    );
-    locked.object_lock = Some(ObjectLock {
-        days: 3,
-        mode: LockMode::Governance,
-    });
-    let locked = backend(locked);
+    let (_moto, rt, locked, _plain, ws) = moto_regions();
     rt.block_on(async {
         let c = locked.client().await;
-        for (name, lock) in [("lifeboat-locked", true), ("lifeboat-plain", false)] {
-            c.create_bucket()
-                .bucket(name)
-                .object_lock_enabled_for_bucket(lock)
-                .create_bucket_configuration(
-                    CreateBucketConfiguration::builder()
-                        .location_constraint(BucketLocationConstraint::UsWest2)
-                        .build(),
-                )
-                .send()
-                .await
-                .expect("create bucket");
-        }
         // terraform's rule (modules/region/bucket.tf): noncurrent versions expire after N days.
         let rule = LifecycleRule::builder()
             .id("noncurrent-versions")
@@ -374,22 +337,6 @@ fn an_erasure_receipt_on_an_object_lock_bucket_says_what_stays_and_until_when() 
             .await
             .expect("put lifecycle");
     });
-    let ws = s3_workspace(&[
-        S3Region {
-            name: "us-west-2",
-            endpoint: moto.endpoint(),
-            bucket: "lifeboat-locked",
-            extra: "object_lock_days = 3\nobject_lock_mode = \"governance\"",
-        },
-        S3Region {
-            name: "us-east-2",
-            endpoint: moto.endpoint(),
-            bucket: "lifeboat-plain",
-            extra: "",
-        },
-    ]);
-    retention_config(&ws);
-    ok(&ws, &["init"]);
     write(&ws.path("data/secret/customer-42.txt"), b"passport 1234");
     write(&ws.path("data/keep.txt"), b"kept");
     ok(&ws, &["backup", "app-data"]);

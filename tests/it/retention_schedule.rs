@@ -287,6 +287,11 @@ fn the_daemon_prunes_on_schedule_between_backups_and_exports_metrics() {
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(0), "{log}");
     let body = format!("{body}\n{log}");
+    let recorded: Vec<Value> = runs(&ws)
+        .into_iter()
+        .filter(|r| r["kind"] == "forget" || r["kind"] == "prune")
+        .collect();
+    let body = format!("{body}\n{recorded:#?}");
     assert!(
         metric(&body, "lifeboat_prune_bytes_freed").unwrap_or(0.0) > 0.0,
         "{body}"

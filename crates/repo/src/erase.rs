@@ -225,18 +225,30 @@ fn collect<'a>(
     })
 }
 
+/// What to erase, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct Erasure<'a> {
+    pub plan: &'a str,
+    pub patterns: &'a [String],
+    pub reason: &'a str,
+    /// Who holds the maintenance lock, for others' messages.
+    pub holder: &'a str,
+    /// Prune's grace period (seconds), for the receipt's dates.
+    pub grace: i64,
+    pub dry_run: bool,
+}
+
 /// Erase `patterns` from every snapshot of `plan`. Takes the maintenance lock. With
 /// `dry_run`, nothing is written and the receipt says what would be removed.
-pub async fn erase(
-    repo: &Arc<Repository>,
-    plan: &str,
-    patterns: &[String],
-    reason: &str,
-    holder: &str,
-    grace: i64,
-    dry_run: bool,
-    cancel: &Cancel,
-) -> Result<Receipt> {
+pub async fn erase(repo: &Arc<Repository>, e: &Erasure<'_>, cancel: &Cancel) -> Result<Receipt> {
+    let Erasure {
+        plan,
+        patterns,
+        reason,
+        holder,
+        grace,
+        dry_run,
+    } = *e;
     repo.identity("forget --path")?;
     if patterns.is_empty() || patterns.iter().any(|p| p.trim_matches('/').is_empty()) {
         return Err(RepoError::Invalid(
