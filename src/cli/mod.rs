@@ -160,8 +160,15 @@ pub enum Command {
         #[arg(long)]
         no_setuid: bool,
         /// Directory plans: do not restore owners and groups (as root they are restored by id).
+        /// Postgres plans: objects are owned by the connecting role (pg_restore --no-owner).
+        /// With --no-privileges too, no role is created on the target.
         #[arg(long)]
         no_owner: bool,
+        /// Postgres plans: restore no GRANT or REVOKE (pg_restore --no-privileges). Without
+        /// both --no-owner and --no-privileges, the snapshot's roles that the target server
+        /// lacks are created first (existing roles are never changed).
+        #[arg(long)]
+        no_privileges: bool,
         #[arg(long)]
         json: bool,
     },
@@ -205,9 +212,13 @@ pub enum Command {
     /// The catalog database: rebuild it from a region, list what it knows.
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
-    /// The audit trail of commands that read, restored or changed backups.
+    /// The audit trail of commands that read, restored or changed backups: an intent entry
+    /// before each command and an outcome entry after, chained under a keyed MAC and
+    /// checkpointed into every region (`audit/`).
     Audit {
-        /// Check the hash chain; exit 4 if an entry was modified or deleted.
+        /// Check the chain and compare it with the regions' checkpoints; exit 4 naming the
+        /// first entry that was modified, rewritten or deleted, or the range a truncated
+        /// catalog lost (`catalog sync` brings it back). Needs the writer key or identity.
         #[arg(long)]
         verify: bool,
         /// Only the newest N entries (the chain is always verified whole).
@@ -362,8 +373,11 @@ pub fn main() -> ExitCode {
         }
     };
     let outcome = rt.block_on(async {
+        let trail = audit::Trail::start(&cli).await;
         let outcome = commands::run(&cli).await;
-        audit::record(&cli, &outcome).await;
+        if let Some(trail) = trail {
+            trail.finish(&outcome).await;
+        }
         outcome
     });
     match outcome {

@@ -206,7 +206,11 @@ pub fn webhooks() -> Vec<crate::daemon::alerts::Webhook> {
     ] {
         if let Ok(url) = std::env::var(var) {
             if !url.is_empty() {
-                out.push(Webhook { url, format });
+                // Refused like the daemon's: https://, or plain http:// to loopback only.
+                match Webhook::checked(&url, format, false, var) {
+                    Ok(hook) => out.push(hook),
+                    Err(e) => tracing::warn!(error = %e, "drill notify: webhook refused"),
+                }
             }
         }
     }

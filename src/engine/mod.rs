@@ -11,12 +11,14 @@ use lifeboat_repo::Repository;
 use crate::config::Config;
 use crate::storage::RegionFaults;
 
+pub mod audit;
 pub mod backup;
 pub mod kinds;
 pub mod record;
 pub mod restore;
 pub mod restore_test;
 pub mod retention;
+pub mod scratch;
 pub mod stream;
 pub mod sync;
 

@@ -1,6 +1,7 @@
 //! lifeboat's one integration-test binary (every extra binary relinks the whole dependency
 //! graph). Each area is a module; shared helpers live in `common`.
 
+mod audit;
 mod barehost;
 mod breaker;
 mod catalog;
@@ -22,6 +23,7 @@ mod logs;
 mod object_lock;
 mod ops;
 mod pg;
+mod pgscratch;
 mod pgsource;
 mod rds;
 mod recovery;
@@ -32,3 +34,4 @@ mod retention_schedule;
 mod roundtrip;
 mod s3;
 mod servers;
+mod tls;
