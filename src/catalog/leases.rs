@@ -1,6 +1,7 @@
 //! Exclusivity across processes that share a catalog: one run per plan at a time (a lease
 //! with an expiry, renewed while the run lives) and each schedule occurrence run at most
-//! once (a claim row whose primary key makes a second claim fail).
+//! once (a claim row whose primary key makes a second claim fail); and in-use marks, lease
+//! rows with which a restore test or drill tells `forget` to leave a plan's snapshots alone.
 //!
 //! Both are single statements (`INSERT … ON CONFLICT`), atomic on SQLite and PostgreSQL
 //! alike, so two daemons sharing a PostgreSQL catalog cannot both win. DESIGN.md mentions
@@ -80,5 +81,101 @@ impl Catalog {
         .await
         .context("catalog: last occurrence")?;
         row.map(|r| super::get_i64(&r, "scheduled_for")).transpose()
+    }
+}
+
+/// How long an in-use mark lives without a refresh: a holder killed with SIGKILL keeps
+/// forget away from the plan for at most this long.
+pub const IN_USE_TTL: i64 = 10 * 60;
+
+fn in_use_key(plan: &str, user: &str) -> String {
+    format!("{plan}#in-use#{user}")
+}
+
+/// Plans whose snapshots a restore test or drill is using (see [`Catalog::use_plans`]).
+/// Refreshed while held; [`InUse::release`] removes the marks, dropping it lets them expire.
+pub struct InUse {
+    catalog: Catalog,
+    keys: Vec<String>,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+impl InUse {
+    pub async fn release(self) {
+        self.refresher.abort();
+        for key in &self.keys {
+            let done = sqlx::query("DELETE FROM plan_leases WHERE plan = $1")
+                .bind(key.clone())
+                .execute(self.catalog.pool())
+                .await;
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "catalog: could not clear an in-use mark; it expires on its own");
+            }
+        }
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.refresher.abort();
+    }
+}
+
+impl Catalog {
+    /// Mark `plans` as in use by `user` (e.g. "restore test <id>", "drill <id>") until the
+    /// returned guard is released, so that `forget` refuses those plans meanwhile. The marks
+    /// are lease rows keyed `<plan>#in-use#<user>` (no plan name holds a `#`).
+    pub async fn use_plans(&self, plans: &[String], user: &str) -> Result<InUse> {
+        let keys: Vec<String> = plans.iter().map(|p| in_use_key(p, user)).collect();
+        let mark = |catalog: Catalog, keys: Vec<String>, user: String| async move {
+            let now = crate::host::now_secs();
+            for key in &keys {
+                sqlx::query(
+                    "INSERT INTO plan_leases (plan, holder, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (plan) DO UPDATE SET expires_at = excluded.expires_at",
+                )
+                .bind(key.clone())
+                .bind(user.clone())
+                .bind(now + IN_USE_TTL)
+                .execute(catalog.pool())
+                .await
+                .context("catalog: mark a plan in use")?;
+            }
+            anyhow::Ok(())
+        };
+        mark(self.clone(), keys.clone(), user.to_string()).await?;
+        let (catalog, k, u) = (self.clone(), keys.clone(), user.to_string());
+        let refresher = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs((IN_USE_TTL / 3) as u64)).await;
+                if let Err(e) = mark(catalog.clone(), k.clone(), u.clone()).await {
+                    tracing::warn!(error = %format!("{e:#}"), "could not refresh an in-use mark");
+                }
+            }
+        });
+        Ok(InUse {
+            catalog: self.clone(),
+            keys,
+            refresher,
+        })
+    }
+
+    /// Who is using `plan`'s snapshots at `now` (unexpired in-use marks).
+    pub async fn plan_users(&self, plan: &str, now: i64) -> Result<Vec<String>> {
+        // Filtered here, not with LIKE (`_` in a plan name is a wildcard) or a range (the
+        // order of `#` depends on PostgreSQL's collation): the table holds a few rows a plan.
+        let prefix = in_use_key(plan, "");
+        let rows = sqlx::query("SELECT plan, holder FROM plan_leases WHERE expires_at > $1")
+            .bind(now)
+            .fetch_all(self.pool())
+            .await
+            .context("catalog: read in-use marks")?;
+        let mut out = Vec::new();
+        for r in &rows {
+            if super::get_str(r, "plan")?.starts_with(&prefix) {
+                out.push(super::get_str(r, "holder")?);
+            }
+        }
+        Ok(out)
     }
 }

@@ -95,23 +95,7 @@ pub async fn run(cli: &Cli, args: &ForgetArgs) -> Result<u8> {
         crate::daemon::maintenance::runaway_limit(p, now)
     })
     .await;
-    let end = match &res {
-        Ok(r) => RunEnd {
-            phase: Some(if r.refused() {
-                Phase::Failed
-            } else {
-                Phase::Succeeded
-            }),
-            error: r.plans.iter().find_map(|p| p.refused.clone()),
-            attempts: 1,
-            ..Default::default()
-        },
-        Err(e) => RunEnd {
-            error: Some(format!("{e:#}")),
-            attempts: 1,
-            ..Default::default()
-        },
-    };
+    let end = crate::engine::record::forget_end(&res);
     if !args.dry_run {
         history.end(&end).await;
     }
@@ -171,23 +155,26 @@ async fn erase(config: &Config, args: &ForgetArgs) -> Result<u8> {
     let repo = engine::open(config, KeyNeed::Read, None).await?;
     let history = History::begin(config, RunKind::Forget, Some(&plan)).await;
     let holder = format!("{} pid {}", crate::host::hostname(), std::process::id());
-    let res = lifeboat_repo::erase::erase(
-        &repo,
-        &plan,
-        &args.path,
-        &reason,
-        &holder,
-        args.dry_run,
-        &super::output::cancel_on_signals(),
-    )
-    .await
-    .map_err(|e| retention::maintainer_hint(e.into()));
+    let erasure = lifeboat_repo::erase::Erasure {
+        plan: &plan,
+        patterns: &args.path,
+        reason: &reason,
+        holder: &holder,
+        grace: retention::grace(config, None).as_secs() as i64,
+        dry_run: args.dry_run,
+    };
+    let res = lifeboat_repo::erase::erase(&repo, &erasure, &super::output::cancel_on_signals())
+        .await
+        .map_err(|e| retention::maintainer_hint(e.into()));
     if !args.dry_run {
         history
-            .end(&RunEnd {
-                error: res.as_ref().err().map(|e| format!("{e:#}")),
-                attempts: 1,
-                ..Default::default()
+            .end(&match &res {
+                Ok(_) => RunEnd {
+                    phase: Some(Phase::Succeeded),
+                    attempts: 1,
+                    ..Default::default()
+                },
+                Err(e) => crate::engine::record::failed(e, 1),
             })
             .await;
     }
@@ -204,6 +191,7 @@ async fn erase(config: &Config, args: &ForgetArgs) -> Result<u8> {
                 "patterns": receipt.patterns,
                 "snapshots": receipt.snapshots,
                 "waiting": receipt.waiting,
+                "noncurrent": receipt.noncurrent,
             }))?),
             ..Default::default()
         };
@@ -240,6 +228,9 @@ async fn erase(config: &Config, args: &ForgetArgs) -> Result<u8> {
                 w.object,
                 time(w.retain_until)
             );
+        }
+        for n in &receipt.noncurrent {
+            println!("  {}: {}", n.region, n.note);
         }
         if !args.dry_run {
             println!("receipt stored under receipts/ in every region; run `lifeboat prune` to remove the data");

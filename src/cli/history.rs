@@ -103,7 +103,7 @@ pub async fn record_verify(config: &Config, report: &VerifyReport) {
     warn(c.end_run(&run, &end).await);
 }
 
-fn warn<T>(r: Result<T>) -> Option<T> {
+pub fn warn<T>(r: Result<T>) -> Option<T> {
     match r {
         Ok(v) => Some(v),
         Err(e) => {

@@ -9,7 +9,7 @@ use clap::Args;
 use super::history::History;
 use super::render::{bytes, time};
 use super::{exit, load_config, Cli};
-use crate::catalog::{Phase, RunEnd, RunKind};
+use crate::catalog::RunKind;
 use crate::engine::{self, retention, KeyNeed};
 
 #[derive(Debug, Args)]
@@ -64,30 +64,7 @@ pub async fn run(cli: &Cli, args: &PruneArgs) -> Result<u8> {
     )
     .await;
     if let Some(h) = &history {
-        let end = match &res {
-            Ok(r) => RunEnd {
-                phase: Some(Phase::Succeeded),
-                bytes: r.bytes_freed(),
-                regions: r
-                    .regions
-                    .iter()
-                    .map(|(n, p)| {
-                        (
-                            n.clone(),
-                            format!("{} objects deleted", p.objects_deleted()),
-                        )
-                    })
-                    .collect(),
-                attempts: 1,
-                ..Default::default()
-            },
-            Err(e) => RunEnd {
-                error: Some(format!("{e:#}")),
-                attempts: 1,
-                ..Default::default()
-            },
-        };
-        h.end(&end).await;
+        h.end(&crate::engine::record::prune_end(&res)).await;
     }
     let report = res?;
     let secs = started.elapsed().as_secs_f64();

@@ -323,14 +323,16 @@ pub fn lock_warnings(config: &Config) -> Vec<String> {
             continue;
         };
         for p in config.plans.iter().filter(|p| p.regions.contains(&r.name)) {
-            let k = &p.retention;
+            let k = &p.retention.policy;
             let horizons = [
                 (k.keep_daily, 1, "keep_daily"),
                 (k.keep_weekly, 7, "keep_weekly"),
                 (k.keep_monthly, 31, "keep_monthly"),
                 (k.keep_yearly, 366, "keep_yearly"),
             ];
-            let within = k.keep_within.map(|d| d.as_secs().div_ceil(86_400) as u32);
+            let within = k
+                .keep_within
+                .map(|s| (s.max(0) as u64).div_ceil(86_400) as u32);
             let longest = horizons
                 .iter()
                 .chain([(within, 1, "keep_within")].iter())

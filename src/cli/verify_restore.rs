@@ -16,12 +16,27 @@ use crate::objectives::human;
 
 pub async fn run(cli: &Cli, req: &RestoreTestRequest, json: bool) -> Result<u8> {
     let config = load_config(cli)?;
+    let catalog = super::history::open(&config).await;
+    // The plans tested are in use: forget leaves their snapshots alone meanwhile.
+    let plans: Vec<String> = match &req.plan {
+        Some(p) => vec![p.clone()],
+        None => config.plans.iter().map(|p| p.name.clone()).collect(),
+    };
+    let in_use = match &catalog {
+        Some(c) => {
+            let user = format!("restore test {}", crate::host::new_id());
+            super::history::warn(c.use_plans(&plans, &user).await)
+        }
+        None => None,
+    };
     let progress = Arc::new(Progress::default());
     let bar = Bar::start("restore test", progress.clone(), !json);
     let res = engine::restore_tests(&config, req, progress, cancel_on_signals()).await;
     bar.finish();
+    if let Some(marks) = in_use {
+        marks.release().await;
+    }
     let outcomes = res?;
-    let catalog = super::history::open(&config).await;
     let mut recorded = true;
     for o in &outcomes {
         if let Some(c) = &catalog {

@@ -34,7 +34,9 @@ pub use error::{ConfigError, Position};
 pub use example::example;
 pub use keys::{KeysConfig, SecretRef, SecretString, SLACK_WEBHOOK_ENV, WEBHOOK_ENV};
 pub use postgres::same_server;
-pub use rds::{valid_identifier, RdsCopy, RdsSource, DEFAULT_RDS_POLL, DEFAULT_RDS_TIMEOUT};
+pub use rds::{
+    valid_identifier, InstanceSettings, RdsCopy, RdsSource, DEFAULT_RDS_POLL, DEFAULT_RDS_TIMEOUT,
+};
 pub use region::parse_region_arg;
 
 /// A loaded, validated configuration.
@@ -214,17 +216,12 @@ impl Default for Objectives {
     }
 }
 
-/// How many snapshots to keep per period; `None` means the rule is off.
+/// A plan's retention: which snapshots forget keeps, and prune's grace.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
-    pub keep_last: Option<u32>,
-    pub keep_hourly: Option<u32>,
-    pub keep_daily: Option<u32>,
-    pub keep_weekly: Option<u32>,
-    pub keep_monthly: Option<u32>,
-    pub keep_yearly: Option<u32>,
-    /// Keep every snapshot newer than this (never less than the plan's RPO).
-    pub keep_within: Option<Duration>,
+    /// The `keep_*` rules, as the repository's retention function takes them (`keep_within`
+    /// in seconds; never less than the plan's RPO when applied).
+    pub policy: lifeboat_repo::retention::Policy,
     /// Prune's grace between marking and deleting (default 24 h; the repository uses the
     /// longest any plan asks for).
     pub grace: Option<Duration>,

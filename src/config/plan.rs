@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::time::Duration;
 
+use lifeboat_repo::retention::Policy;
 use toml::Spanned;
 
 use super::error::unknown_key_problem;
@@ -155,13 +156,16 @@ impl Resolver<'_> {
                     }
                 };
                 Retention {
-                    keep_last: r.keep_last,
-                    keep_hourly: r.keep_hourly,
-                    keep_daily: r.keep_daily,
-                    keep_weekly: r.keep_weekly,
-                    keep_monthly: r.keep_monthly,
-                    keep_yearly: r.keep_yearly,
-                    keep_within: optional(r.keep_within.as_ref(), "keep_within")?,
+                    policy: Policy {
+                        keep_last: r.keep_last,
+                        keep_hourly: r.keep_hourly,
+                        keep_daily: r.keep_daily,
+                        keep_weekly: r.keep_weekly,
+                        keep_monthly: r.keep_monthly,
+                        keep_yearly: r.keep_yearly,
+                        keep_within: optional(r.keep_within.as_ref(), "keep_within")?
+                            .map(|d| d.as_secs() as i64),
+                    },
                     grace: optional(r.grace.as_ref(), "grace")?,
                 }
             }

@@ -18,6 +18,17 @@ pub const DEFAULT_RDS_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
 /// How often lifeboat asks RDS how a step is going.
 pub const DEFAULT_RDS_POLL: Duration = Duration::from_secs(5);
 
+/// How an instance restored from a snapshot is placed and configured: the plan's settings
+/// (a restore's command line may override the first three) and what RDS is asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceSettings {
+    pub instance_class: Option<String>,
+    pub subnet_group: Option<String>,
+    pub security_groups: Vec<String>,
+    pub option_group: Option<String>,
+    pub parameter_group: Option<String>,
+}
+
 /// A native RDS snapshot source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RdsSource {
@@ -28,11 +39,7 @@ pub struct RdsSource {
     /// Where each snapshot is copied, in file order; regions distinct and not `region`.
     pub copy_to: Vec<RdsCopy>,
     /// Restores: instance class (default: the snapshot's), groups.
-    pub instance_class: Option<String>,
-    pub subnet_group: Option<String>,
-    pub security_groups: Vec<String>,
-    pub option_group: Option<String>,
-    pub parameter_group: Option<String>,
+    pub restore: InstanceSettings,
     /// Extra tags on every snapshot and scratch instance (keys never `lifeboat:` or `aws:`).
     pub tags: BTreeMap<String, String>,
     /// An RDS-compatible endpoint (test servers) instead of AWS.
@@ -296,11 +303,13 @@ impl Resolver<'_> {
             instance: instance.get_ref().clone(),
             region: region.get_ref().clone(),
             copy_to,
-            instance_class,
-            subnet_group: opt(&raw.subnet_group, "subnet_group")?,
-            security_groups,
-            option_group: opt(&raw.option_group, "option_group")?,
-            parameter_group: opt(&raw.parameter_group, "parameter_group")?,
+            restore: InstanceSettings {
+                instance_class,
+                subnet_group: opt(&raw.subnet_group, "subnet_group")?,
+                security_groups,
+                option_group: opt(&raw.option_group, "option_group")?,
+                parameter_group: opt(&raw.parameter_group, "parameter_group")?,
+            },
             tags,
             endpoint,
             probe_url,

@@ -63,25 +63,15 @@ impl Executor {
     /// result, or `skipped` when another process ran this occurrence.
     pub async fn run_drill(&self, due: &DueDrill, cancel: &Cancel) -> Result<PlanRun> {
         let key = due.key();
-        let mut result = PlanRun {
-            plan: key.clone(),
-            scheduled_for: due.scheduled_for,
-            outcome: "skipped".into(),
-            run_id: None,
-            snapshot: None,
-            attempts: 0,
-            error: None,
-        };
+        let mut result = PlanRun::skipped(&key, due.scheduled_for);
         let Some(drills) = &self.drills else {
             return Ok(result);
         };
-        let claim = crate::host::new_id();
-        if !self
-            .catalog
-            .claim_occurrence(&key, due.scheduled_for, &claim, &self.holder)
+        if self
+            .claim(&key, due.scheduled_for, &mut result)
             .await?
+            .is_none()
         {
-            result.error = Some("this occurrence was already run".into());
             return Ok(result);
         }
         let end = drills.run(due, cancel).await?;

@@ -70,6 +70,27 @@ pub struct PlanRun {
     pub error: Option<String>,
 }
 
+impl PlanRun {
+    /// A run that did not happen (yet): `skipped`, no attempt; `error` says why.
+    pub fn skipped(plan: &str, scheduled_for: i64) -> PlanRun {
+        PlanRun {
+            plan: plan.to_string(),
+            scheduled_for,
+            outcome: "skipped".into(),
+            run_id: None,
+            snapshot: None,
+            attempts: 0,
+            error: None,
+        }
+    }
+}
+
+/// Plan leases an executor holds, renewed until [`Executor::release_leases`].
+pub struct Leases {
+    plans: Vec<String>,
+    heartbeats: Vec<tokio::task::JoinHandle<()>>,
+}
+
 /// A plan due now, for the occurrence `scheduled_for`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Due {
@@ -209,42 +230,26 @@ impl Executor {
     /// Run one due occurrence: take the plan's lease, claim the occurrence, back up with
     /// retries, record everything, give the lease back.
     pub async fn run_plan(&self, due: &Due, cancel: &Cancel) -> Result<PlanRun> {
-        let mut result = PlanRun {
-            plan: due.plan.clone(),
-            scheduled_for: due.scheduled_for,
-            outcome: "skipped".into(),
-            run_id: None,
-            snapshot: None,
-            attempts: 0,
-            error: None,
+        let mut result = PlanRun::skipped(&due.plan, due.scheduled_for);
+        let leases = match self.take_leases(std::slice::from_ref(&due.plan)).await? {
+            Ok(l) => l,
+            Err(_) => {
+                tracing::info!(plan = %due.plan, "plan is running elsewhere; skipped");
+                result.error = Some("another run holds the plan".into());
+                return Ok(result);
+            }
         };
-        let lease = self.options.lease.as_secs().max(3) as i64;
-        let now = crate::host::now_secs();
-        if !self
-            .catalog
-            .acquire_lease(&due.plan, &self.holder, now, now + lease)
-            .await?
-        {
-            tracing::info!(plan = %due.plan, "plan is running elsewhere; skipped");
-            result.error = Some("another run holds the plan".into());
-            return Ok(result);
-        }
-        let run_id = crate::host::new_id();
-        let claimed = self
-            .catalog
-            .claim_occurrence(&due.plan, due.scheduled_for, &run_id, &self.holder)
-            .await;
-        if !matches!(claimed, Ok(true)) {
-            self.catalog.release_lease(&due.plan, &self.holder).await?;
-            claimed?;
-            tracing::info!(plan = %due.plan, scheduled_for = due.scheduled_for, "occurrence already run; skipped");
-            result.error = Some("this occurrence was already run".into());
-            return Ok(result);
-        }
-        let heartbeat = self.heartbeat(&due.plan, lease);
+        let run_id = match self.claim(&due.plan, due.scheduled_for, &mut result).await {
+            Ok(Some(id)) => id,
+            other => {
+                self.release_leases(leases).await?;
+                other?;
+                tracing::info!(plan = %due.plan, scheduled_for = due.scheduled_for, "occurrence already run; skipped");
+                return Ok(result);
+            }
+        };
         let outcome = self.run_claimed(due, &run_id, cancel).await;
-        heartbeat.abort();
-        self.catalog.release_lease(&due.plan, &self.holder).await?;
+        self.release_leases(leases).await?;
         let (phase, attempts, report) = outcome?;
         result.run_id = Some(run_id);
         result.attempts = attempts;
@@ -255,6 +260,64 @@ impl Executor {
         }
         self.metrics.record_run(&due.plan, phase, &report);
         Ok(result)
+    }
+
+    /// Take the leases of `plans`, all or none; `Err(plan)` names a plan another run holds
+    /// (the leases taken before it are given back).
+    pub async fn take_leases(
+        &self,
+        plans: &[String],
+    ) -> Result<std::result::Result<Leases, String>> {
+        let lease = self.options.lease.as_secs().max(3) as i64;
+        let mut held = Leases {
+            plans: Vec::new(),
+            heartbeats: Vec::new(),
+        };
+        for plan in plans {
+            let now = crate::host::now_secs();
+            if !self
+                .catalog
+                .acquire_lease(plan, &self.holder, now, now + lease)
+                .await?
+            {
+                self.release_leases(held).await?;
+                return Ok(Err(plan.clone()));
+            }
+            held.heartbeats.push(self.heartbeat(plan, lease));
+            held.plans.push(plan.clone());
+        }
+        Ok(Ok(held))
+    }
+
+    pub async fn release_leases(&self, leases: Leases) -> Result<()> {
+        for h in &leases.heartbeats {
+            h.abort();
+        }
+        for plan in &leases.plans {
+            self.catalog.release_lease(plan, &self.holder).await?;
+        }
+        Ok(())
+    }
+
+    /// Claim occurrence `scheduled_for` of `key` under a fresh run id. `None` (and `result`
+    /// says why) when this or another process already ran it.
+    pub async fn claim(
+        &self,
+        key: &str,
+        scheduled_for: i64,
+        result: &mut PlanRun,
+    ) -> Result<Option<String>> {
+        let run_id = crate::host::new_id();
+        if self
+            .catalog
+            .claim_occurrence(key, scheduled_for, &run_id, &self.holder)
+            .await?
+        {
+            Ok(Some(run_id))
+        } else {
+            result.error = Some("this occurrence was already run".into());
+            Ok(None)
+        }
     }
 
     fn heartbeat(&self, plan: &str, lease: i64) -> tokio::task::JoinHandle<()> {

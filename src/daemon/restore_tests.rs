@@ -50,24 +50,10 @@ impl Executor {
     /// record the outcome. `outcome` of the returned run is `passed`, `failed` or `skipped`.
     pub async fn run_restore_test(&self, due: &Due, cancel: &Cancel) -> Result<PlanRun> {
         let key = occurrence_key(&due.plan);
-        let mut result = PlanRun {
-            plan: key.clone(),
-            scheduled_for: due.scheduled_for,
-            outcome: "skipped".into(),
-            run_id: None,
-            snapshot: None,
-            attempts: 0,
-            error: None,
-        };
-        let run_id = crate::host::new_id();
-        if !self
-            .catalog
-            .claim_occurrence(&key, due.scheduled_for, &run_id, &self.holder)
-            .await?
-        {
-            result.error = Some("this occurrence was already run".into());
+        let mut result = PlanRun::skipped(&key, due.scheduled_for);
+        let Some(run_id) = self.claim(&key, due.scheduled_for, &mut result).await? else {
             return Ok(result);
-        }
+        };
         let plan = self.config.plan(&due.plan)?.clone();
         let req = RestoreTestRequest {
             plan: Some(plan.name.clone()),
@@ -75,6 +61,14 @@ impl Executor {
             from: None,
             scratch: None,
         };
+        // In use: forget leaves the plan's snapshots alone until the test ends.
+        let in_use = self
+            .catalog
+            .use_plans(
+                std::slice::from_ref(&plan.name),
+                &format!("restore test {run_id}"),
+            )
+            .await?;
         let outcome = restore_test(
             &self.config,
             &plan,
@@ -82,7 +76,9 @@ impl Executor {
             Arc::new(Progress::default()),
             cancel.clone(),
         )
-        .await?;
+        .await;
+        in_use.release().await;
+        let outcome = outcome?;
         record(&self.catalog, &outcome).await?;
         if outcome.passed {
             tracing::info!(plan = %plan.name, snapshot = %outcome.snapshot, duration_ms = outcome.duration_ms, "scheduled restore test passed");

@@ -99,7 +99,14 @@ pub async fn run_daemon(
             }
             Err(e) => tracing::error!(error = %format!("{e:#}"), "status refresh failed"),
         }
+        // Forget + prune never runs beside a backup of the repository (see
+        // `daemon::maintenance`): while one of ours runs, due backups wait for the next look.
+        let maintenance_key = super::maintenance::occurrence_key("");
+        let maintaining = running.iter().any(|k| k.ends_with(&maintenance_key));
         match due_plans(&exec.config, &exec.catalog, now).await {
+            Ok(due) if maintaining => {
+                tracing::debug!(due = due.len(), "backups wait for forget + prune");
+            }
             Ok(due) => {
                 for d in due {
                     if !running.insert(d.plan.clone()) {
@@ -148,7 +155,14 @@ pub async fn run_daemon(
         }
         // Forget + prune (`prune_schedule`), one per plan at a time; the maintenance lock
         // keeps two prunes of the repository apart.
+        let backing_up = running.iter().any(|k| !k.contains('#'));
         match super::maintenance::due_maintenance(&exec.config, &exec.catalog, now).await {
+            Ok(due) if backing_up => {
+                tracing::debug!(
+                    due = due.len(),
+                    "forget + prune waits for the running backups"
+                );
+            }
             Ok(due) => {
                 for d in due {
                     let key = super::maintenance::occurrence_key(&d.plan);
@@ -164,12 +178,18 @@ pub async fn run_daemon(
             }
             Err(e) => tracing::error!(error = %format!("{e:#}"), "prune schedule check failed"),
         }
-        // Sleep until the tick ends or a run finishes (its plan may be due again).
+        // Sleep until the tick ends or a run finishes (its plan may be due again). A run that
+        // was skipped (its plan busy elsewhere) is due again at once: wait for the tick.
         let sleep = super::sleep_or_cancel(opts.tick, &cancel);
-        tokio::select! {
-            _ = sleep => {}
-            Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                collect(joined, &mut keys, &mut running, &mut finished);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    if collect(joined, &mut keys, &mut running, &mut finished) {
+                        break;
+                    }
+                }
             }
         }
     }
@@ -178,7 +198,7 @@ pub async fn run_daemon(
         "stopping: waiting for running backups to stop"
     );
     while let Some(joined) = tasks.join_next_with_id().await {
-        collect(joined, &mut keys, &mut running, &mut finished);
+        let _ = collect(joined, &mut keys, &mut running, &mut finished);
     }
     if let Some(t) = metrics_task {
         t.abort();
@@ -197,7 +217,8 @@ pub async fn run_daemon(
 }
 
 /// A finished task: its plan may run again. A task that panicked outside the run (the
-/// run itself catches its panics) is logged and its plan freed all the same.
+/// run itself catches its panics) is logged and its plan freed all the same. True when the
+/// run did something (not skipped), so the loop should look at the schedule again now.
 fn collect(
     joined: std::result::Result<
         (tokio::task::Id, (String, Result<PlanRun>)),
@@ -206,15 +227,20 @@ fn collect(
     keys: &mut HashMap<tokio::task::Id, String>,
     running: &mut HashSet<String>,
     finished: &mut Vec<PlanRun>,
-) {
+) -> bool {
     match joined {
         Ok((id, (plan, result))) => {
             keys.remove(&id);
             running.remove(&plan);
             match result {
-                Ok(run) => finished.push(run),
+                Ok(run) => {
+                    let worked = run.outcome != "skipped";
+                    finished.push(run);
+                    worked
+                }
                 Err(e) => {
-                    tracing::error!(plan = %plan, error = %format!("{e:#}"), "run failed to start or record")
+                    tracing::error!(plan = %plan, error = %format!("{e:#}"), "run failed to start or record");
+                    false
                 }
             }
         }
@@ -222,6 +248,7 @@ fn collect(
             let plan = keys.remove(&e.id()).unwrap_or_default();
             running.remove(&plan);
             tracing::error!(plan = %plan, error = %e, "run task panicked; the plan will be scheduled again");
+            false
         }
     }
 }

@@ -97,6 +97,11 @@ pub async fn execute(
     // Fail before anything is created when this host cannot decrypt.
     open(config, KeyNeed::Read, None).await?;
     let id = format!("{}-{}", book.id, &crate::host::new_id()[..16]);
+    // The drill's plans are in use: forget leaves their snapshots alone until it ends
+    // (a drill that fails before that leaves marks that expire on their own).
+    let in_use = catalog
+        .use_plans(&book.plans, &format!("drill {id}"))
+        .await?;
     let scratch = config.cache_dir.join("drills").join(&id);
     std::fs::create_dir_all(&scratch).with_context(|| format!("create {}", scratch.display()))?;
     let operator = options
@@ -140,6 +145,7 @@ pub async fn execute(
     );
     let started_ms = now_ms();
     let ran = run::run_steps(&drill, interrupt).await;
+    in_use.release().await;
     let ended_ms = now_ms();
     let report = assemble(&drill, ran, started_ms, ended_ms, &operator).await;
     for a in &report.approvals {

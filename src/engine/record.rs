@@ -1,11 +1,13 @@
 //! Turning engine results into catalog rows: a backup's run row and its snapshot rows (one
-//! per region of the plan, present or not), a restore's run row.
+//! per region of the plan, present or not), a restore's run row, the ends of forget and
+//! prune runs.
 
 use std::collections::BTreeMap;
 
 use anyhow::Result;
 
 use crate::catalog::{Catalog, Phase, RunEnd};
+use crate::engine::retention::ForgetReport;
 use crate::engine::{BackupReport, RestoreResult};
 
 /// The phase an error ends a run in.
@@ -103,4 +105,54 @@ pub async fn restore(
             .await?;
     }
     Ok(())
+}
+
+/// A run that ended with `e` after `attempts` tries.
+pub fn failed(e: &anyhow::Error, attempts: u32) -> RunEnd {
+    RunEnd {
+        phase: Some(error_phase(e)),
+        error: Some(format!("{e:#}")),
+        attempts,
+        ..Default::default()
+    }
+}
+
+/// The end of a `forget` run: failed, with the reason, when a safety rule refused a plan.
+pub fn forget_end(result: &Result<ForgetReport>) -> RunEnd {
+    match result {
+        Ok(r) => RunEnd {
+            phase: Some(if r.refused() {
+                Phase::Failed
+            } else {
+                Phase::Succeeded
+            }),
+            error: r.plans.iter().find_map(|p| p.refused.clone()),
+            attempts: 1,
+            ..Default::default()
+        },
+        Err(e) => failed(e, 1),
+    }
+}
+
+/// The end of a `prune` run: bytes freed, and objects deleted in each region.
+pub fn prune_end(result: &Result<lifeboat_repo::prune::PruneReport>) -> RunEnd {
+    match result {
+        Ok(r) => RunEnd {
+            phase: Some(Phase::Succeeded),
+            bytes: r.bytes_freed(),
+            regions: r
+                .regions
+                .iter()
+                .map(|(n, p)| {
+                    (
+                        n.clone(),
+                        format!("{} objects deleted", p.objects_deleted()),
+                    )
+                })
+                .collect(),
+            attempts: 1,
+            ..Default::default()
+        },
+        Err(e) => failed(e, 1),
+    }
 }

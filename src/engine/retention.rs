@@ -16,7 +16,7 @@ use lifeboat_repo::{Cancel, Repository};
 use serde::Serialize;
 
 use crate::catalog::{Catalog, Phase, RunKind};
-use crate::config::{Config, PlanConfig, Retention};
+use crate::config::{Config, PlanConfig};
 
 /// Default time between prune's mark and delete.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
@@ -24,19 +24,6 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
 pub const RUNAWAY_WINDOW: i64 = 7 * 86_400;
 /// Snapshots dated later than now + this are treated as forged.
 const FUTURE_SLACK: i64 = 3600;
-
-/// The policy a plan's config describes.
-pub fn policy_of(r: &Retention) -> Policy {
-    Policy {
-        keep_last: r.keep_last,
-        keep_hourly: r.keep_hourly,
-        keep_daily: r.keep_daily,
-        keep_weekly: r.keep_weekly,
-        keep_monthly: r.keep_monthly,
-        keep_yearly: r.keep_yearly,
-        keep_within: r.keep_within.map(|d| d.as_secs() as i64),
-    }
-}
 
 /// Civil time in `zone` (UTC when `None`).
 pub fn calendar_for(zone: Option<&str>) -> Result<impl Fn(i64) -> Civil> {
@@ -118,20 +105,17 @@ impl ForgetReport {
     }
 }
 
-/// Plans with a restore test, verify or drill running now: their snapshots are in use.
-async fn busy_plans(catalog: Option<&Catalog>) -> Result<Vec<(String, String)>> {
+/// Who is using `plan`'s snapshots now: restore tests and drills (their in-use marks, see
+/// `Catalog::use_plans`) and restores still running (a `restore` run in phase `running`
+/// started within the last day; an older one belongs to a process that died).
+async fn plan_users(catalog: Option<&Catalog>, plan: &str, now: i64) -> Result<Vec<String>> {
     let Some(catalog) = catalog else {
         return Ok(Vec::new());
     };
-    let mut out = Vec::new();
-    for kind in [RunKind::Restore, RunKind::Verify, RunKind::Drill] {
-        for r in catalog.runs(None, Some(kind), 50).await? {
-            if r.phase == Phase::Running && r.started_at > lifeboat_repo::clock::now_secs() - 86_400
-            {
-                if let Some(plan) = r.plan {
-                    out.push((plan, format!("{} run {}", kind.as_str(), r.id)));
-                }
-            }
+    let mut out = catalog.plan_users(plan, now).await?;
+    for r in catalog.runs(Some(plan), Some(RunKind::Restore), 50).await? {
+        if r.phase == Phase::Running && r.started_at > now - 86_400 {
+            out.push(format!("restore run {}", r.id));
         }
     }
     Ok(out)
@@ -152,7 +136,6 @@ pub async fn forget(
         Some(p) => vec![config.plan(p)?],
         None => config.plans.iter().collect(),
     };
-    let busy = busy_plans(catalog).await?;
     let (all, failed) = repo.list_snapshots_detailed().await?;
     anyhow::ensure!(
         failed.is_empty(),
@@ -176,10 +159,23 @@ pub async fn forget(
             .iter()
             .filter(|s| s.manifest.plan == plan.name)
             .collect();
-        let policy = req.keep.unwrap_or_else(|| policy_of(&plan.retention));
-        if let Some((_, what)) = busy.iter().find(|(p, _)| p == &plan.name) {
+        let policy = req.keep.unwrap_or(plan.retention.policy);
+        // Which snapshot is complete everywhere is known only with every region listed.
+        let down: Vec<&str> = plan
+            .regions
+            .iter()
+            .filter(|r| repo.region_index(r).is_none_or(|i| !repo.is_available(i)))
+            .map(String::as_str)
+            .collect();
+        if !down.is_empty() {
             out.refused = Some(format!(
-                "{what} is using this plan's snapshots; forget it after that run ends"
+                "region {} of the plan is unavailable, so which snapshot is complete in every region is not known; nothing was forgotten: run forget again when it answers",
+                down.join(", ")
+            ));
+        }
+        if let Some(what) = plan_users(catalog, &plan.name, now).await?.first() {
+            out.refused = Some(format!(
+                "{what} is using this plan's snapshots; nothing was forgotten: run forget again after it ends"
             ));
         }
         if let Some(limit) = runaway_limit(plan)? {

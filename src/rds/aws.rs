@@ -245,13 +245,14 @@ impl Rds for AwsRds {
             .restore_db_instance_from_db_snapshot()
             .db_instance_identifier(&spec.instance)
             .db_snapshot_identifier(&spec.snapshot)
-            .set_db_instance_class(spec.instance_class.clone())
-            .set_db_subnet_group_name(spec.subnet_group.clone())
+            .set_db_instance_class(spec.settings.instance_class.clone())
+            .set_db_subnet_group_name(spec.settings.subnet_group.clone())
             .set_vpc_security_group_ids(
-                (!spec.security_groups.is_empty()).then(|| spec.security_groups.clone()),
+                (!spec.settings.security_groups.is_empty())
+                    .then(|| spec.settings.security_groups.clone()),
             )
-            .set_option_group_name(spec.option_group.clone())
-            .set_db_parameter_group_name(spec.parameter_group.clone())
+            .set_option_group_name(spec.settings.option_group.clone())
+            .set_db_parameter_group_name(spec.settings.parameter_group.clone())
             .multi_az(false)
             .deletion_protection(false)
             .set_tags(Some(tags(&spec.tags)))

@@ -92,11 +92,7 @@ pub struct Instance {
 pub struct RestoreSpec {
     pub instance: String,
     pub snapshot: String,
-    pub instance_class: Option<String>,
-    pub subnet_group: Option<String>,
-    pub security_groups: Vec<String>,
-    pub option_group: Option<String>,
-    pub parameter_group: Option<String>,
+    pub settings: crate::config::InstanceSettings,
     pub tags: BTreeMap<String, String>,
 }
 

@@ -19,7 +19,7 @@ use super::{
     scratch_name, scratch_tags, source_of, Instance, Rds, RestoreSpec, Snapshot, SCRATCH_PREFIX,
     TAG_DRILL, TAG_PLAN,
 };
-use crate::config::{PlanConfig, RdsSource};
+use crate::config::{InstanceSettings, PlanConfig, RdsSource};
 
 /// One restore test's result (the engine reports it as a `RestoreTestOutcome`).
 #[derive(Debug, Clone, Serialize)]
@@ -97,18 +97,22 @@ fn spec(
     RestoreSpec {
         instance: instance.to_string(),
         snapshot: snapshot.to_string(),
-        instance_class: o
-            .instance_class
-            .clone()
-            .or_else(|| src.instance_class.clone()),
-        subnet_group: o.subnet_group.clone().or_else(|| src.subnet_group.clone()),
-        security_groups: if o.security_groups.is_empty() {
-            src.security_groups.clone()
-        } else {
-            o.security_groups.clone()
+        settings: InstanceSettings {
+            instance_class: o
+                .instance_class
+                .clone()
+                .or_else(|| src.restore.instance_class.clone()),
+            subnet_group: o
+                .subnet_group
+                .clone()
+                .or_else(|| src.restore.subnet_group.clone()),
+            security_groups: if o.security_groups.is_empty() {
+                src.restore.security_groups.clone()
+            } else {
+                o.security_groups.clone()
+            },
+            ..src.restore.clone()
         },
-        option_group: src.option_group.clone(),
-        parameter_group: src.parameter_group.clone(),
         tags,
     }
 }

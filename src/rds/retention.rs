@@ -18,7 +18,9 @@ use serde::Serialize;
 use super::catalog::{forget, of_plan, time_of};
 use super::{source_of, Rds};
 use crate::catalog::Catalog;
-use crate::config::{PlanConfig, Retention};
+use lifeboat_repo::retention::Policy;
+
+use crate::config::PlanConfig;
 
 /// One snapshot retention deleted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,8 +33,8 @@ pub struct Expired {
 type Bucket = fn(i64) -> i64;
 
 /// Which of `items` (id, epoch seconds) the policy keeps. Every rule off keeps all.
-pub fn keep(policy: &Retention, items: &[(String, i64)]) -> HashSet<String> {
-    if *policy == Retention::default() {
+pub fn keep(policy: &Policy, items: &[(String, i64)]) -> HashSet<String> {
+    if policy.is_empty() {
         return items.iter().map(|(id, _)| id.clone()).collect();
     }
     let mut sorted: Vec<&(String, i64)> = items.iter().collect();
@@ -109,7 +111,7 @@ pub async fn apply(
                 )
             })
             .collect();
-        let mut kept = keep(&plan.retention, &available);
+        let mut kept = keep(&plan.retention.policy, &available);
         if let Some(newest) = available.iter().max_by_key(|(id, t)| (*t, id.clone())) {
             kept.insert(newest.0.clone());
         }

@@ -11,7 +11,11 @@ use lifeboat_repo::Cancel;
 use super::fake::Fake;
 use super::wait::Waiter;
 use super::*;
-use crate::config::{Objectives, PlanConfig, RdsCopy, RdsSource, Retention, SourceConfig};
+use lifeboat_repo::retention::Policy;
+
+use crate::config::{
+    InstanceSettings, Objectives, PlanConfig, RdsCopy, RdsSource, Retention, SourceConfig,
+};
 
 const WEST: &str = "us-west-2";
 const EAST: &str = "us-east-2";
@@ -24,11 +28,10 @@ fn plan(retention: Retention) -> PlanConfig {
             region: EAST.into(),
             kms_key_id: "arn:aws:kms:us-east-2:123456789012:key/k".into(),
         }],
-        instance_class: Some("db.t4g.micro".into()),
-        subnet_group: None,
-        security_groups: Vec::new(),
-        option_group: None,
-        parameter_group: None,
+        restore: InstanceSettings {
+            instance_class: Some("db.t4g.micro".into()),
+            ..InstanceSettings::default()
+        },
         tags: BTreeMap::new(),
         endpoint: None,
         probe_url: None,
@@ -270,8 +273,11 @@ async fn retention_deletes_only_old_tagged_complete_snapshots() {
     fake.add_snapshot(managed(EAST, "lifeboat-app-20261020-030000", "copying"));
     fake.add_snapshot(managed(WEST, "lifeboat-app-20261020-030000", "available"));
     let p = plan(Retention {
-        keep_last: Some(2),
-        ..Default::default()
+        policy: Policy {
+            keep_last: Some(2),
+            ..Default::default()
+        },
+        grace: None,
     });
     let (gone, problems) = retention::apply(fake.as_ref(), &p, None).await.unwrap();
     assert!(problems.is_empty(), "{problems:?}");
@@ -322,7 +328,7 @@ fn keep_policy_daily_and_last() {
     .map(|(i, t)| (format!("s{i}"), 1_700_006_400 + t))
     .collect();
     let daily = retention::keep(
-        &Retention {
+        &Policy {
             keep_daily: Some(2),
             ..Default::default()
         },
@@ -332,7 +338,7 @@ fn keep_policy_daily_and_last() {
     d.sort();
     assert_eq!(d, vec!["s3", "s5"]);
     let last = retention::keep(
-        &Retention {
+        &Policy {
             keep_last: Some(1),
             keep_daily: Some(1),
             ..Default::default()
@@ -341,7 +347,7 @@ fn keep_policy_daily_and_last() {
     );
     assert_eq!(last.len(), 1);
     assert!(
-        retention::keep(&Retention::default(), &items).len() == 5,
+        retention::keep(&Policy::default(), &items).len() == 5,
         "no rule keeps all"
     );
 }

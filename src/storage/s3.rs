@@ -33,7 +33,7 @@ use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{BucketVersioningStatus, ObjectLockEnabled, ObjectLockMode};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
-use lifeboat_repo::backend::{Backend, BackendError, BackendResult, ObjectInfo};
+use lifeboat_repo::backend::{AfterDelete, Backend, BackendError, BackendResult, ObjectInfo};
 use tokio::sync::OnceCell;
 
 use crate::config::{LockMode, ObjectLock, RegionKind};
@@ -611,6 +611,75 @@ impl Backend for S3Backend {
 
     async fn retain_until(&self, name: &str) -> BackendResult<Option<i64>> {
         Ok(self.retention(name).await?.map(|(_, until)| until))
+    }
+
+    /// Object Lock buckets are versioned; others are asked (GetBucketVersioning). On a
+    /// versioned bucket, the lifecycle rules (GetBucketLifecycleConfiguration) say when S3
+    /// removes a deleted object's noncurrent version: the shortest `noncurrent_days` of an
+    /// enabled rule whose filter covers the repository (prefix only: lifeboat tags nothing).
+    /// Rules written before `Filter` existed carry the deprecated `Prefix`: read both.
+    #[allow(deprecated)]
+    async fn after_delete(&self) -> BackendResult<AfterDelete> {
+        let client = self.client().await;
+        let bucket = &self.settings.bucket;
+        if self.settings.object_lock.is_none() {
+            match client.get_bucket_versioning().bucket(bucket).send().await {
+                Ok(out) if out.status().is_none() => return Ok(AfterDelete::Gone),
+                Ok(_) => {}
+                Err(e) => {
+                    return Ok(AfterDelete::Unknown(format!(
+                        "could not read the bucket's versioning ({}): if it is versioned, deleted data stays in noncurrent versions",
+                        describe_error(&e)
+                    )))
+                }
+            }
+        }
+        let repo_prefix = self.key("");
+        let days = match client
+            .get_bucket_lifecycle_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+        {
+            Ok(out) => out
+                .rules()
+                .iter()
+                .filter(|r| r.status() == &aws_sdk_s3::types::ExpirationStatus::Enabled)
+                .filter(|r| {
+                    let f = r.filter();
+                    let only_prefix = f.is_none_or(|f| {
+                        f.tag().is_none()
+                            && f.and().is_none()
+                            && f.object_size_greater_than().is_none()
+                            && f.object_size_less_than().is_none()
+                    });
+                    let prefix = f.and_then(|f| f.prefix()).or(r.prefix()).unwrap_or("");
+                    only_prefix && repo_prefix.starts_with(prefix)
+                })
+                .filter_map(|r| r.noncurrent_version_expiration()?.noncurrent_days())
+                .filter(|d| *d > 0)
+                .min()
+                .map(|d| d as u32),
+            Err(e) if e.code() == Some("NoSuchLifecycleConfiguration") => None,
+            Err(e) => {
+                return Ok(AfterDelete::Noncurrent {
+                    days: None,
+                    note: format!(
+                        "versioned bucket {bucket}: deleted data stays in noncurrent versions; its lifecycle could not be read ({}; the role needs s3:GetLifecycleConfiguration), so when S3 removes them is not known here (terraform's rule: noncurrent_version_expiration_days)",
+                        describe_error(&e)
+                    ),
+                })
+            }
+        };
+        let note = match days {
+            Some(d) => format!(
+                "versioned bucket {bucket}: deleted data stays in a noncurrent version until the bucket's lifecycle removes it {d} days after the delete"
+            ),
+            None => format!(
+                "versioned bucket {bucket}: no lifecycle rule expires noncurrent versions, so deleted data stays in them until someone with s3:DeleteObjectVersion removes them"
+            ),
+        };
+        Ok(AfterDelete::Noncurrent { days, note })
     }
 
     /// PutObjectRetention with the configured mode; never shortens a retention.

@@ -233,7 +233,7 @@ def check_conditions(roles: dict[str, list[Statement]], module: Module) -> list[
             if "s3:PutObject" in acts:
                 out.append(Finding(has("s3:object-lock-mode", ("StringEqualsIfExists",)), f"{w}: PutObject may not ask for another lock mode"))
                 out.append(Finding(has("s3:object-lock-remaining-retention-days", ("NumericLessThanEqualsIfExists",)), f"{w}: PutObject may not lock for longer than allowed"))
-            if any(a.startswith("s3:") and a not in ("s3:ListBucket", "s3:GetBucketVersioning", "s3:GetBucketObjectLockConfiguration") for a in acts):
+            if any(a.startswith("s3:") and a not in ("s3:ListBucket", "s3:GetBucketVersioning", "s3:GetBucketObjectLockConfiguration", "s3:GetLifecycleConfiguration") for a in acts):
                 out.append(Finding(f"/{prefix}*" in res and '"*"' not in res, f"{w}: object actions are granted under the repository prefix ({prefix}) only"))
             if any(a.startswith("kms:") for a in acts):
                 out.append(Finding(has("kms:ViaService", ("StringEquals",)), f"{w}: KMS use only through S3/RDS (kms:ViaService)"))

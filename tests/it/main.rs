@@ -31,6 +31,7 @@ mod recovery;
 mod replicate;
 mod retention;
 mod retention_s3;
+mod retention_schedule;
 mod roundtrip;
 mod s3;
 mod servers;

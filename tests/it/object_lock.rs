@@ -12,7 +12,8 @@ use lifeboat_repo::backend::{conformance, Backend, DynBackend};
 use crate::common::write;
 use crate::servers::{backend, ok, run, s3_workspace, settings, Moto, S3Region};
 
-async fn create_bucket(b: &lifeboat::storage::S3Backend, name: &str, lock: bool) {
+/// Create bucket `name` at `b`'s server, with Object Lock enabled when `lock`.
+pub async fn create_bucket(b: &lifeboat::storage::S3Backend, name: &str, lock: bool) {
     b.client()
         .await
         .create_bucket()

@@ -48,6 +48,16 @@ pub struct S3sServer {
 impl S3sServer {
     /// Start on a free port, with `buckets` created.
     pub fn start(buckets: &[&str]) -> S3sServer {
+        S3sServer::start_with(buckets, None)
+    }
+
+    /// As [`start`](Self::start), refusing every delete with AccessDenied: the rights of
+    /// terraform's writer role (no `s3:DeleteObject`), as AWS enforces them.
+    pub fn start_writer_only(buckets: &[&str]) -> S3sServer {
+        S3sServer::start_with(buckets, Some(WriterOnly))
+    }
+
+    fn start_with(buckets: &[&str], access: Option<WriterOnly>) -> S3sServer {
         let root = tempfile::tempdir().expect("tempdir");
         for b in buckets {
             std::fs::create_dir_all(root.path().join(b)).expect("bucket dir");
@@ -56,6 +66,9 @@ impl S3sServer {
         let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs");
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
         builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        if let Some(access) = access {
+            builder.set_access(access);
+        }
         let service = builder.build();
         let (std_listener, addr) = bind();
         rt.spawn(async move {
@@ -93,6 +106,25 @@ impl Drop for S3sServer {
     fn drop(&mut self) {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
+        }
+    }
+}
+
+/// Signed requests may do anything but delete.
+struct WriterOnly;
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for WriterOnly {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
+        if cx.credentials().is_none() {
+            return Err(s3s::s3_error!(AccessDenied, "Signature is required"));
+        }
+        match cx.s3_op().name() {
+            "DeleteObject" | "DeleteObjects" => Err(s3s::s3_error!(
+                AccessDenied,
+                "not authorized to perform: s3:DeleteObject"
+            )),
+            _ => Ok(()),
         }
     }
 }

@@ -9,7 +9,10 @@
 //!
 //! The receipt (`receipts/<BLAKE3 of the stored bytes>`, JSON in an age file to the
 //! recipients: it names the erased paths) records what was removed, from which snapshots,
-//! which chunks prune must purge, and what Object Lock still holds, with the dates.
+//! which chunks prune must purge, and what Object Lock still holds, with the dates. On a
+//! versioned bucket a delete only hides an object behind a delete marker (the maintainer
+//! role has no `s3:DeleteObjectVersion`): the receipt says, per region, that erased bytes
+//! stay in noncurrent versions and until when the bucket's lifecycle keeps them.
 
 use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
@@ -19,6 +22,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::AfterDelete;
 use crate::error::{RepoError, Result};
 use crate::keys::{age_decrypt, age_encrypt, chunk_id};
 use crate::lock::MaintenanceLock;
@@ -72,6 +76,24 @@ pub struct Receipt {
     pub waiting: Vec<LockedIn>,
     /// Chunk ids of the removed files, which prune purges from every pack.
     pub chunks: Vec<Id>,
+    /// Regions (versioned buckets) where deleted objects stay as noncurrent versions.
+    #[serde(default)]
+    pub noncurrent: Vec<Lingering>,
+}
+
+/// Erased bytes that outlive prune's delete in a region: noncurrent versions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Lingering {
+    pub region: String,
+    /// Days after prune's delete until the bucket's lifecycle removes a noncurrent version;
+    /// `None`: no rule found, so they stay until someone removes them by version id.
+    pub noncurrent_days: Option<u32>,
+    /// The earliest time (epoch seconds) every erased byte can be gone from the region: the
+    /// later of the grace period's end and the region's latest retain-until in `waiting`
+    /// (when prune can delete), plus `noncurrent_days`, provided prune runs then.
+    pub gone_by: Option<i64>,
+    /// The same in words, for the person reading the receipt.
+    pub note: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -203,17 +225,30 @@ fn collect<'a>(
     })
 }
 
+/// What to erase, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct Erasure<'a> {
+    pub plan: &'a str,
+    pub patterns: &'a [String],
+    pub reason: &'a str,
+    /// Who holds the maintenance lock, for others' messages.
+    pub holder: &'a str,
+    /// Prune's grace period (seconds), for the receipt's dates.
+    pub grace: i64,
+    pub dry_run: bool,
+}
+
 /// Erase `patterns` from every snapshot of `plan`. Takes the maintenance lock. With
 /// `dry_run`, nothing is written and the receipt says what would be removed.
-pub async fn erase(
-    repo: &Arc<Repository>,
-    plan: &str,
-    patterns: &[String],
-    reason: &str,
-    holder: &str,
-    dry_run: bool,
-    cancel: &Cancel,
-) -> Result<Receipt> {
+pub async fn erase(repo: &Arc<Repository>, e: &Erasure<'_>, cancel: &Cancel) -> Result<Receipt> {
+    let Erasure {
+        plan,
+        patterns,
+        reason,
+        holder,
+        grace,
+        dry_run,
+    } = *e;
     repo.identity("forget --path")?;
     if patterns.is_empty() || patterns.iter().any(|p| p.trim_matches('/').is_empty()) {
         return Err(RepoError::Invalid(
@@ -227,6 +262,16 @@ pub async fn erase(
         Some(MaintenanceLock::acquire(repo, holder, "erasure").await?)
     };
     let result = erase_locked(repo, plan, patterns, reason, holder, dry_run, cancel).await;
+    let result = match result {
+        Ok(mut receipt) => match lingering(repo, &receipt, grace).await {
+            Ok(l) => {
+                receipt.noncurrent = l;
+                seal(repo, &receipt, dry_run).await.map(|()| receipt)
+            }
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
     if let Some(lock) = lock {
         lock.release().await;
     }
@@ -258,6 +303,7 @@ async fn erase_locked(
         snapshots: Vec::new(),
         waiting: Vec::new(),
         chunks: Vec::new(),
+        noncurrent: Vec::new(),
     };
     let mut all_chunks: BTreeSet<Id> = BTreeSet::new();
     let snapshots: Vec<_> = repo
@@ -361,15 +407,62 @@ async fn erase_locked(
         }
     }
     receipt.chunks = all_chunks.into_iter().collect();
-    if !dry_run && !receipt.snapshots.is_empty() {
-        let plain = serde_json::to_vec(&receipt).map_err(|e| RepoError::Invalid(e.to_string()))?;
-        let sealed = Bytes::from(age_encrypt(&repo.recipients(), &plain)?);
-        let name = format!("{RECEIPT_PREFIX}{}", Id::of_stored(&sealed));
-        for i in repo.read_order() {
-            repo.regions[i].backend.put(&name, sealed.clone()).await?;
-        }
-    }
     Ok(receipt)
+}
+
+/// Store the receipt in every available region (not for a dry run or when nothing matched).
+async fn seal(repo: &Repository, receipt: &Receipt, dry_run: bool) -> Result<()> {
+    if dry_run || receipt.snapshots.is_empty() {
+        return Ok(());
+    }
+    let plain = serde_json::to_vec(receipt).map_err(|e| RepoError::Invalid(e.to_string()))?;
+    let sealed = Bytes::from(age_encrypt(&repo.recipients(), &plain)?);
+    let name = format!("{RECEIPT_PREFIX}{}", Id::of_stored(&sealed));
+    for i in repo.read_order() {
+        repo.regions[i].backend.put(&name, sealed.clone()).await?;
+    }
+    Ok(())
+}
+
+/// Per available region whose deletes leave noncurrent versions: how long erased bytes
+/// stay after prune (see [`Lingering`]).
+async fn lingering(repo: &Repository, receipt: &Receipt, grace: i64) -> Result<Vec<Lingering>> {
+    const DAY: i64 = 86_400;
+    let mut out = Vec::new();
+    for (i, region) in repo.regions.iter().enumerate() {
+        if !repo.is_available(i) {
+            continue;
+        }
+        let deletable = receipt
+            .waiting
+            .iter()
+            .filter(|w| w.region == region.name)
+            .map(|w| w.retain_until)
+            .fold(receipt.created + grace, i64::max);
+        let (days, gone_by, note) = match region.backend.after_delete().await? {
+            AfterDelete::Gone => continue,
+            AfterDelete::Unknown(why) => (None, None, why),
+            AfterDelete::Noncurrent { days, note } => {
+                let gone_by = days.map(|d| deletable + i64::from(d) * DAY);
+                let when = match gone_by {
+                    Some(t) => format!(
+                        "; erased bytes can be gone from this region by {} UTC at the earliest (prune deletes from {} UTC, once the grace period and any Object Lock retention have passed), provided prune runs then",
+                        crate::retention::utc_text(t),
+                        crate::retention::utc_text(deletable)
+                    ),
+                    None => String::new(),
+                };
+                (days, gone_by, format!("{note}{when}"))
+            }
+        };
+        out.push(Lingering {
+            region: region.name.clone(),
+            noncurrent_days: days,
+            gone_by,
+            note,
+        });
+    }
+    Ok(out)
 }
 
 async fn locked_until(b: &crate::backend::DynBackend, name: &str, now: i64) -> Result<Option<i64>> {

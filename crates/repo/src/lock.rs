@@ -106,7 +106,7 @@ impl MaintenanceLock {
                 let Some(other) = other else {
                     continue; // unreadable: treated like an expired lock, never blocks forever
                 };
-                if other.expires <= now() || is_dead_here(&other) {
+                if !other.is_live() {
                     // Expired: its holder died. Remove it when the store lets us.
                     let _ = b.delete(&o.name).await;
                     continue;
@@ -162,6 +162,37 @@ impl Drop for MaintenanceLock {
     }
 }
 
+impl LockInfo {
+    /// Still held: not expired, and not left by a dead process on this host.
+    fn is_live(&self) -> bool {
+        self.expires > now() && !is_dead_here(self)
+    }
+}
+
+/// The maintenance lock someone holds now, if any (read from the first region whose
+/// listing answers). For schedulers that wait instead of failing; [`MaintenanceLock::acquire`]
+/// stays the only guarantee.
+pub async fn current(repo: &Repository) -> Result<Option<LockInfo>> {
+    for i in repo.read_order() {
+        let b = &repo.regions[i].backend;
+        let Ok(objects) = b.list(LOCK_PREFIX).await else {
+            continue;
+        };
+        for o in objects {
+            let info = match b.get(&o.name, None).await {
+                Ok(bytes) => serde_json::from_slice::<LockInfo>(&bytes).ok(),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(info) = info.filter(LockInfo::is_live) {
+                return Ok(Some(info));
+            }
+        }
+        return Ok(None);
+    }
+    Ok(None)
+}
+
 /// Packs carrying a prune marker in any available region.
 pub async fn marked_packs(repo: &Repository) -> Result<std::collections::HashSet<crate::Id>> {
     let mut out = std::collections::HashSet::new();
@@ -172,5 +203,6 @@ pub async fn marked_packs(repo: &Repository) -> Result<std::collections::HashSet
 }
 
 pub(crate) fn mark_id(name: &str) -> Option<crate::Id> {
-    name.strip_prefix(MARK_PREFIX)?.parse().ok()
+    name.strip_prefix(MARK_PREFIX)?;
+    crate::Id::from_object_name(name).ok()
 }

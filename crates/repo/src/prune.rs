@@ -122,7 +122,8 @@ struct Marker {
 }
 
 fn pack_id(name: &str) -> Option<Id> {
-    name.strip_prefix("data/")?.rsplit('/').next()?.parse().ok()
+    name.strip_prefix("data/")?;
+    Id::from_object_name(name).ok()
 }
 
 /// Every blob (tree and data) reachable from `roots`.

@@ -173,6 +173,16 @@ pub fn fixed_offset(offset: i64) -> impl Fn(i64) -> Civil {
     move |t| civil_of(t + offset)
 }
 
+/// `YYYY-MM-DD HH:MM` of epoch seconds in UTC, for messages and receipts.
+pub fn utc_text(t: i64) -> String {
+    let c = civil_of(t);
+    let minute = t.rem_euclid(3600) / 60;
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{minute:02}",
+        c.year, c.month, c.day, c.hour
+    )
+}
+
 fn civil_of(t: i64) -> Civil {
     let days = t.div_euclid(86_400);
     let hour = (t.rem_euclid(86_400) / 3600) as u32;
@@ -255,6 +265,12 @@ mod tests {
         let mut t: Vec<i64> = d.iter().filter(|d| d.keep).map(|d| d.time).collect();
         t.sort();
         t
+    }
+
+    #[test]
+    fn utc_text_names_the_minute() {
+        assert_eq!(utc_text(0), "1970-01-01 00:00");
+        assert_eq!(utc_text(1_798_761_599), "2026-12-31 23:59");
     }
 
     #[test]

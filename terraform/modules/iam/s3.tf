@@ -52,13 +52,15 @@ data "aws_iam_policy_document" "s3_read" {
     }
   }
 
-  # lifeboat checks at start whether the bucket has versioning and Object Lock.
+  # lifeboat checks at start whether the bucket has versioning and Object Lock;
+  # erasure receipts read the lifecycle rule that expires noncurrent versions.
   statement {
     sid    = "ReadBucketSettings"
     effect = "Allow"
     actions = [
       "s3:GetBucketObjectLockConfiguration",
       "s3:GetBucketVersioning",
+      "s3:GetLifecycleConfiguration",
     ]
     resources = local.bucket_arns
   }

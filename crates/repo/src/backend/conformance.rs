@@ -109,11 +109,7 @@ impl Suite {
     /// `list` reports when each object was written, close to this host's clock: prune's grace
     /// period and temporary-file cleanup depend on it.
     async fn modification_time(&self) -> Result<()> {
-        let now = || {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64)
-        };
+        let now = crate::clock::now_secs;
         let before = now();
         let name = self.name("mtime/object");
         self.put(&name, &content(7, 10)).await?;

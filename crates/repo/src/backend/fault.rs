@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::{Backend, BackendError, BackendResult, DynBackend, ObjectInfo};
+use super::{AfterDelete, Backend, BackendError, BackendResult, DynBackend, ObjectInfo};
 
 /// A backend operation, for targeting faults and counting calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -298,6 +298,10 @@ impl Backend for FaultInjector {
 
     fn object_lock_period(&self) -> Option<i64> {
         self.inner.object_lock_period()
+    }
+
+    async fn after_delete(&self) -> BackendResult<AfterDelete> {
+        self.inner.after_delete().await
     }
 
     async fn retain_until(&self, name: &str) -> BackendResult<Option<i64>> {

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::{Backend, BackendError, BackendResult, ObjectInfo};
+use super::{AfterDelete, Backend, BackendError, BackendResult, ObjectInfo};
 
 /// A backend that lets at most `limit` operations reach its inner backend at a time.
 #[derive(Debug)]
@@ -93,6 +93,10 @@ impl<B: Backend + ?Sized> Backend for ConcurrencyLimit<B> {
 
     fn object_lock_period(&self) -> Option<i64> {
         self.inner.object_lock_period()
+    }
+
+    async fn after_delete(&self) -> BackendResult<AfterDelete> {
+        self.inner.after_delete().await
     }
 
     async fn retain_until(&self, name: &str) -> BackendResult<Option<i64>> {

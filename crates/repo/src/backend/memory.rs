@@ -23,12 +23,6 @@ pub struct MemoryBackend {
     objects: Mutex<BTreeMap<String, (Bytes, i64)>>,
 }
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 impl MemoryBackend {
     pub fn new() -> Self {
         Self::default()
@@ -41,7 +35,8 @@ impl MemoryBackend {
 
     /// Store bytes without any checks, e.g. to corrupt an object in a test.
     pub fn set_raw(&self, name: impl Into<String>, bytes: impl Into<Bytes>) {
-        self.lock().insert(name.into(), (bytes.into(), now_secs()));
+        self.lock()
+            .insert(name.into(), (bytes.into(), crate::clock::now_secs()));
     }
 
     /// Every stored name, sorted.
@@ -74,7 +69,8 @@ fn check(op: &'static str, name: &str) -> BackendResult<()> {
 impl Backend for MemoryBackend {
     async fn put(&self, name: &str, data: Bytes) -> BackendResult<()> {
         check("put", name)?;
-        self.lock().insert(name.to_string(), (data, now_secs()));
+        self.lock()
+            .insert(name.to_string(), (data, crate::clock::now_secs()));
         Ok(())
     }
 

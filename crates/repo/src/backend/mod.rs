@@ -134,6 +134,19 @@ impl BackendError {
 
 pub type BackendResult<T> = Result<T, BackendError>;
 
+/// What a `delete` leaves behind in a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterDelete {
+    /// The bytes are gone.
+    Gone,
+    /// A versioned bucket: a delete adds a delete marker and the bytes stay in a noncurrent
+    /// version, which the bucket's lifecycle removes `days` after the delete (`None`: no rule
+    /// that does so was found). `note` says where that came from, in words.
+    Noncurrent { days: Option<u32>, note: String },
+    /// Not known (the store's settings could not be read); the text says why.
+    Unknown(String),
+}
+
 /// A flat object store. See the module documentation for the contract.
 #[async_trait]
 pub trait Backend: Send + Sync + fmt::Debug {
@@ -164,6 +177,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     async fn extend_retention(&self, name: &str, until: i64) -> BackendResult<bool> {
         let _ = (name, until);
         Ok(false)
+    }
+    /// What deleting an object leaves behind (erasure receipts say it).
+    async fn after_delete(&self) -> BackendResult<AfterDelete> {
+        Ok(AfterDelete::Gone)
     }
     /// Remove leftovers of interrupted `put`s older than `older_than`; how many went.
     async fn clean_temp(&self, older_than: Duration) -> BackendResult<usize> {

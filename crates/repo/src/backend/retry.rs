@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rand::Rng;
 
-use super::{Backend, BackendResult, ObjectInfo};
+use super::{AfterDelete, Backend, BackendResult, ObjectInfo};
 
 /// How often and how patiently to retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +159,10 @@ impl<B: Backend + ?Sized> Backend for Retry<B> {
 
     fn object_lock_period(&self) -> Option<i64> {
         self.inner.object_lock_period()
+    }
+
+    async fn after_delete(&self) -> BackendResult<AfterDelete> {
+        self.inner.after_delete().await
     }
 
     async fn retain_until(&self, name: &str) -> BackendResult<Option<i64>> {
