@@ -56,9 +56,8 @@ impl Repository {
     /// no region took it.
     pub async fn put_drill_report(&self, id: &str, report: &[u8]) -> Result<DrillWrite> {
         check_id(id)?;
-        let writer_rcpt = self.writer().recipient();
         let mut rcpts = self.recipients();
-        rcpts.push(&writer_rcpt);
+        rcpts.push(self.writer_recipient());
         let sealed = Bytes::from(age_encrypt(&rcpts, report)?);
         let name = format!("{PREFIX}{id}");
         let mut out = DrillWrite::default();
@@ -131,11 +130,7 @@ impl Repository {
     pub async fn get_drill_report(&self, id: &str) -> Result<Vec<u8>> {
         check_id(id)?;
         let name = format!("{PREFIX}{id}");
-        let ident = if self.has_identity() {
-            self.identity("read a drill report")?.inner()
-        } else {
-            self.writer().as_identity()
-        };
+        let ident = self.metadata_keys().age_keys;
         let (bytes, _) = self
             .get_checked(&name, |b| age_decrypt(ident, b, &name).map(|_| ()))
             .await?;
