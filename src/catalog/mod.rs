@@ -9,8 +9,11 @@
 //! source of truth: `snapshots` can be rebuilt from any region ([`sync`]); losing the rest
 //! loses history, not backups.
 //!
-//! Connections to PostgreSQL use plain TCP (no TLS support is compiled in): point
-//! `catalog.url` at a server on localhost, a private network or a TLS-terminating proxy.
+//! Connections to PostgreSQL use TLS as the URL's `sslmode` says (sqlx with rustls on the
+//! aws-lc provider, TLS 1.2 or 1.3 only): `disable`, `prefer` (sqlx's and libpq's default:
+//! TLS when the server offers it, unauthenticated), `require` (TLS, no certificate check),
+//! `verify-ca` (the chain must lead to `sslrootcert`, or to the Mozilla roots without one),
+//! `verify-full` (also the host name: the production setting, docs/operations.md).
 
 use std::time::Duration;
 
@@ -56,6 +59,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rds snapshot state",
         include_str!("../../migrations/0006_rds_snapshot_state.sql"),
     ),
+    (
+        8,
+        "audit chain",
+        include_str!("../../migrations/0008_audit_chain.sql"),
+    ),
 ];
 
 /// Which SQL database holds the catalog (not a storage `Backend`).
@@ -70,6 +78,9 @@ pub enum Database {
 pub struct Catalog {
     pool: AnyPool,
     database: Database,
+    /// Where the catalog is (no password), naming its audit chain.
+    locator: String,
+    audit_seal: audit::SealSlot,
 }
 
 impl Catalog {
@@ -118,7 +129,12 @@ impl Catalog {
                 .await
                 .context("catalog: enable WAL")?;
         }
-        let catalog = Catalog { pool, database };
+        let catalog = Catalog {
+            pool,
+            database,
+            locator: locator(database, &url),
+            audit_seal: Default::default(),
+        };
         catalog.migrate().await?;
         Ok(catalog)
     }
@@ -159,6 +175,33 @@ impl Catalog {
 
     pub fn database(&self) -> Database {
         self.database
+    }
+}
+
+/// Where a catalog is, for the name of its audit chain: this host and the absolute file of a
+/// SQLite catalog (each host's own trail); server, port and database of a PostgreSQL one
+/// (shared by its hosts). No user, password or parameters.
+fn locator(database: Database, url: &str) -> String {
+    match database {
+        Database::Sqlite => {
+            let rest = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
+            let file = rest.split('?').next().unwrap_or_default();
+            let path = std::fs::canonicalize(file)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| file.to_string());
+            format!("sqlite {} {path}", crate::host::hostname())
+        }
+        Database::Postgres => match url::Url::parse(url) {
+            Ok(u) => format!(
+                "postgres {}:{}{}",
+                u.host_str().unwrap_or("localhost"),
+                u.port().unwrap_or(5432),
+                u.path()
+            ),
+            Err(_) => format!("postgres {}", crate::host::redact_url(url)),
+        },
     }
 }
 

@@ -1,19 +1,55 @@
-//! `lifeboat audit`: list the audit trail and verify its hash chain; and [`record`], which
-//! appends one entry for every command that reads, restores or changes backups.
+//! `lifeboat audit`: list the audit trail and verify its chain against the regions; and
+//! [`Trail`], which writes an intent and an outcome entry for every command that reads,
+//! restores or changes backups.
 
 use anyhow::Result;
 use serde_json::json;
 
 use super::render::{table, time};
 use super::{exit, load_config, Cli, Command};
-use crate::catalog::audit::{verify, AuditEntry};
+use crate::catalog::audit::{AuditEntry, AuditEvent, AuditPhase};
 use crate::catalog::Catalog;
+
+/// The WHO column: the OS user, and the AWS principal when known.
+fn who(e: &AuditEvent) -> String {
+    match &e.principal {
+        Some(p) => format!("{} [{p}]", e.os_user),
+        None => e.os_user.clone(),
+    }
+}
+
+/// The OUTCOME column: an intent whose outcome never came says so.
+fn outcome_text(e: &AuditEvent, all: &[AuditEvent]) -> String {
+    match e.phase.as_deref() {
+        Some("intent") if !all.iter().any(|o| o.intent == Some(e.seq)) => {
+            "started, no outcome (killed, or still running)".into()
+        }
+        Some("intent") => "started".into(),
+        Some("outcome") => match e.intent {
+            Some(i) => format!("{} (of {i})", e.outcome),
+            None => e.outcome.clone(),
+        },
+        _ => e.outcome.clone(),
+    }
+}
 
 pub async fn run(cli: &Cli, check: bool, limit: Option<i64>, json: bool) -> Result<u8> {
     let config = load_config(cli)?;
-    let catalog = Catalog::open(config.catalog_url()?).await?;
+    let catalog = if check {
+        crate::engine::audit::open_catalog(&config).await?
+    } else {
+        Catalog::open(config.catalog_url()?).await?
+    };
     let all = catalog.audit_events(None).await?;
-    let problems = if check { verify(&all) } else { Vec::new() };
+    let trail = if check {
+        Some(crate::engine::audit::verify(&catalog).await?)
+    } else {
+        None
+    };
+    let problems = trail
+        .as_ref()
+        .map(|t| t.problems.clone())
+        .unwrap_or_default();
     let shown = match limit {
         Some(n) if n >= 0 => &all[all.len().saturating_sub(n as usize)..],
         _ => &all[..],
@@ -25,6 +61,7 @@ pub async fn run(cli: &Cli, check: bool, limit: Option<i64>, json: bool) -> Resu
             "intact": problems.is_empty(),
             "problems": problems,
             "head": all.last().map(|e| json!({"seq": e.seq, "hash": e.hash})),
+            "regions": trail,
         }));
     } else {
         let rows: Vec<Vec<String>> = shown
@@ -33,13 +70,10 @@ pub async fn run(cli: &Cli, check: bool, limit: Option<i64>, json: bool) -> Resu
                 vec![
                     e.seq.to_string(),
                     time(e.at),
-                    match &e.principal {
-                        Some(p) => format!("{} [{p}]", e.os_user),
-                        None => e.os_user.clone(),
-                    },
+                    who(e),
                     e.host.clone(),
                     e.command.clone(),
-                    e.outcome.clone(),
+                    outcome_text(e, &all),
                 ]
             })
             .collect();
@@ -51,16 +85,30 @@ pub async fn run(cli: &Cli, check: bool, limit: Option<i64>, json: bool) -> Resu
                 table(&["SEQ", "AT", "WHO", "HOST", "COMMAND", "OUTCOME"], &rows)
             );
         }
-        if check {
+        if let Some(t) = &trail {
             for p in &problems {
                 println!("TAMPERED entry {}: {}", p.seq, p.message);
             }
+            for name in &t.forged {
+                println!("warning: {name} does not authenticate under the chain key (forged object?); ignored");
+            }
+            for (r, e) in &t.unreachable {
+                println!("warning: region {r} not listed ({e}); compared with the other regions");
+            }
+            if t.not_checkpointed > 0 {
+                println!(
+                    "note: {} keyed entries are in no region (written while the regions were unreachable)",
+                    t.not_checkpointed
+                );
+            }
             match (problems.is_empty(), all.last()) {
                 (true, Some(head)) => println!(
-                    "audit chain intact: {} entries, head {} {}",
+                    "audit chain intact: {} entries, head {} {}; regions hold up to {} (chain {})",
                     all.len(),
                     head.seq,
-                    head.hash
+                    head.hash,
+                    t.regions_head.map_or("none".to_string(), |s| s.to_string()),
+                    t.chain
                 ),
                 (true, None) => println!("audit chain intact (empty)"),
                 (false, _) => println!("audit chain BROKEN: {} problem(s)", problems.len()),
@@ -112,41 +160,93 @@ fn describe(command: &Command) -> Audited {
     Audited::Yes { target }
 }
 
-/// Append the audit entry for the command just run, with its outcome. Failures to write
-/// the trail are reported on stderr, not fatal.
-pub async fn record(cli: &Cli, outcome: &Result<u8>) {
-    let Audited::Yes { target } = describe(&cli.command) else {
-        return;
-    };
-    let Ok(config) = load_config(cli) else {
-        return; // nothing to act on, nowhere to write
-    };
-    if config.catalog_url.is_none() {
-        return; // a configuration from the command line: no catalog to write to
+/// The audit record of one command: its intent entry, written before the command runs
+/// (so a killed command still leaves one), and the catalog to write its outcome to.
+pub struct Trail {
+    config: crate::config::Config,
+    catalog: Catalog,
+    command: String,
+    target: Option<String>,
+    intent: Option<i64>,
+}
+
+impl Trail {
+    /// Write the intent entry of the command `cli` is about to run, when it is audited and
+    /// the configuration has a catalog. Failures to write the trail are reported on stderr,
+    /// not fatal.
+    pub async fn start(cli: &Cli) -> Option<Trail> {
+        let Audited::Yes { target } = describe(&cli.command) else {
+            return None;
+        };
+        let config = load_config(cli).ok()?; // nothing to act on, nowhere to write
+        config.catalog_url.as_ref()?; // a configuration from the command line: no catalog
+                                      // args_os: paths need not be UTF-8 (std::env::args would panic on them).
+        let args: Vec<String> = std::env::args_os()
+            .skip(1)
+            .map(|a| {
+                // A password in a URL argument (`--to postgres://…`) stays out of the trail.
+                let a = a.to_string_lossy();
+                if a.contains("://") {
+                    crate::host::redact_url(&a)
+                } else {
+                    a.into_owned()
+                }
+            })
+            .collect();
+        let catalog = match crate::engine::audit::open_catalog(&config).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("lifeboat: warning: could not append to the audit trail: {e:#}");
+                return None;
+            }
+        };
+        let mut trail = Trail {
+            config,
+            catalog,
+            command: args.join(" "),
+            target,
+            intent: None,
+        };
+        let entry = AuditEntry {
+            command: trail.command.clone(),
+            target: trail.target.clone(),
+            outcome: "started".into(),
+            detail: None,
+            phase: Some(AuditPhase::Intent),
+            intent: None,
+        };
+        match trail.catalog.audit(entry).await {
+            Ok(ev) => trail.intent = Some(ev.seq),
+            Err(e) => eprintln!("lifeboat: warning: could not append to the audit trail: {e:#}"),
+        }
+        Some(trail)
     }
-    // args_os: paths need not be UTF-8 (std::env::args would panic on them).
-    let args: Vec<String> = std::env::args_os()
-        .skip(1)
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let outcome_text = match outcome {
-        Ok(code) if *code == exit::OK => "ok".to_string(),
-        Ok(code) if *code == exit::DEGRADED => "degraded".to_string(),
-        Ok(code) => format!("exit {code}"),
-        Err(e) => format!("failed (exit {})", exit::code_for(e)),
-    };
-    let entry = AuditEntry {
-        command: args.join(" "),
-        target,
-        outcome: outcome_text,
-        detail: outcome.as_ref().err().map(|e| format!("{e:#}")),
-    };
-    let res = async {
-        let catalog = Catalog::open(config.catalog_url()?).await?;
-        catalog.audit(entry).await
-    }
-    .await;
-    if let Err(e) = res {
-        eprintln!("lifeboat: warning: could not append to the audit trail: {e:#}");
+
+    /// Write the outcome entry. When the repository could not be opened for the intent
+    /// (`init` creates it), it is tried again, and the intent is checkpointed late.
+    pub async fn finish(self, outcome: &Result<u8>) {
+        if self.catalog.audit_seal().is_none_or(|s| s.repo.is_none()) {
+            crate::engine::audit::seal(&self.config, &self.catalog, None).await;
+            if let Some(seq) = self.intent {
+                self.catalog.checkpoint_audit_event(seq).await;
+            }
+        }
+        let outcome_text = match outcome {
+            Ok(code) if *code == exit::OK => "ok".to_string(),
+            Ok(code) if *code == exit::DEGRADED => "degraded".to_string(),
+            Ok(code) => format!("exit {code}"),
+            Err(e) => format!("failed (exit {})", exit::code_for(e)),
+        };
+        let entry = AuditEntry {
+            command: self.command,
+            target: self.target,
+            outcome: outcome_text,
+            detail: outcome.as_ref().err().map(|e| format!("{e:#}")),
+            phase: Some(AuditPhase::Outcome),
+            intent: self.intent,
+        };
+        if let Err(e) = self.catalog.audit(entry).await {
+            eprintln!("lifeboat: warning: could not append to the audit trail: {e:#}");
+        }
     }
 }

@@ -62,6 +62,19 @@ pub async fn run(cli: &Cli, cmd: &CatalogCommand) -> Result<u8> {
                     "drill history: {} reports in the regions, {} new to the catalog",
                     report.drills, report.drills_restored
                 );
+                match &report.audit {
+                    Ok(a) => println!(
+                        "audit trail: {} entries brought back from the regions, {} rewritten ones replaced{}",
+                        a.restored,
+                        a.replaced,
+                        if a.forged.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; {} objects ignored (they do not authenticate)", a.forged.len())
+                        }
+                    ),
+                    Err(e) => println!("warning: audit trail not synced: {e}"),
+                }
                 for (r, e) in &report.unreachable {
                     println!(
                         "warning: region {r} not listed ({e}); its snapshots show as not complete"

@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::{exit, load_config, Cli};
-use crate::catalog::Catalog;
 use crate::daemon::alerts::{Alerter, Format, Webhook};
 use crate::daemon::runner::{alert_once, DaemonOptions};
 use crate::daemon::{run_daemon, ExecOptions, Executor};
@@ -42,6 +41,10 @@ pub struct ExecArgs {
         hide_env_values = true
     )]
     slack_webhooks: Vec<String>,
+    /// Accept plain http:// webhooks that are not on a loopback address (alerts and the
+    /// URL's token then cross the network unencrypted).
+    #[arg(long)]
+    allow_insecure_webhooks: bool,
     /// Runbooks (runbooks/*.toml) to schedule: drills without an approve step run when their
     /// frequency falls due; due ones with a gate raise the drill_overdue alert.
     #[arg(long, value_name = "DIR")]
@@ -75,7 +78,8 @@ pub struct RunDueArgs {
 async fn executor(cli: &Cli, args: &ExecArgs) -> Result<(Executor, Alerter)> {
     let config = load_config(cli)?;
     crate::daemon::check_schedules(&config)?;
-    let catalog = Catalog::open(config.catalog_url()?).await?;
+    // Scheduled runs and drills are audited keyed and checkpointed like commands.
+    let catalog = crate::engine::audit::open_catalog(&config).await?;
     let options = ExecOptions {
         retries: args.retries,
         backoff: args.backoff,
@@ -88,14 +92,12 @@ async fn executor(cli: &Cli, args: &ExecArgs) -> Result<(Executor, Alerter)> {
         (&args.slack_webhooks, Format::Slack),
     ] {
         for url in urls {
-            anyhow::ensure!(
-                url.starts_with("http://") || url.starts_with("https://"),
-                "webhook URLs start with http:// or https://"
-            );
-            webhooks.push(Webhook {
-                url: url.clone(),
+            webhooks.push(Webhook::checked(
+                url,
                 format,
-            });
+                args.allow_insecure_webhooks,
+                "--webhook / --slack-webhook",
+            )?);
         }
     }
     let alerter = Alerter {

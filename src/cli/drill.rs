@@ -186,7 +186,7 @@ pub async fn run(cli: &Cli, c: &DrillCommand) -> Result<u8> {
                     });
                 }
             }
-            let catalog = Catalog::open(config.catalog_url()?).await?;
+            let catalog = crate::engine::audit::open_catalog(&config).await?;
             let interrupt = super::output::cancel_on_signals();
             let options = RunOptions {
                 approve_all: *approve_all,

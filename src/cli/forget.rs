@@ -194,6 +194,7 @@ async fn erase(config: &Config, args: &ForgetArgs) -> Result<u8> {
     let receipt = res?;
     let json = serde_json::to_value(&receipt)?;
     if let (Some(c), false) = (history.catalog(), args.dry_run) {
+        crate::engine::audit::seal(config, c, Some(repo.clone())).await;
         let entry = AuditEntry {
             command: "erasure receipt".into(),
             target: Some(plan.clone()),
@@ -204,6 +205,7 @@ async fn erase(config: &Config, args: &ForgetArgs) -> Result<u8> {
                 "snapshots": receipt.snapshots,
                 "waiting": receipt.waiting,
             }))?),
+            ..Default::default()
         };
         if let Err(e) = c.audit(entry).await {
             tracing::warn!(error = %format!("{e:#}"), "could not add the erasure receipt to the audit trail");

@@ -215,9 +215,13 @@ pub enum Command {
     /// The catalog database: rebuild it from a region, list what it knows.
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
-    /// The audit trail of commands that read, restored or changed backups.
+    /// The audit trail of commands that read, restored or changed backups: an intent entry
+    /// before each command and an outcome entry after, chained under a keyed MAC and
+    /// checkpointed into every region (`audit/`).
     Audit {
-        /// Check the hash chain; exit 4 if an entry was modified or deleted.
+        /// Check the chain and compare it with the regions' checkpoints; exit 4 naming the
+        /// first entry that was modified, rewritten or deleted, or the range a truncated
+        /// catalog lost (`catalog sync` brings it back). Needs the writer key or identity.
         #[arg(long)]
         verify: bool,
         /// Only the newest N entries (the chain is always verified whole).
@@ -372,8 +376,11 @@ pub fn main() -> ExitCode {
         }
     };
     let outcome = rt.block_on(async {
+        let trail = audit::Trail::start(&cli).await;
         let outcome = commands::run(&cli).await;
-        audit::record(&cli, &outcome).await;
+        if let Some(trail) = trail {
+            trail.finish(&outcome).await;
+        }
         outcome
     });
     match outcome {

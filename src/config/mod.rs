@@ -22,6 +22,7 @@ mod region;
 mod resolve;
 #[cfg(test)]
 mod tests;
+pub mod transport;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

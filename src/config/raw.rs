@@ -58,6 +58,8 @@ pub(super) struct RawRegion {
     pub region: Text,
     pub prefix: Text,
     pub endpoint: Text,
+    /// Accept a plain `http://` endpoint that is not a loopback address.
+    pub allow_insecure: Option<Spanned<bool>>,
     pub object_lock_days: Option<Spanned<u32>>,
     pub object_lock_mode: Text,
     pub timeout: Text,

@@ -259,7 +259,14 @@ impl Resolver<'_> {
                 if password.is_none() {
                     return Err(self.err(v.span(), &format!("{key}.probe_url"), "a probe_url needs the password's reference: set password_env or password_file"));
                 }
-                Some(self.pg_url(v, &format!("{key}.probe_url"))?)
+                // `postgres://user@/db` names no host: the restored instance's endpoint is
+                // filled in at probe time. The rest is checked with a stand-in host.
+                let stand_in = with_stand_in_host(v.get_ref());
+                self.pg_url(
+                    &Spanned::new(v.span(), stand_in),
+                    &format!("{key}.probe_url"),
+                )?;
+                Some(v.get_ref().clone())
             }
             None => None,
         };
@@ -323,5 +330,20 @@ impl Resolver<'_> {
                 v.get_ref()
             ),
         ))
+    }
+}
+
+/// `scheme://[user@]/rest` with an empty host → the same URL with a stand-in host, for
+/// validation only; a URL that names a host comes back unchanged.
+fn with_stand_in_host(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    if authority.is_empty() || authority.ends_with('@') {
+        format!("{scheme}://{authority}rds-endpoint.invalid{}", &rest[end..])
+    } else {
+        url.to_string()
     }
 }

@@ -11,7 +11,7 @@ use super::resolve::{Resolver, Result};
 use super::{ConfigError, LockMode, ObjectLock, RegionConfig, RegionKind};
 
 /// The forms `--region` takes, for error messages.
-const REGION_ARG_FORMS: &str = "NAME=local:/PATH or NAME=s3://BUCKET[/PREFIX][?region=AWS_REGION&endpoint=URL&timeout=DURATION]";
+const REGION_ARG_FORMS: &str = "NAME=local:/PATH or NAME=s3://BUCKET[/PREFIX][?region=AWS_REGION&endpoint=URL&timeout=DURATION&allow_insecure=true]";
 
 /// A region given on the command line (`--region NAME=URL`), checked by the same rules as a
 /// `[[regions]]` table: `NAME=local:/PATH` or `NAME=s3://BUCKET/PREFIX`, with optional
@@ -49,6 +49,9 @@ pub fn parse_region_arg(arg: &str) -> std::result::Result<RegionConfig, ConfigEr
                 Some(("region", v)) => raw.region = text(v),
                 Some(("endpoint", v)) => raw.endpoint = text(v),
                 Some(("timeout", v)) => raw.timeout = text(v),
+                Some(("allow_insecure", v)) => {
+                    raw.allow_insecure = Some(Spanned::new(0..0, v == "true"))
+                }
                 _ => {
                     return Err(invalid(format!(
                         "unknown parameter {pair:?} (expected {REGION_ARG_FORMS})"
@@ -148,6 +151,10 @@ impl Resolver<'_> {
             ("prefix", raw.prefix.as_ref().map(Spanned::span)),
             ("endpoint", raw.endpoint.as_ref().map(Spanned::span)),
             (
+                "allow_insecure",
+                raw.allow_insecure.as_ref().map(Spanned::span),
+            ),
+            (
                 "object_lock_days",
                 raw.object_lock_days.as_ref().map(Spanned::span),
             ),
@@ -235,6 +242,11 @@ impl Resolver<'_> {
                         &format!("{key}.endpoint"),
                         format!("invalid endpoint {url:?} (expected a URL such as \"http://127.0.0.1:9000\")"),
                     ));
+                }
+                let allow = raw.allow_insecure.as_ref().is_some_and(|a| *a.get_ref());
+                if let Some(problem) = super::transport::plain_http_refusal(url, allow, "endpoint")
+                {
+                    return Err(self.err(endpoint.span(), &format!("{key}.endpoint"), problem));
                 }
                 Some(url.clone())
             }

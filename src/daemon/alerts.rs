@@ -36,6 +36,41 @@ pub struct Webhook {
     pub format: Format,
 }
 
+impl Webhook {
+    /// A webhook at `url`, refused (a usage error, exit 2) unless it is `https://`, a
+    /// loopback `http://` (a test receiver), or `allow_insecure` was given for it: the URL
+    /// often holds the token, and alerts name plans and hosts. `origin` names where the
+    /// URL came from (`--webhook`, `LIFEBOAT_WEBHOOK_URL`).
+    pub fn checked(
+        url: &str,
+        format: Format,
+        allow_insecure: bool,
+        origin: &str,
+    ) -> std::result::Result<Webhook, crate::config::ConfigError> {
+        let invalid = |problem: String| crate::config::ConfigError::Invalid {
+            file: std::path::PathBuf::from(origin),
+            at: None,
+            key: String::new(),
+            problem,
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(format!(
+                "webhook URLs start with https:// (or http:// for a loopback receiver), not {}",
+                host_of(url)
+            )));
+        }
+        if let Some(p) =
+            crate::config::transport::plain_http_refusal(url, allow_insecure, "webhook")
+        {
+            return Err(invalid(p));
+        }
+        Ok(Webhook {
+            url: url.to_string(),
+            format,
+        })
+    }
+}
+
 impl std::fmt::Debug for Webhook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Webhook({:?}, {})", self.format, host_of(&self.url))
@@ -266,15 +301,30 @@ pub fn payload(format: Format, n: &Notification) -> serde_json::Value {
     }
 }
 
-/// POST `body` as JSON to the webhook, over http:// or https:// (rustls with the system's
-/// root certificates). Any 2xx is success.
+/// POST `body` as JSON to the webhook, over https:// (rustls on aws-lc, TLS 1.3 or 1.2
+/// only, the system's root certificates) or, where [`Webhook::checked`] allowed it, plain
+/// http://. Any 2xx is success.
 pub async fn post(hook: &Webhook, body: &serde_json::Value) -> Result<()> {
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    anyhow::ensure!(
+        !roots.is_empty(),
+        "webhook: no system root certificates could be loaded ({} errors; install ca-certificates)",
+        native.errors.len()
+    );
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("webhook: TLS configuration")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider)
-        .context("load the system's root certificates")?
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .build();

@@ -332,6 +332,7 @@ impl Executor {
             target: Some(due.plan.clone()),
             outcome: phase.as_str().into(),
             detail: report.as_ref().err().map(|e| format!("{e:#}")),
+            ..Default::default()
         };
         if let Err(e) = self.catalog.audit(entry).await {
             tracing::error!(error = %format!("{e:#}"), "could not append to the audit trail");

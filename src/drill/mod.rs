@@ -168,6 +168,7 @@ async fn audit(catalog: &Catalog, command: &str, outcome: &str, detail: Option<S
         target: None,
         outcome: outcome.to_string(),
         detail,
+        ..Default::default()
     };
     if let Err(e) = catalog.audit(entry).await {
         tracing::warn!(error = %format!("{e:#}"), "could not append to the audit trail");

@@ -206,7 +206,11 @@ pub fn webhooks() -> Vec<crate::daemon::alerts::Webhook> {
     ] {
         if let Ok(url) = std::env::var(var) {
             if !url.is_empty() {
-                out.push(Webhook { url, format });
+                // Refused like the daemon's: https://, or plain http:// to loopback only.
+                match Webhook::checked(&url, format, false, var) {
+                    Ok(hook) => out.push(hook),
+                    Err(e) => tracing::warn!(error = %e, "drill notify: webhook refused"),
+                }
             }
         }
     }
@@ -243,11 +247,26 @@ pub async fn sleep_or_cancel(d: Duration, cancel: &Cancel) -> bool {
     }
 }
 
-/// Run `argv` without a shell, its environment scrubbed of lifeboat's secrets; killed on
-/// cancel. Returns the exit code (-1: killed by a signal) and stdout.
+/// Kills a command step's whole process group when dropped before the step's child was
+/// waited for: a step that times out (its future is dropped) or is cancelled must not leave
+/// a shell script's own children running after the drill.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            crate::source::child::kill_group(pgid);
+        }
+    }
+}
+
+/// Run `argv` without a shell, in its own process group, its environment scrubbed of
+/// lifeboat's secrets; the whole group is killed on cancel or when the step's timeout drops
+/// this future. Returns the exit code (-1: killed by a signal) and stdout.
 async fn command(config: &Config, argv: &[String], cancel: &Cancel) -> Result<(i32, String)> {
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -258,23 +277,23 @@ async fn command(config: &Config, argv: &[String], cancel: &Cancel) -> Result<(i
     let mut child = cmd
         .spawn()
         .with_context(|| format!("start {:?}", argv[0]))?;
+    let mut group = GroupGuard(child.id());
     let mut stdout = child.stdout.take().context("child stdout")?;
     let reader = tokio::spawn(async move {
         let mut buf = Vec::new();
         let _ = stdout.read_to_end(&mut buf).await;
         buf
     });
-    let status = loop {
-        tokio::select! {
-            s = child.wait() => break s.context("wait for the command")?,
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                if cancel.is_cancelled() {
-                    let _ = child.kill().await;
-                    anyhow::bail!("{:?} killed: step cancelled", argv[0]);
-                }
-            }
+    let status = tokio::select! {
+        s = child.wait() => s.context("wait for the command")?,
+        _ = cancel.cancelled() => {
+            drop(group);
+            let _ = child.kill().await;
+            anyhow::bail!("{:?} killed: step cancelled", argv[0]);
         }
     };
+    // Exited on its own: what it left running in the background is its business.
+    group.0 = None;
     let out = reader.await.unwrap_or_default();
     Ok((
         status.code().unwrap_or(-1),
@@ -324,10 +343,17 @@ async fn approve(
             "drill: {prompt} [y/N] (as {approver}, {} to answer) ",
             humantime::format_duration(timeout)
         );
-        let answer = tokio::task::spawn_blocking(|| {
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line).map(|_| line)
-        });
+        // A plain thread, not `spawn_blocking`: after a timeout nobody answers, and the
+        // runtime waits for its blocking pool at exit, so a pending read would hold the
+        // process open until someone pressed Enter.
+        let (tx, answer) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("lifeboat-gate-prompt".into())
+            .spawn(move || {
+                let mut line = String::new();
+                let _ = tx.send(std::io::stdin().read_line(&mut line).map(|_| line));
+            })
+            .context("start the prompt reader")?;
         tokio::select! {
             a = answer => {
                 let line = a.context("read the answer")?.context("read the answer")?;

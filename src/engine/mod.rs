@@ -11,6 +11,7 @@ use lifeboat_repo::Repository;
 use crate::config::Config;
 use crate::storage::RegionFaults;
 
+pub mod audit;
 pub mod backup;
 pub mod kinds;
 pub mod record;

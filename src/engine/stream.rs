@@ -198,7 +198,8 @@ pub fn pg_restore_command(
             cmd.arg("--single-transaction");
         }
     }
-    cmd.arg(format!("--dbname={url}"));
+    cmd.arg(format!("--dbname={url}"))
+        .envs(crate::source::pgtls::libpq_env(url));
     if let Some((_, file)) = parallel {
         cmd.arg(file);
     }

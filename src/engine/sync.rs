@@ -8,7 +8,9 @@
 //!
 //! Drill history comes back too: every `drills/<id>` report the regions hold that the
 //! catalog lacks is read, decrypted and recorded (fields per the report schema in
-//! docs/runbooks.md), so drill age and `drill report` survive the loss of the catalog.
+//! docs/runbooks.md), so drill age and `drill report` survive the loss of the catalog. So
+//! does the audit trail: entries the regions' `audit/` checkpoints hold and the catalog
+//! lacks (or holds rewritten) are authenticated and put back (`engine::audit::sync`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,6 +36,8 @@ pub struct SyncReport {
     pub listed: Vec<String>,
     /// Regions that could not be listed, with the reason.
     pub unreachable: Vec<(String, String)>,
+    /// The audit trail brought back from the regions' checkpoints, or why it was not.
+    pub audit: std::result::Result<crate::engine::audit::TrailSync, String>,
 }
 
 pub async fn sync(config: &Config, catalog: &Catalog, from: Option<&str>) -> Result<SyncReport> {
@@ -49,9 +53,11 @@ pub async fn sync(config: &Config, catalog: &Catalog, from: Option<&str>) -> Res
         None => all.clone(),
     };
     let keys = keyring(config, KeyNeed::Any)?;
-    let repo = Repository::open(read_from, keys, from)
-        .await
-        .context("open the repository")?;
+    let repo = std::sync::Arc::new(
+        Repository::open(read_from, keys, from)
+            .await
+            .context("open the repository")?,
+    );
     if let Some(name) = from {
         if let Some(RegionState::Unavailable(e)) = repo.states.first() {
             anyhow::bail!("region {name}: {e}");
@@ -114,6 +120,9 @@ pub async fn sync(config: &Config, catalog: &Catalog, from: Option<&str>) -> Res
         }
     }
     let (drills, drills_restored) = sync_drills(&repo, catalog).await?;
+    let audit = crate::engine::audit::sync(config, catalog, repo.clone())
+        .await
+        .map_err(|e| format!("{e:#}"));
     for (region, e) in &unreachable {
         tracing::warn!(region = %region, error = %e, "catalog sync: region not listed; its snapshots show as not complete");
     }
@@ -124,6 +133,7 @@ pub async fn sync(config: &Config, catalog: &Catalog, from: Option<&str>) -> Res
         drills_restored,
         listed: listed.into_keys().collect(),
         unreachable,
+        audit,
     })
 }
 

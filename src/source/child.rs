@@ -55,7 +55,7 @@ fn spawn_error(e: std::io::Error, what: &str, hint: &str) -> anyhow::Error {
 
 /// Kill the process group `pgid` (the child's pid: each child leads its own group).
 /// A group that no longer exists gives ESRCH, which is ignored.
-fn kill_group(pgid: u32) {
+pub(crate) fn kill_group(pgid: u32) {
     let pid = i32::try_from(pgid)
         .ok()
         .and_then(rustix::process::Pid::from_raw);

@@ -6,4 +6,5 @@ pub mod cache;
 pub mod child;
 pub mod command;
 pub mod dir;
+pub mod pgtls;
 pub mod postgres;

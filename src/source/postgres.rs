@@ -242,7 +242,8 @@ pub fn pg_dump_command(
     cmd.args(["--format=custom", "--compress=0", "--no-password"])
         .arg(format!("--lock-wait-timeout={LOCK_WAIT_TIMEOUT}"))
         .arg(format!("--snapshot={snapshot}"))
-        .arg(format!("--dbname={}", target.url));
+        .arg(format!("--dbname={}", target.url))
+        .envs(super::pgtls::libpq_env(target.url));
     let pass = passfile(target.password)?;
     if let Some(p) = &pass {
         cmd.env("PGPASSFILE", p.path()).env_remove("PGPASSWORD");

@@ -161,20 +161,21 @@ async fn exercise(url: &str) {
             target: Some("app".into()),
             outcome: "ok".into(),
             detail: None,
+            ..Default::default()
         })
         .await
         .unwrap();
     }
     let events = c2.audit_events(None).await.unwrap();
     assert_eq!(events.len(), 3);
-    assert!(verify(&events).is_empty());
+    assert!(verify(&events, None).is_empty());
     assert!(!events[0].os_user.is_empty());
     // Modified entry.
     sqlx::query("UPDATE audit_events SET outcome = 'failed' WHERE seq = 2")
         .execute(c.pool())
         .await
         .unwrap();
-    let problems = verify(&c.audit_events(None).await.unwrap());
+    let problems = verify(&c.audit_events(None).await.unwrap(), None);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].seq, 2);
     // Deleted entry.
@@ -182,7 +183,7 @@ async fn exercise(url: &str) {
         .execute(c.pool())
         .await
         .unwrap();
-    let problems = verify(&c.audit_events(None).await.unwrap());
+    let problems = verify(&c.audit_events(None).await.unwrap(), None);
     assert!(
         problems
             .iter()
@@ -247,7 +248,7 @@ async fn race(url: &str) {
     assert_eq!(leases, 1, "one lease holder");
     let events = catalogs[0].audit_events(None).await.unwrap();
     assert_eq!(events.len(), 16);
-    assert!(verify(&events).is_empty());
+    assert!(verify(&events, None).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -591,3 +591,48 @@ fn drill_a_tripped_guard_aborts_the_drill_and_cleanup_still_runs() {
         .unwrap()
         .contains("simulated outage of region us-east-2")));
 }
+
+/// A command step that times out is killed with its whole process group: a shell script's
+/// background child must not outlive the drill.
+#[test]
+fn drill_a_timed_out_command_step_kills_its_children_too() {
+    let ws = backed_up();
+    let rb = ws.path("hung.toml");
+    let pidfile = ws.path("grandchild.pid");
+    std::fs::write(
+        &rb,
+        format!(
+            "[runbook]\nid = \"hung\"\nscenario = \"h\"\nfrequency = \"1d\"\n\n[[step]]\nid = \"hang\"\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"sleep 300 & echo $! > {}; wait\"]\ntimeout = \"2s\"\n",
+            s(&pidfile)
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = ws.fails(&["drill", "run", s(&rb)], 4);
+    // Generous: the step times out after 2 s; a surviving `sleep 300` holding the output
+    // pipe would keep the drill (and this call) waiting for five minutes.
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "the drill waited for the step's background child"
+    );
+    let r = latest_report(&ws);
+    assert_eq!(step(&r, "hang")["result"], "timed_out", "{out}");
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    let pid = pid.trim();
+    // Killed: gone, or a zombie waiting for init to reap it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|st| st.rsplit(')').next().map(|r| r.trim().to_string()));
+        match state {
+            None => break,
+            Some(st) if st.starts_with('Z') => break,
+            Some(st) => assert!(
+                Instant::now() < deadline,
+                "the step's background child {pid} still runs ({st}) after the timeout"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,6 +1,7 @@
 //! lifeboat's one integration-test binary (every extra binary relinks the whole dependency
 //! graph). Each area is a module; shared helpers live in `common`.
 
+mod audit;
 mod barehost;
 mod breaker;
 mod catalog;
@@ -31,3 +32,4 @@ mod retention_s3;
 mod roundtrip;
 mod s3;
 mod servers;
+mod tls;

@@ -147,6 +147,13 @@ fn regions_check_and_verify_report_the_lock() {
     let locked = rt.block_on(async {
         let objects = admin.list("lifeboat/test/").await.unwrap();
         assert!(objects.len() >= 4, "{objects:?}");
+        // Audit checkpoints too (their retention is what makes the trail outlive the catalog).
+        assert!(
+            objects
+                .iter()
+                .any(|o| o.name.starts_with("lifeboat/test/audit/")),
+            "{objects:?}"
+        );
         let mut all = true;
         for o in &objects {
             all &= admin.retention(&o.name).await.unwrap().is_some();

@@ -333,13 +333,14 @@ fn audit_trail_records_and_detects_tampering() {
         .iter()
         .map(|e| e["command"].as_str().unwrap())
         .collect();
-    // `init` from ready() comes first.
-    assert_eq!(events.len(), 5, "{commands:?}");
-    assert!(commands[1].ends_with("backup app-data"), "{commands:?}");
-    assert!(commands[3].contains("restore app-data"), "{commands:?}");
-    assert_eq!(events[1]["outcome"], "ok");
-    assert_eq!(events[1]["target"], "app-data");
-    assert!(events[4]["outcome"].as_str().unwrap().starts_with("failed"));
+    // `init` from ready() comes first; every command has an intent and an outcome entry.
+    assert_eq!(events.len(), 10, "{commands:?}");
+    assert!(commands[2].ends_with("backup app-data"), "{commands:?}");
+    assert!(commands[7].contains("restore app-data"), "{commands:?}");
+    assert_eq!(events[2]["outcome"], "started");
+    assert_eq!(events[3]["outcome"], "ok");
+    assert_eq!(events[3]["target"], "app-data");
+    assert!(events[9]["outcome"].as_str().unwrap().starts_with("failed"));
     assert!(!events[0]["os_user"].as_str().unwrap().is_empty());
 
     // Modify one entry: --verify fails with exit 4 and names it.

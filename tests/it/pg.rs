@@ -17,7 +17,7 @@ pub struct PgServer {
     pub port: u16,
 }
 
-fn bin_dir() -> PathBuf {
+pub fn bin_dir() -> PathBuf {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|rd| {
             rd.filter_map(|e| e.ok())
@@ -32,7 +32,7 @@ fn bin_dir() -> PathBuf {
     })
 }
 
-fn as_postgres(program: &Path) -> Command {
+pub fn as_postgres(program: &Path) -> Command {
     let is_root = std::fs::read_to_string("/proc/self/status")
         .map(|s| {
             s.lines()
@@ -48,7 +48,7 @@ fn as_postgres(program: &Path) -> Command {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -56,10 +56,29 @@ impl Repository {
     /// no region took it.
     pub async fn put_drill_report(&self, id: &str, report: &[u8]) -> Result<DrillWrite> {
         check_id(id)?;
+        let sealed = self.seal_for_readers(report)?;
+        self.put_everywhere(&format!("{PREFIX}{id}"), sealed).await
+    }
+
+    /// `plaintext` as one age file to the recipients and the writer recipient: readable by
+    /// every host that can list snapshots, and only by key holders.
+    pub(crate) fn seal_for_readers(&self, plaintext: &[u8]) -> Result<Bytes> {
         let mut rcpts = self.recipients();
         rcpts.push(self.writer_recipient());
-        let sealed = Bytes::from(age_encrypt(&rcpts, report)?);
-        let name = format!("{PREFIX}{id}");
+        Ok(Bytes::from(age_encrypt(&rcpts, plaintext)?))
+    }
+
+    /// The age keys that open [`Repository::seal_for_readers`] files here: the identity's
+    /// (every epoch it holds) and the writer key's.
+    pub(crate) fn reader_identity(&self) -> Result<&[age::x25519::Identity]> {
+        Ok(self.metadata_keys().age_keys)
+    }
+
+    /// Put `data` as `name` in every available region, concurrently. Fails only when no
+    /// region took it; the regions that refused are in [`DrillWrite::failed`]. For objects
+    /// that reference nothing and are referenced by nothing (drill reports, audit
+    /// checkpoints), which may therefore be written in any order.
+    pub(crate) async fn put_everywhere(&self, name: &str, data: Bytes) -> Result<DrillWrite> {
         let mut out = DrillWrite::default();
         let mut set = tokio::task::JoinSet::new();
         for (i, region) in self.regions.iter().enumerate() {
@@ -70,8 +89,8 @@ impl Repository {
             }
             let (backend, name, data, region) = (
                 region.backend.clone(),
-                name.clone(),
-                sealed.clone(),
+                name.to_string(),
+                data.clone(),
                 region.name.clone(),
             );
             set.spawn(async move { (region, backend.put(&name, data).await) });
@@ -80,7 +99,7 @@ impl Repository {
             match joined {
                 Ok((region, Ok(()))) => out.written.push(region),
                 Ok((region, Err(e))) => out.failed.push((region, e.to_string())),
-                Err(e) => return Err(RepoError::Invalid(format!("drill report upload: {e}"))),
+                Err(e) => return Err(RepoError::Invalid(format!("upload of {name}: {e}"))),
             }
         }
         out.written.sort_by_key(|r| self.region_index(r));
@@ -130,7 +149,7 @@ impl Repository {
     pub async fn get_drill_report(&self, id: &str) -> Result<Vec<u8>> {
         check_id(id)?;
         let name = format!("{PREFIX}{id}");
-        let ident = self.metadata_keys().age_keys;
+        let ident = self.reader_identity()?;
         let (bytes, _) = self
             .get_checked(&name, |b| age_decrypt(ident, b, &name).map(|_| ()))
             .await?;

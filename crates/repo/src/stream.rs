@@ -5,10 +5,12 @@
 //! Reading ([`copy_stream`]) fetches the node's chunks in stream order through a small window
 //! of open packs (prefetched ahead, dropped after their last use), verifies every chunk
 //! (age authentication, keyed hash, length) before a byte of it reaches the sink, and checks
-//! the whole stream's length and BLAKE3 at the end. Memory is bounded by the window
+//! the whole stream's length and BLAKE3 at the end. A pack that cannot be read from any
+//! region (or a damaged blob in it) is not the end: the chunk is read from its other
+//! locations in the index, as a file restore does. Memory is bounded by the window
 //! ([`PACK_WINDOW`] packs of ~16 MiB), never by the size of the stream.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::io::Read;
 use std::sync::Arc;
@@ -110,6 +112,7 @@ pub async fn copy_stream<W: AsyncWrite + Unpin>(
     let mut inflight: VecDeque<(Id, tokio::task::JoinHandle<Result<Arc<OpenPack>>>)> =
         VecDeque::new();
     let mut open: HashMap<Id, Arc<OpenPack>> = HashMap::new();
+    let mut bad: HashSet<Id> = HashSet::new();
     let mut hasher = blake3::Hasher::new();
     let mut written = 0u64;
     let mut failed_at: Option<usize> = None;
@@ -123,28 +126,62 @@ pub async fn copy_stream<W: AsyncWrite + Unpin>(
                 let repo = repo.clone();
                 inflight.push_back((id, tokio::spawn(async move { fetch_pack(&repo, id).await })));
             }
-            let pack = match open.get(pack_id) {
-                Some(p) => p.clone(),
-                None => loop {
+            let pack: Result<Arc<OpenPack>> = if bad.contains(pack_id) {
+                Err(RepoError::Corrupt(format!(
+                    "pack {} could not be read earlier in this stream",
+                    pack_id.short()
+                )))
+            } else if let Some(p) = open.get(pack_id) {
+                Ok(p.clone())
+            } else {
+                loop {
                     let (id, fetched) = match inflight.pop_front() {
                         Some((id, task)) => (
                             id,
                             task.await
-                                .map_err(|e| RepoError::Invalid(format!("fetch task: {e}")))??,
+                                .map_err(|e| RepoError::Invalid(format!("fetch task: {e}")))
+                                .and_then(|r| r),
                         ),
-                        None => (*pack_id, fetch_pack(repo, *pack_id).await?),
+                        None => (*pack_id, fetch_pack(repo, *pack_id).await),
                     };
-                    progress.add_transferred(fetched.plain.len() as u64);
-                    open.insert(id, fetched.clone());
-                    if id == *pack_id {
-                        break fetched;
+                    match fetched {
+                        Ok(p) => {
+                            progress.add_transferred(p.plain.len() as u64);
+                            open.insert(id, p.clone());
+                            if id == *pack_id {
+                                break Ok(p);
+                            }
+                        }
+                        Err(RepoError::Cancelled) => return Err(RepoError::Cancelled),
+                        Err(e) => {
+                            bad.insert(id);
+                            if id == *pack_id {
+                                break Err(e);
+                            }
+                        }
                     }
-                },
+                }
             };
-            let raw = pack.blob(&chunk_key, entry).map_err(|e| match e {
-                RepoError::Corrupt(m) => RepoError::Corrupt(format!("{name}: chunk {i}: {m}")),
-                other => other,
-            })?;
+            let raw = match pack.and_then(|p| p.blob(&chunk_key, entry)) {
+                Ok(raw) => raw,
+                Err(RepoError::Cancelled) => return Err(RepoError::Cancelled),
+                Err(e) => {
+                    // This pack is unreadable in every region (or this blob in it is
+                    // damaged): the chunk's other locations, as a file restore does.
+                    bad.insert(*pack_id);
+                    match from_other_packs(repo, index, &node.chunks[i], &bad, &chunk_key).await {
+                        Some(raw) => raw,
+                        None => {
+                            return Err(match e {
+                                RepoError::Corrupt(m) => {
+                                    RepoError::Corrupt(format!("{name}: chunk {i}: {m}"))
+                                }
+                                other => other,
+                            })
+                        }
+                    }
+                }
+            };
             hasher.update(&raw);
             sink.write_all(&raw).await?;
             written += raw.len() as u64;
@@ -191,4 +228,34 @@ pub async fn copy_stream<W: AsyncWrite + Unpin>(
         )));
     }
     Ok(written)
+}
+
+/// Chunk `id` from one of its locations other than the packs in `bad`, verified; `None`
+/// when no other location holds a readable copy (each failure is logged).
+async fn from_other_packs(
+    repo: &Arc<Repository>,
+    index: &Index,
+    id: &Id,
+    bad: &HashSet<Id>,
+    chunk_key: &[u8; 32],
+) -> Option<Vec<u8>> {
+    let preferred = repo.read_order().first().copied();
+    for (pack_id, entry, _) in index.locations(id, preferred) {
+        if bad.contains(&pack_id) {
+            continue;
+        }
+        match fetch_pack(repo, pack_id)
+            .await
+            .and_then(|p| p.blob(chunk_key, &entry))
+        {
+            Ok(raw) => {
+                tracing::warn!(chunk = %id.short(), pack = %pack_id.short(), "stream chunk read from another pack after its first location failed");
+                return Some(raw);
+            }
+            Err(e) => {
+                tracing::warn!(chunk = %id.short(), pack = %pack_id.short(), error = %e, "chunk unreadable in this pack too")
+            }
+        }
+    }
+    None
 }

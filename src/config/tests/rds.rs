@@ -93,3 +93,15 @@ fn rds_plan_names_and_regions_are_checked() {
     let message = error_at(&text, line + 1, "plans[0].regions");
     assert!(message.contains("remove `regions`"), "{message}");
 }
+
+#[test]
+fn a_probe_url_without_a_host_takes_the_restored_instance_endpoint() {
+    // docs/rds.md's form: the host is filled in from the scratch instance at probe time.
+    let config = parse(&with_plan(
+        "db",
+        "instance = \"db1\", region = \"us-west-2\", probe_url = \"postgres://probe@/app\", password_env = \"PROBE_PW\"",
+    ))
+    .unwrap();
+    let src = config.plans[0].source.as_rds().unwrap();
+    assert_eq!(src.probe_url.as_deref(), Some("postgres://probe@/app"));
+}

@@ -2,11 +2,14 @@
 //! back byte for byte; a second stream made of the first one's blocks shuffled
 //! (chunks from old packs, far out of order: the pack window's eviction and refetch path) too; a pack damaged
 //! in every region stops the stream at the chunk it holds, naming it, after only verified
-//! bytes; a wrong whole-stream hash is refused.
+//! bytes; a chunk whose first pack is damaged everywhere is read from its other pack; a
+//! wrong whole-stream hash is refused.
 
 use std::sync::Arc;
 
+use lifeboat_repo::backend::Fault;
 use lifeboat_repo::reader::BlobReader;
+use lifeboat_repo::repo::pack_name;
 use lifeboat_repo::stream::{copy_stream, store_root, store_stream, stream_node};
 use lifeboat_repo::{Cancel, Id, Progress, RepoError, Repository};
 
@@ -101,4 +104,49 @@ async fn a_pack_damaged_everywhere_stops_the_stream_at_its_chunk() {
         got[..] == data[..got.len()],
         "unverified bytes reached the sink"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_reads_around_a_damaged_pack_from_the_chunks_other_location() {
+    let t = TestRepo::new(2).await;
+    // A degraded backup (r1 down) stores the chunks in r0 only; the next, healthy one
+    // stores them again in r1, in other packs: every chunk then has two locations.
+    t.faults[1].inject(Fault::Down);
+    let data = noise(4 << 20, 3);
+    store(&t.open().await, data.clone()).await;
+    t.clear_faults();
+    let repo = t.open().await;
+    let root = store(&repo, data.clone()).await;
+    let index = Arc::new(repo.load_index().await.unwrap());
+    let node = stream_node(&BlobReader::new(repo.clone(), index.clone()), root)
+        .await
+        .unwrap();
+    // Damage, in every region that has it, the pack each chunk would be read from first.
+    let mut firsts: Vec<String> = node
+        .chunks
+        .iter()
+        .map(|c| pack_name(&index.get(c).expect("indexed").0))
+        .collect();
+    firsts.sort();
+    firsts.dedup();
+    let mut damaged = 0;
+    for store in &t.stores {
+        for name in firsts.iter().filter(|n| store.raw(n).is_some()).cloned() {
+            let mut bytes = store.raw(&name).unwrap().to_vec();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 1;
+            store.set_raw(name, bytes);
+            damaged += 1;
+        }
+    }
+    assert!(
+        damaged > 0,
+        "no first-location pack found to damage: {firsts:?}"
+    );
+    let (res, got) = read(&t.open().await, root).await;
+    assert_eq!(
+        res.expect("the stream falls back to the other packs"),
+        data.len() as u64
+    );
+    assert!(got == data, "stream read around the damage differs");
 }
