@@ -4,10 +4,9 @@
 //!
 //! The chain key comes from the repository (its index key, which a backup host unwraps with
 //! the writer key and a restore host with the identity); when the repository cannot be
-//! opened (before `init`, every region down) from this host's writer key by format v1's
-//! derivation, and the entry is then keyed but not checkpointed. (For a format v2 repository
-//! that fallback key differs from the repository's: such entries do not verify against the
-//! chain; see the v2 engineer's report.) Comparing needs only listings: an object's name carries its entry's seq
+//! opened (before `init`, every region down) from this host's writer key (the same key: a
+//! repository's audit key is derived from its writer key, see `docs/FORMAT.md`), and the
+//! entry is then keyed but not checkpointed. Comparing needs only listings: an object's name carries its entry's seq
 //! and MAC prefix. Entries the regions hold and the catalog lacks are read, authenticated
 //! with the key, and reported (verify) or inserted (sync); objects that do not authenticate
 //! (someone with put rights in a bucket, not the key) are reported as forged and ignored.

@@ -92,7 +92,7 @@ impl Repository {
     /// The key of the audit chain's MAC. The one place it is derived: from the writer key's
     /// index key, which only key holders have (never the catalog).
     pub fn audit_chain_key(&self) -> [u8; 32] {
-        chain_key_from(self.secrets().index_key())
+        *self.secrets().audit_key()
     }
 
     /// Seal `entry` and put it as entry `seq` of `chain` (MAC `mac`, hex) in every

@@ -120,7 +120,9 @@ pub async fn init(
         None => {
             let id = hex::encode(rand::random::<[u8; 16]>());
             let created = crate::clock::now_secs();
-            let secrets = RepoSecrets::generate();
+            // The audit key a writer host derives on its own (before init, regions down).
+            let audit_key = crate::audit::chain_key_from(writer.v1_secrets().index_key());
+            let secrets = RepoSecrets::generate(audit_key);
             let writer_rcpt = writer.recipient();
             let mut to = rcpts.clone();
             to.push(&writer_rcpt);

@@ -61,7 +61,8 @@ impl WriterKey {
         let index_key = blake3::derive_key(INDEX_KEY_CONTEXT, bytes);
         let k = blake3::derive_key(CHUNKER_SEED_CONTEXT, &chunk_key);
         let seed = u64::from_le_bytes(k[..8].try_into().expect("8 bytes"));
-        RepoSecrets::from_parts(chunk_key, index_key, seed)
+        let audit_key = crate::audit::chain_key_from(&index_key);
+        RepoSecrets::from_parts(chunk_key, index_key, seed, audit_key)
     }
 
     /// Parse a writer key file (age identity file format; `#` comments allowed).

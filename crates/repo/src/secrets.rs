@@ -35,6 +35,10 @@ pub struct RepoSecrets {
     chunk_key: [u8; 32],
     index_key: [u8; 32],
     chunker_seed: u64,
+    /// The audit chain's MAC key ([`crate::audit`]): derived from the writer key when the
+    /// repository is created (so a writer host computes it before `init` and with every
+    /// region down), carried here for hosts that hold only the identity.
+    audit_key: [u8; 32],
 }
 
 impl fmt::Debug for RepoSecrets {
@@ -53,6 +57,7 @@ struct SecretsFile {
     chunk_id_key: String,
     index_key: String,
     chunker_seed: String,
+    audit_chain_key: String,
 }
 
 impl Drop for SecretsFile {
@@ -60,25 +65,38 @@ impl Drop for SecretsFile {
         self.chunk_id_key.zeroize();
         self.index_key.zeroize();
         self.chunker_seed.zeroize();
+        self.audit_chain_key.zeroize();
     }
 }
 
 impl RepoSecrets {
-    /// Fresh random secrets for a new v2 repository.
-    pub fn generate() -> RepoSecrets {
+    /// Fresh random secrets for a new v2 repository (the audit key is given: see the field).
+    pub fn generate(audit_key: [u8; 32]) -> RepoSecrets {
         RepoSecrets {
             chunk_key: rand::random(),
             index_key: rand::random(),
             chunker_seed: rand::random(),
+            audit_key,
         }
     }
 
-    pub(crate) fn from_parts(chunk_key: [u8; 32], index_key: [u8; 32], seed: u64) -> Self {
+    pub(crate) fn from_parts(
+        chunk_key: [u8; 32],
+        index_key: [u8; 32],
+        seed: u64,
+        audit_key: [u8; 32],
+    ) -> Self {
         RepoSecrets {
             chunk_key,
             index_key,
             chunker_seed: seed,
+            audit_key,
         }
+    }
+
+    /// The audit chain's MAC key.
+    pub fn audit_key(&self) -> &[u8; 32] {
+        &self.audit_key
     }
 
     /// Keyed BLAKE3 key of chunk ids.
@@ -110,6 +128,7 @@ impl RepoSecrets {
             chunk_id_key: hex::encode(self.chunk_key),
             index_key: hex::encode(self.index_key),
             chunker_seed: hex::encode(self.chunker_seed.to_le_bytes()),
+            audit_chain_key: hex::encode(self.audit_key),
         };
         let plain = Zeroizing::new(
             serde_json::to_vec_pretty(&file).map_err(|e| RepoError::Invalid(e.to_string()))?,
@@ -139,10 +158,14 @@ impl RepoSecrets {
         let mut chunk_key = [0u8; 32];
         let mut index_key = [0u8; 32];
         let mut seed = [0u8; 8];
+        let mut audit_key = [0u8; 32];
+        hex::decode_to_slice(&file.audit_chain_key, &mut audit_key).map_err(|_| bad())?;
         hex::decode_to_slice(&file.chunk_id_key, &mut chunk_key).map_err(|_| bad())?;
         hex::decode_to_slice(&file.index_key, &mut index_key).map_err(|_| bad())?;
         hex::decode_to_slice(&file.chunker_seed, &mut seed).map_err(|_| bad())?;
-        let out = RepoSecrets::from_parts(chunk_key, index_key, u64::from_le_bytes(seed));
+        let out =
+            RepoSecrets::from_parts(chunk_key, index_key, u64::from_le_bytes(seed), audit_key);
+        audit_key.zeroize();
         chunk_key.zeroize();
         index_key.zeroize();
         seed.zeroize();
@@ -154,6 +177,7 @@ impl RepoSecrets {
         self.chunk_key == other.chunk_key
             && self.index_key == other.index_key
             && self.chunker_seed == other.chunker_seed
+            && self.audit_key == other.audit_key
     }
 }
 
