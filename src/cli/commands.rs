@@ -46,6 +46,7 @@ pub async fn run(cli: &Cli) -> Result<u8> {
             security_groups,
             no_setuid,
             no_owner,
+            no_privileges,
             json,
         } => {
             if let Some(to_instance) = to_instance {
@@ -81,6 +82,8 @@ pub async fn run(cli: &Cli) -> Result<u8> {
                 force: *force,
                 jobs: *jobs,
                 scratch: scratch.as_deref(),
+                no_owner: *no_owner,
+                no_privileges: *no_privileges,
                 json: *json,
             };
             if let Some(code) = super::restore_stream::run(cli, &args).await? {

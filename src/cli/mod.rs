@@ -170,8 +170,15 @@ pub enum Command {
         #[arg(long)]
         no_setuid: bool,
         /// Directory plans: do not restore owners and groups (as root they are restored by id).
+        /// Postgres plans: objects are owned by the connecting role (pg_restore --no-owner).
+        /// With --no-privileges too, no role is created on the target.
         #[arg(long)]
         no_owner: bool,
+        /// Postgres plans: restore no GRANT or REVOKE (pg_restore --no-privileges). Without
+        /// both --no-owner and --no-privileges, the snapshot's roles that the target server
+        /// lacks are created first (existing roles are never changed).
+        #[arg(long)]
+        no_privileges: bool,
         #[arg(long)]
         json: bool,
     },

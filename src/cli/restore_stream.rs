@@ -26,6 +26,8 @@ pub struct Args<'a> {
     pub force: bool,
     pub jobs: Option<u32>,
     pub scratch: Option<&'a Path>,
+    pub no_owner: bool,
+    pub no_privileges: bool,
     pub json: bool,
 }
 
@@ -35,6 +37,11 @@ pub async fn run(cli: &Cli, a: &Args<'_>) -> Result<Option<u8>> {
     let plan = config.plan(a.plan).ok();
     let kind = crate::engine::plan_kind(&config, a.plan, a.snapshot, a.from).await?;
     if kind == "dir" {
+        anyhow::ensure!(
+            !a.no_privileges,
+            "--no-privileges applies to postgres plans; plan {} backs up a directory",
+            a.plan
+        );
         anyhow::ensure!(
             !a.force && a.jobs.is_none(),
             "--force and --jobs apply to postgres plans; plan {} backs up a directory (use --overwrite)",
@@ -61,6 +68,8 @@ pub async fn run(cli: &Cli, a: &Args<'_>) -> Result<Option<u8>> {
             force: a.force,
             jobs: a.jobs,
             scratch: a.scratch.map(Path::to_path_buf),
+            no_owner: a.no_owner,
+            no_privileges: a.no_privileges,
         },
         (_, Some(url)) if is_url(url) => {
             anyhow::bail!("plan {} is a {kind} plan: --to takes a database URL only for postgres plans", a.plan)
@@ -78,6 +87,10 @@ pub async fn run(cli: &Cli, a: &Args<'_>) -> Result<Option<u8>> {
     anyhow::ensure!(
         a.jobs.is_none() || matches!(target, StreamTarget::Postgres { .. }),
         "--jobs applies to a restore into a database (--to postgres://…)"
+    );
+    anyhow::ensure!(
+        !(a.no_owner || a.no_privileges) || matches!(target, StreamTarget::Postgres { .. }),
+        "--no-owner and --no-privileges apply to a restore into a database (--to postgres://…)"
     );
     let to_stdout = matches!(target, StreamTarget::Stdout);
     anyhow::ensure!(
@@ -122,6 +135,12 @@ pub async fn run(cli: &Cli, a: &Args<'_>) -> Result<Option<u8>> {
             "duration_seconds": secs,
             "rto_seconds": rto,
             "objects_per_region": r.per_region.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "database": r.database.as_ref().map(|d| json!({
+                "owners": !a.no_owner,
+                "privileges": !a.no_privileges,
+                "roles": d.roles,
+                "notes": d.notes,
+            })),
         }));
         return Ok(Some(exit::OK));
     }
@@ -142,6 +161,11 @@ pub async fn run(cli: &Cli, a: &Args<'_>) -> Result<Option<u8>> {
     } else {
         println!("{line}");
     }
+    if let Some(d) = &r.database {
+        for l in database_lines(d, a.no_owner, a.no_privileges) {
+            println!("{l}");
+        }
+    }
     for f in &r.fallbacks {
         eprintln!(
             "fallback: {} from {} ({} failed: {})",
@@ -155,4 +179,55 @@ pub async fn run(cli: &Cli, a: &Args<'_>) -> Result<Option<u8>> {
         );
     }
     Ok(Some(exit::OK))
+}
+
+/// What a database restore did with roles, owners and grants, for people.
+fn database_lines(
+    d: &crate::engine::stream::DatabaseRestored,
+    no_owner: bool,
+    no_privileges: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let owners = if no_owner {
+        "owners skipped (--no-owner: objects belong to the connecting role)"
+    } else {
+        "owners restored"
+    };
+    let grants = if no_privileges {
+        "grants skipped (--no-privileges)"
+    } else {
+        "grants restored"
+    };
+    out.push(format!("{owners}; {grants}"));
+    match &d.roles {
+        Some(roles) => {
+            let list = |v: &[String]| {
+                if v.is_empty() {
+                    "none".to_string()
+                } else {
+                    v.join(", ")
+                }
+            };
+            out.push(format!(
+                "roles: created {} (missing on the target); already there, left as they were: {}",
+                list(&roles.created),
+                list(&roles.present)
+            ));
+            if !roles.memberships.is_empty() {
+                out.push(format!(
+                    "memberships granted: {}",
+                    roles.memberships.join("; ")
+                ));
+            }
+            for n in &roles.not_applied {
+                out.push(format!("not applied: {n}"));
+            }
+        }
+        None if no_owner && no_privileges => {
+            out.push("roles: none created (--no-owner --no-privileges)".into())
+        }
+        None => {}
+    }
+    out.extend(d.notes.iter().map(|n| format!("note: {n}")));
+    out
 }

@@ -38,6 +38,9 @@ pub async fn run(cli: &Cli, req: &RestoreTestRequest, json: bool) -> Result<u8> 
         print_json(&json!({ "restore_tests": outcomes, "failed": failed, "recorded": recorded }));
     } else {
         for o in &outcomes {
+            for w in &o.warnings {
+                eprintln!("warning: plan {}: {w}", o.plan);
+            }
             let rto = config
                 .plan(&o.plan)
                 .map(|p| p.objectives.rto.as_secs() as i64)

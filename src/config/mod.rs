@@ -16,6 +16,7 @@ mod error;
 mod example;
 mod keys;
 mod plan;
+mod postgres;
 mod raw;
 mod rds;
 mod region;
@@ -32,6 +33,7 @@ pub(crate) use error::{unknown_key_problem, Locator};
 pub use error::{ConfigError, Position};
 pub use example::example;
 pub use keys::{KeysConfig, SecretRef, SecretString, SLACK_WEBHOOK_ENV, WEBHOOK_ENV};
+pub use postgres::same_server;
 pub use rds::{valid_identifier, RdsCopy, RdsSource, DEFAULT_RDS_POLL, DEFAULT_RDS_TIMEOUT};
 pub use region::parse_region_arg;
 
@@ -140,9 +142,16 @@ pub enum SourceConfig {
         password: Option<SecretRef>,
         /// SQL probes recorded at backup time and compared after a test restore; names unique.
         probes: Vec<SqlProbe>,
-        /// Where restore tests create scratch databases (a maintenance database URL);
-        /// `None`: the `postgres` database on the source's server.
+        /// Where restore tests and drills create scratch databases (a maintenance database
+        /// URL), never the source's server unless `allow_scratch_on_source`; `None`: no
+        /// restore test unless `allow_scratch_on_source` (then the source's `postgres`
+        /// database). See [`Config::scratch_admin_url`].
         scratch_url: Option<String>,
+        /// Restore tests may run on the source's server (set explicitly in the file).
+        allow_scratch_on_source: bool,
+        /// `pg_dumpall --globals-only` keeps the roles' password hashes (needs a superuser);
+        /// off: `--no-role-passwords`.
+        globals_with_passwords: bool,
     },
     /// The stdout of a command, restored by piping it into another.
     Command {

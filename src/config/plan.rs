@@ -98,7 +98,23 @@ impl Resolver<'_> {
                 format!("missing: plan {name:?} needs a source, e.g. source = {{ kind = \"dir\", path = \"/srv/app\" }}"),
             ));
         };
+        let source_span = source.span();
         let source = self.source(source, &format!("{key}.source"), &name)?;
+        if let (
+            SourceConfig::Postgres {
+                scratch_url: None,
+                allow_scratch_on_source: false,
+                ..
+            },
+            Some(_),
+        ) = (&source, &raw.verify_schedule)
+        {
+            return Err(self.err(
+                source_span,
+                &format!("{key}.source.scratch_url"),
+                format!("missing: plan {name:?} has a verify_schedule, and its restore tests need a scratch server other than the source: {}", super::postgres::SCRATCH_HINT),
+            ));
+        }
         let plan_regions = match &source {
             SourceConfig::Rds(rds) => {
                 // Snapshots are named lifeboat-<plan>-<time>, scratch instances
@@ -234,16 +250,27 @@ impl Resolver<'_> {
                 })
             }
             "postgres" => {
-                self.source_keys(&raw, key, "postgres", &["url", "password_env", "password_file", "probes", "scratch_url"])?;
+                self.source_keys(&raw, key, "postgres", &["url", "password_env", "password_file", "probes", "scratch_url", "allow_scratch_on_source", "globals_with_passwords"])?;
                 let url = self.required(raw.url.as_ref(), span, key, "url", "a postgres source needs url = \"postgres://USER@HOST:5432/DB\"")?;
                 let url = self.pg_url(url, &format!("{key}.url"))?;
+                let allow_scratch_on_source = raw.allow_scratch_on_source.as_ref().is_some_and(|v| *v.get_ref());
                 let scratch_url = match &raw.scratch_url {
-                    Some(v) => Some(self.pg_url(v, &format!("{key}.scratch_url"))?),
+                    Some(v) => {
+                        let scratch = self.pg_url(v, &format!("{key}.scratch_url"))?;
+                        if !allow_scratch_on_source && super::postgres::same_server(&url, &scratch) {
+                            return Err(self.err(v.span(), &format!("{key}.scratch_url"), format!(
+                                "{} is the source's server ({}): a restore test restores a snapshot from the bucket there, so a forged snapshot would run on production; {}",
+                                crate::host::redact_url(&scratch), crate::host::redact_url(&url), super::postgres::SCRATCH_HINT
+                            )));
+                        }
+                        Some(scratch)
+                    }
                     None => None,
                 };
                 let password = self.password(&raw, key)?;
                 let probes = self.sql_probes(raw.probes, key)?;
-                Ok(SourceConfig::Postgres { url, password, probes, scratch_url })
+                let globals_with_passwords = raw.globals_with_passwords.as_ref().is_some_and(|v| *v.get_ref());
+                Ok(SourceConfig::Postgres { url, password, probes, scratch_url, allow_scratch_on_source, globals_with_passwords })
             }
             "command" => {
                 self.source_keys(&raw, key, "command", &["command", "restore_command", "verify_command"])?;

@@ -137,6 +137,8 @@ pub(super) struct RawSource {
     pub password_file: Text,
     pub probes: Option<Spanned<Vec<Spanned<RawProbe>>>>,
     pub scratch_url: Text,
+    pub allow_scratch_on_source: Option<Spanned<bool>>,
+    pub globals_with_passwords: Option<Spanned<bool>>,
     // kind = "command"
     pub command: TextList,
     pub restore_command: TextList,
@@ -170,8 +172,15 @@ impl RawSource {
         if let Some(v) = &self.exclude {
             present.push(("exclude", v.span()));
         }
-        if let Some(v) = &self.one_file_system {
-            present.push(("one_file_system", v.span()));
+        let flags = [
+            ("one_file_system", &self.one_file_system),
+            ("allow_scratch_on_source", &self.allow_scratch_on_source),
+            ("globals_with_passwords", &self.globals_with_passwords),
+        ];
+        for (name, v) in flags {
+            if let Some(v) = v {
+                present.push((name, v.span()));
+            }
         }
         let texts = [
             ("url", &self.url),
@@ -247,6 +256,10 @@ impl<'de> Visitor<'de> for RawSourceVisitor {
                 "password_file" => source.password_file = Some(map.next_value()?),
                 "probes" => source.probes = Some(map.next_value()?),
                 "scratch_url" => source.scratch_url = Some(map.next_value()?),
+                "allow_scratch_on_source" => {
+                    source.allow_scratch_on_source = Some(map.next_value()?)
+                }
+                "globals_with_passwords" => source.globals_with_passwords = Some(map.next_value()?),
                 "command" => source.command = Some(map.next_value()?),
                 "restore_command" => source.restore_command = Some(map.next_value()?),
                 "verify_command" => source.verify_command = Some(map.next_value()?),

@@ -629,7 +629,7 @@ fn with_source(source: &str) -> String {
 #[test]
 fn postgres_sources_resolve_with_secrets_by_reference() {
     let config = parse(&with_source(
-        r#"kind = "postgres", url = "postgres://app@db:5432/app", password_env = "APP_PGPASSWORD", probes = [{ name = "active users", sql = "select count(*) from users where active;" }], scratch_url = "postgres://admin@db/postgres""#,
+        r#"kind = "postgres", url = "postgres://app@db:5432/app", password_env = "APP_PGPASSWORD", probes = [{ name = "active users", sql = "select count(*) from users where active;" }], scratch_url = "postgres://admin@db:6543/postgres", globals_with_passwords = true"#,
     ))
     .unwrap();
     assert_eq!(
@@ -641,7 +641,9 @@ fn postgres_sources_resolve_with_secrets_by_reference() {
                 name: "active users".into(),
                 sql: "select count(*) from users where active".into(),
             }],
-            scratch_url: Some("postgres://admin@db/postgres".into()),
+            scratch_url: Some("postgres://admin@db:6543/postgres".into()),
+            allow_scratch_on_source: false,
+            globals_with_passwords: true,
         }
     );
     assert_eq!(config.plans[0].source.kind(), "postgres");
@@ -763,3 +765,5 @@ fn command_sources_need_a_command_and_a_restore_command() {
 mod rds;
 /// Schedules and zones, checked when the config loads.
 mod schedule;
+/// A postgres plan's scratch server, checked when the config loads.
+mod scratch;

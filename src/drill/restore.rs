@@ -20,9 +20,11 @@ use super::run::{now_ms, Drill, Restored, Undo};
 use super::runbook::{Selector, Step, StepKind, Target};
 use super::steps::Outputs;
 use crate::config::{Config, PlanConfig, SourceConfig};
-use crate::engine::stream::{restore_into_database, OpenStream};
+use crate::engine::scratch::ScratchServer;
+use crate::engine::stream::{restore_into_database, DatabaseRestore, OpenStream};
 use crate::engine::{open_with, KeyNeed};
 use crate::source::child::{Launch, SinkChild};
+use crate::source::pg_globals::RoleMode;
 use crate::source::postgres::{self, PgTarget};
 
 async fn repo(drill: &Drill, region: Option<&str>) -> Result<Arc<Repository>> {
@@ -226,71 +228,95 @@ async fn in_process(
             r.files = report.files;
             r.dir = Some(target);
         }
-        SourceConfig::Postgres {
-            url,
-            password,
-            scratch_url,
-            ..
-        } => {
+        SourceConfig::Postgres { url, .. } => {
             let stream =
                 OpenStream::from_repo(repo.clone(), &plan.name, &entry.id.to_hex()).await?;
-            let password = password
-                .as_ref()
-                .map(|p| p.load())
-                .transpose()
-                .with_context(|| format!("plan {}: source password", plan.name))?;
-            let db_url = match into {
-                Target::Named(u) => u.clone(),
-                Target::Scratch => {
-                    let admin_url = match scratch_url.clone() {
-                        Some(u) => u,
-                        None => postgres::with_database(url, "postgres")?,
+            let scrub = postgres::libpq_scrub(drill.config.secret_env_names());
+            let started;
+            let restored = match into {
+                Target::Named(u) => {
+                    // A named target keeps what it gets: roles as recorded, owners, grants.
+                    let server = ScratchServer::at(plan, u.clone())?;
+                    let how = DatabaseRestore {
+                        owners: true,
+                        privileges: true,
+                        roles: Some(RoleMode::Restore),
+                        ..Default::default()
                     };
-                    let name = format!("lifeboat_drill_{}", &crate::host::new_id()[..12]);
-                    anyhow::ensure!(
-                        postgres::database_of(url).as_deref() != Some(name.as_str()),
-                        "scratch database {name} is the production database's: refusing"
-                    );
-                    let admin = PgTarget {
-                        url: &admin_url,
-                        password: password.as_ref(),
-                    };
-                    postgres::admin(
-                        &admin,
-                        format!("CREATE DATABASE \"{name}\" TEMPLATE template0"),
+                    started = Instant::now();
+                    let done = restore_into_database(
+                        &stream,
+                        &server.target(u),
+                        &how,
+                        &progress,
+                        cancel,
+                        &scrub,
                     )
-                    .await
-                    .context("create the scratch database (the scratch_url user needs CREATEDB)")?;
+                    .await?;
+                    (done, u.clone(), server)
+                }
+                Target::Scratch => {
+                    let server = ScratchServer::of(&drill.config, plan)?;
+                    if let Some(w) = server.check_role().await? {
+                        tracing::warn!(plan = %plan.name, "{w}");
+                    }
+                    // Roles first, so the ledger (unwound newest first) drops them last.
+                    if let Some(r) = server.create_roles(&stream, cancel).await? {
+                        if !r.created.is_empty() {
+                            drill.created(
+                                format!(
+                                    "roles {} on {}",
+                                    r.created.join(", "),
+                                    postgres::redact(&server.admin_url)
+                                ),
+                                step,
+                                Undo::DropRoles {
+                                    plan: plan.name.clone(),
+                                    admin_url: server.admin_url.clone(),
+                                    roles: r.created.clone(),
+                                },
+                            );
+                        }
+                    }
+                    let db = server.create_database("lifeboat_drill", url).await?;
                     drill.created(
                         format!(
-                            "scratch database {name} on {}",
-                            postgres::redact(&admin_url)
+                            "scratch database {} on {}",
+                            db.name,
+                            postgres::redact(&server.admin_url)
                         ),
                         step,
                         Undo::DropDatabase {
                             plan: plan.name.clone(),
-                            admin_url: admin_url.clone(),
-                            name: name.clone(),
+                            admin_url: server.admin_url.clone(),
+                            name: db.name.clone(),
                         },
                     );
-                    postgres::with_database(&admin_url, &name)?
+                    let how = DatabaseRestore {
+                        privileges: true,
+                        ..Default::default()
+                    };
+                    started = Instant::now();
+                    let done = restore_into_database(
+                        &stream,
+                        &server.target(&db.url),
+                        &how,
+                        &progress,
+                        cancel,
+                        &scrub,
+                    )
+                    .await?;
+                    (done, db.url, server)
                 }
             };
-            let target = PgTarget {
-                url: &db_url,
-                password: password.as_ref(),
-            };
-            let started = Instant::now();
-            let scrub = postgres::libpq_scrub(drill.config.secret_env_names());
-            r.bytes =
-                restore_into_database(&stream, &target, false, None, &progress, cancel, &scrub)
-                    .await?;
+            let (done, db_url, server) = restored;
+            r.bytes = done.bytes;
             r.restore_ms = started.elapsed().as_millis() as i64;
-            let mut conn = target.connect().await?;
+            let mut conn = server.target(&db_url).connect().await?;
             r.files = postgres::row_counts(&mut conn).await?.len() as u64;
             let _ = sqlx::Connection::close(conn).await;
             // Config URLs never hold a password, so this one can be shown and reused.
-            r.database = Some(db_url.clone());
+            r.database = Some(db_url);
         }
         SourceConfig::Command { verify_command, .. } => {
             let stream =
@@ -494,8 +520,14 @@ pub async fn verify(drill: &Arc<Drill>, step: &str, on: &str) -> Result<Outputs>
                     url: &url,
                     password: pw.as_ref(),
                 };
+                let probes = match &drill.config.plan(plan)?.source {
+                    SourceConfig::Postgres { probes, .. } => probes.clone(),
+                    _ => Vec::new(),
+                };
                 let mut conn = target.connect().await?;
-                let diffs = postgres::compare_probes(&mut conn, &r.manifest.probes).await?;
+                let check =
+                    postgres::compare_probes(&mut conn, &r.manifest.probes, &probes).await?;
+                let diffs = check.differences;
                 let counts = postgres::row_counts(&mut conn).await?;
                 let _ = sqlx::Connection::close(conn).await;
                 out.insert(format!("{plan}.tables"), counts.len().to_string());
@@ -748,19 +780,21 @@ async fn rds_rpo(drill: &Arc<Drill>, plan: &PlanConfig, t0: i64, target_s: i64) 
     })
 }
 
+/// Drop a drill's scratch database (a cleanup step of the ledger).
 pub async fn drop_database(config: &Config, plan: &str, admin_url: &str, name: &str) -> Result<()> {
-    let pw = password(config, plan)?;
-    let admin = PgTarget {
-        url: admin_url,
-        password: pw.as_ref(),
-    };
-    let mut dropped = postgres::admin(
-        &admin,
-        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-    )
-    .await;
-    if dropped.is_err() {
-        dropped = postgres::admin(&admin, format!("DROP DATABASE IF EXISTS \"{name}\"")).await;
-    }
-    dropped
+    ScratchServer::at(config.plan(plan)?, admin_url.to_string())?
+        .drop_database(name)
+        .await
+}
+
+/// Drop the roles a drill created on a scratch server (after its databases).
+pub async fn drop_roles(
+    config: &Config,
+    plan: &str,
+    admin_url: &str,
+    roles: &[String],
+) -> Result<()> {
+    ScratchServer::at(config.plan(plan)?, admin_url.to_string())?
+        .drop_roles(roles)
+        .await
 }

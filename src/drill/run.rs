@@ -47,6 +47,12 @@ pub enum Undo {
         admin_url: String,
         name: String,
     },
+    /// Roles created on a scratch server for a restore (registered before its database).
+    DropRoles {
+        plan: String,
+        admin_url: String,
+        roles: Vec<String>,
+    },
     ClearFault(String),
 }
 
@@ -386,6 +392,11 @@ async fn remove(drill: &Drill, undo: &Undo) -> Result<()> {
             admin_url,
             name,
         } => super::restore::drop_database(&drill.config, plan, admin_url, name).await,
+        Undo::DropRoles {
+            plan,
+            admin_url,
+            roles,
+        } => super::restore::drop_roles(&drill.config, plan, admin_url, roles).await,
         Undo::ClearFault(region) => {
             drill.lock().faults.down.remove(region);
             Ok(())

@@ -18,6 +18,7 @@ pub mod record;
 pub mod restore;
 pub mod restore_test;
 pub mod retention;
+pub mod scratch;
 pub mod stream;
 pub mod sync;
 

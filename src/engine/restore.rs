@@ -40,6 +40,8 @@ pub struct RestoreResult {
     /// Regions the circuit breaker demoted during the restore, and why.
     pub demoted: Vec<lifeboat_repo::repo::Demotion>,
     pub duration: Duration,
+    /// A restore into a database: the roles created or found, and notes.
+    pub database: Option<crate::engine::stream::DatabaseRestored>,
 }
 
 pub async fn restore(
@@ -99,5 +101,6 @@ pub async fn restore(
         fallbacks: log.fallbacks.clone(),
         demoted: log.demoted.clone(),
         duration: started.elapsed(),
+        database: None,
     })
 }

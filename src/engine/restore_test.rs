@@ -6,9 +6,11 @@
 //! - `dir`: into a new temporary directory under the cache directory (or `--scratch`);
 //!   `restore_tree` compares every file's BLAKE3 with the manifest; then the file count.
 //! - `postgres`: into a scratch database created for the test (`lifeboat_verify_…`) on the
-//!   plan's `scratch_url` server (default: the source's server, maintenance database
-//!   `postgres`); row counts of every table and the SQL probes are compared with the
-//!   manifest's; the scratch database is dropped whatever happened.
+//!   plan's `scratch_url` server, which is not the source's (the source's only with
+//!   `allow_scratch_on_source = true`; none: a config error), with the snapshot's missing
+//!   roles created `NOLOGIN` first; row counts of every table and the plan's SQL probes
+//!   (queries from lifeboat.toml, never from the manifest) are compared with the results
+//!   recorded at backup; the scratch database and roles are dropped whatever happened.
 //! - `command`: the stream is verified (every chunk and the whole BLAKE3) while it feeds the
 //!   plan's `verify_command`, run with `LIFEBOAT_SCRATCH_DIR` set to a temporary directory;
 //!   without one, the verified stream is the whole test.
@@ -60,6 +62,9 @@ pub struct RestoreTestOutcome {
     pub differences: Vec<String>,
     /// What was compared.
     pub checked: String,
+    /// Said to the operator without failing the test (a superuser scratch role, a probe
+    /// with no recorded result).
+    pub warnings: Vec<String>,
 }
 
 impl RestoreTestOutcome {
@@ -79,6 +84,7 @@ impl RestoreTestOutcome {
                 "throughput_bytes_per_second": self.throughput,
                 "checked": self.checked,
                 "differences": self.differences,
+                "warnings": self.warnings,
             }))
             .ok(),
         }
@@ -113,6 +119,13 @@ pub async fn restore_tests(
         req.snapshot.is_none() || req.plan.is_some(),
         "--snapshot needs --plan (a snapshot belongs to one plan)"
     );
+    // A postgres plan without an allowed scratch server is a config error (exit 2) for
+    // the whole command, before anything is restored.
+    for plan in &plans {
+        if plan.source.kind() == "postgres" {
+            config.scratch_admin_url(plan)?;
+        }
+    }
     // rds plans restore from RDS snapshots in AWS regions: no repository, no identity.
     let all_rds = plans.iter().all(|p| p.source.as_rds().is_some());
     if !all_rds {
@@ -154,6 +167,7 @@ pub async fn restore_test(
         passed: false,
         differences: Vec::new(),
         checked: String::new(),
+        warnings: Vec::new(),
     };
     let spec = req.snapshot.clone().unwrap_or_else(|| "latest".into());
     let scratch = req

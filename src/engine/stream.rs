@@ -19,6 +19,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use crate::config::{Config, SecretString, SourceConfig};
 use crate::engine::{open, KeyNeed, RestoreResult};
 use crate::source::child::{Launch, SinkChild};
+use crate::source::pg_globals::{self, RoleMode, RolesReport};
 use crate::source::postgres::{self, PgTarget};
 
 /// Where a stream snapshot goes.
@@ -36,6 +37,10 @@ pub enum StreamTarget {
         /// Parallel restore: the dump is first written to a file under `scratch`.
         jobs: Option<u32>,
         scratch: Option<PathBuf>,
+        /// `--no-owner`: objects owned by the connecting role.
+        no_owner: bool,
+        /// `--no-privileges`: no GRANT or REVOKE.
+        no_privileges: bool,
     },
     /// The plan's `restore_command`, fed on stdin (command plans).
     RestoreCommand,
@@ -55,6 +60,37 @@ pub struct OpenStream {
     pub index: Arc<Index>,
     pub snapshot: SnapshotEntry,
     pub node: Node,
+    /// A postgres snapshot's globals file (`pg_dumpall --globals-only`); `None` in
+    /// snapshots made before lifeboat stored them.
+    pub globals: Option<Node>,
+}
+
+/// The most of a globals file read into memory (roles are a few hundred bytes each).
+const GLOBALS_LIMIT: u64 = 64 << 20;
+
+/// How a dump goes into a database.
+#[derive(Debug, Clone, Default)]
+pub struct DatabaseRestore {
+    /// Restore into a non-empty database: `pg_restore --clean --if-exists`.
+    pub force: bool,
+    /// Parallel restore from a file in this directory.
+    pub jobs: Option<(u32, PathBuf)>,
+    /// Objects owned as in the dump (else by the connecting role: `--no-owner`).
+    pub owners: bool,
+    /// GRANTs and REVOKEs of the dump (else `--no-privileges`).
+    pub privileges: bool,
+    /// Create the roles of the snapshot's globals that the server lacks, first.
+    pub roles: Option<RoleMode>,
+}
+
+/// What a database restore did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DatabaseRestored {
+    pub bytes: u64,
+    /// Roles created or found; `None` when no role was looked at.
+    pub roles: Option<RolesReport>,
+    /// Said to the operator: e.g. a snapshot without globals.
+    pub notes: Vec<String>,
 }
 
 impl OpenStream {
@@ -91,13 +127,56 @@ impl OpenStream {
         );
         let index = Arc::new(repo.load_index().await.context("load index")?);
         let reader = BlobReader::new(repo.clone(), index.clone());
-        let node = lifeboat_repo::stream::stream_node(&reader, snapshot.manifest.root).await?;
+        let files = lifeboat_repo::stream::stream_files(&reader, snapshot.manifest.root).await?;
+        let (mut node, mut globals) = (None, None);
+        for f in files {
+            let is_globals = snapshot.manifest.source.kind == "postgres"
+                && f.name.as_deref() == Some(pg_globals::GLOBALS_NAME);
+            if is_globals {
+                globals = Some(f);
+            } else if node.is_none() {
+                node = Some(f);
+            } else {
+                anyhow::bail!(
+                    "snapshot {}: its root holds more than one stream; restore it with --to DIR",
+                    snapshot.id.short()
+                );
+            }
+        }
+        let node = node
+            .with_context(|| format!("snapshot {}: no stream in its root", snapshot.id.short()))?;
         Ok(OpenStream {
             repo,
             index,
             snapshot,
             node,
+            globals,
         })
+    }
+
+    /// The snapshot's globals script, verified like the stream; `None` when it has none.
+    pub async fn globals_text(&self, cancel: &Cancel) -> Result<Option<String>> {
+        let Some(node) = &self.globals else {
+            return Ok(None);
+        };
+        anyhow::ensure!(
+            node.size <= GLOBALS_LIMIT,
+            "snapshot {}: its globals file is {} bytes, more than a role list can be",
+            self.snapshot.id.short(),
+            node.size
+        );
+        let mut buf = Vec::with_capacity(node.size as usize);
+        lifeboat_repo::stream::copy_stream(
+            &self.repo,
+            &self.index,
+            node,
+            &mut buf,
+            &Progress::default(),
+            cancel,
+        )
+        .await
+        .with_context(|| format!("read the globals of snapshot {}", self.snapshot.id.short()))?;
+        Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
     }
 
     /// Copy the verified stream into `sink`.
@@ -172,6 +251,7 @@ impl OpenStream {
             demoted: log.demoted.clone(),
             duration,
             snapshot: self.snapshot.clone(),
+            database: None,
         }
     }
 }
@@ -182,12 +262,18 @@ impl OpenStream {
 pub fn pg_restore_command(
     url: &str,
     password: Option<&SecretString>,
-    force: bool,
+    how: &DatabaseRestore,
     parallel: Option<(u32, &std::path::Path)>,
 ) -> Result<(tokio::process::Command, Option<tempfile::NamedTempFile>)> {
     let mut cmd = tokio::process::Command::new("pg_restore");
-    cmd.args(["--no-owner", "--exit-on-error", "--no-password"]);
-    if force {
+    cmd.args(["--exit-on-error", "--no-password"]);
+    if !how.owners {
+        cmd.arg("--no-owner");
+    }
+    if !how.privileges {
+        cmd.arg("--no-privileges");
+    }
+    if how.force {
         cmd.args(["--clean", "--if-exists"]);
     }
     match parallel {
@@ -211,16 +297,16 @@ pub fn pg_restore_command(
 }
 
 /// Restore a dump into the database at `url` (never creating or dropping it): refuses a
-/// non-empty database unless `force`. `scrub`: the variables `pg_restore` must not see.
+/// non-empty database unless `how.force`; creates the missing roles first when asked.
+/// `scrub`: the variables `pg_restore` must not see.
 pub async fn restore_into_database(
     stream: &OpenStream,
     target: &PgTarget<'_>,
-    force: bool,
-    jobs: Option<(u32, PathBuf)>,
+    how: &DatabaseRestore,
     progress: &Progress,
     cancel: &Cancel,
     scrub: &[String],
-) -> Result<u64> {
+) -> Result<DatabaseRestored> {
     let launch = |keep| Launch {
         what: "pg_restore".into(),
         hint: postgres::CLIENT_HINT,
@@ -228,26 +314,48 @@ pub async fn restore_into_database(
         cancel,
         keep,
     };
+    let mut out = DatabaseRestored::default();
     let mut conn = target.connect().await?;
     let (count, names) = postgres::existing_relations(&mut conn).await?;
-    drop(conn);
-    if count > 0 && !force {
+    if count > 0 && !how.force {
         anyhow::bail!(
             "target database {} is not empty ({count} relations, e.g. {}): restore into a new database (`createdb NAME`), or pass --force to drop and replace the objects the dump contains",
             postgres::redact(target.url),
             names.join(", ")
         );
     }
-    match jobs {
+    if let Some(mode) = how.roles {
+        match stream.globals_text(cancel).await? {
+            Some(text) => {
+                let globals = pg_globals::parse(&text);
+                out.roles = Some(
+                    pg_globals::create_missing_roles(&mut conn, &globals, mode)
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "create the snapshot's roles on {} (or restore with --no-owner --no-privileges)",
+                                postgres::redact(target.url)
+                            )
+                        })?,
+                );
+            }
+            None => out.notes.push(format!(
+                "snapshot {} holds no globals (it was taken before lifeboat stored them): the roles its dump names must exist on the target, or restore with --no-owner --no-privileges",
+                stream.snapshot.id.short()
+            )),
+        }
+    }
+    drop(conn);
+    out.bytes = match &how.jobs {
         None => {
-            let (cmd, keep) = pg_restore_command(target.url, target.password, force, None)?;
+            let (cmd, keep) = pg_restore_command(target.url, target.password, how, None)?;
             let child = SinkChild::spawn(cmd, launch(keep))?;
-            stream.pipe_into(child, progress, cancel).await
+            stream.pipe_into(child, progress, cancel).await?
         }
         Some((jobs, scratch)) => {
             let dir = tempfile::Builder::new()
                 .prefix("lifeboat-pg-restore-")
-                .tempdir_in(&scratch)
+                .tempdir_in(scratch)
                 .with_context(|| format!("create a scratch directory in {}", scratch.display()))?;
             let path = dir.path().join(postgres::DUMP_NAME);
             let mut file = tokio::fs::File::create(&path)
@@ -256,12 +364,13 @@ pub async fn restore_into_database(
             let n = stream.copy_to(&mut file, progress, cancel).await?;
             drop(file);
             let (cmd, keep) =
-                pg_restore_command(target.url, target.password, force, Some((jobs, &path)))?;
+                pg_restore_command(target.url, target.password, how, Some((*jobs, &path)))?;
             let child = SinkChild::spawn(cmd, launch(keep))?;
             child.finish().await?;
-            Ok(n)
+            n
         }
-    }
+    };
+    Ok(out)
 }
 
 /// `restore <plan>` for a postgres or command plan.
@@ -276,6 +385,7 @@ pub async fn restore_stream(
     let declared = config.plan(&req.plan).ok().map(|p| p.source.clone());
     let stream = OpenStream::open(config, &req.plan, &req.snapshot, req.from.as_deref()).await?;
     let kind = stream.snapshot.manifest.source.kind.clone();
+    let mut database = None;
     let bytes = match (&req.target, declared.as_ref()) {
         (StreamTarget::Stdout, _) => {
             // A duplicate of fd 1 as a tokio file (tokio's `io-std` is not compiled in).
@@ -304,14 +414,24 @@ pub async fn restore_stream(
             file.sync_all().await?;
             n
         }
-        (StreamTarget::Postgres { url, force, jobs, scratch }, _) if kind == "postgres" => {
+        (StreamTarget::Postgres { url, force, jobs, scratch, no_owner, no_privileges }, _) if kind == "postgres" => {
             let target = PgTarget { url, password: None };
             let parallel = jobs.map(|j| (j.max(1), scratch.clone().unwrap_or_else(|| config.cache_dir.clone())));
             if let Some((_, dir)) = &parallel {
                 std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
             }
             let scrub = postgres::libpq_scrub(config.secret_env_names());
-            restore_into_database(&stream, &target, *force, parallel, &progress, &cancel, &scrub).await?
+            // Roles are needed by owners and grants; with neither, none are created.
+            let how = DatabaseRestore {
+                force: *force,
+                jobs: parallel,
+                owners: !no_owner,
+                privileges: !no_privileges,
+                roles: (!(*no_owner && *no_privileges)).then_some(RoleMode::Restore),
+            };
+            let done = restore_into_database(&stream, &target, &how, &progress, &cancel, &scrub).await?;
+            database = Some(done.clone());
+            done.bytes
         }
         (StreamTarget::RestoreCommand, Some(SourceConfig::Command { restore_command, .. })) => {
             let cmd = crate::source::command::async_command(restore_command);
@@ -335,5 +455,7 @@ pub async fn restore_stream(
             config.path.display()
         ),
     };
-    Ok(stream.result(bytes, started.elapsed()))
+    let mut result = stream.result(bytes, started.elapsed());
+    result.database = database;
+    Ok(result)
 }

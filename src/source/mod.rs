@@ -6,5 +6,6 @@ pub mod cache;
 pub mod child;
 pub mod command;
 pub mod dir;
+pub mod pg_globals;
 pub mod pgtls;
 pub mod postgres;

@@ -200,7 +200,9 @@ pub async fn begin_dump(target: &PgTarget<'_>, probes: &[SqlProbe]) -> Result<Du
         let result = run_probe(&mut conn, &p.sql)
             .await
             .with_context(|| format!("SQL probe {:?}", p.name))?;
-        sql.insert(p.name.clone(), json!({ "sql": p.sql, "result": result }));
+        // Only the result: the query is the plan's, read from lifeboat.toml when a restore
+        // test compares, never from a manifest (which a writer could have forged).
+        sql.insert(p.name.clone(), json!({ "result": result }));
     }
     let mut map = Map::new();
     map.insert("server_version".into(), json!(version));
@@ -274,13 +276,25 @@ pub async fn existing_relations(conn: &mut PgConnection) -> Result<(i64, Vec<Str
     Ok((count, names))
 }
 
-/// Compare what a restored database holds with the probes recorded at backup time. Every
-/// difference is one line naming the table or probe; empty means they match.
+/// What [`compare_probes`] found: differences fail a restore test, notes are told.
+#[derive(Debug, Default)]
+pub struct ProbeCheck {
+    pub differences: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// Compare what a restored database holds with what was recorded at backup time: the row
+/// count of every table, and each of the plan's `probes` (the SQL comes from the plan in
+/// lifeboat.toml, only the recorded result from the manifest; a query a manifest carries,
+/// in the old format or forged, is never run). Every difference is one line naming the
+/// table or probe.
 pub async fn compare_probes(
     conn: &mut PgConnection,
     recorded: &Map<String, Value>,
-) -> Result<Vec<String>> {
-    let mut diffs = Vec::new();
+    probes: &[SqlProbe],
+) -> Result<ProbeCheck> {
+    let mut check = ProbeCheck::default();
+    let diffs = &mut check.differences;
     let expected: BTreeMap<String, i64> = recorded
         .get("tables")
         .and_then(Value::as_object)
@@ -309,27 +323,98 @@ pub async fn compare_probes(
             ));
         }
     }
-    if let Some(sql) = recorded.get("sql").and_then(Value::as_object) {
-        for (name, probe) in sql {
-            let query = probe.get("sql").and_then(Value::as_str).unwrap_or_default();
-            let want = probe
-                .get("result")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            match run_probe(conn, query).await {
-                Ok(result) if result == want => {}
-                Ok(result) => diffs.push(format!(
-                    "probe {name:?}: {result} after restore, {want} at backup"
-                )),
-                Err(e) => diffs.push(format!("probe {name:?}: failed after restore: {e}")),
-            }
+    let empty = Map::new();
+    let results = recorded
+        .get("sql")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    for probe in probes {
+        let Some(want) = results
+            .get(&probe.name)
+            .and_then(|r| r.get("result"))
+            .and_then(Value::as_str)
+        else {
+            check.notes.push(format!(
+                "probe {:?}: no result recorded in this snapshot (added to the plan since?): not compared",
+                probe.name
+            ));
+            continue;
+        };
+        match run_probe(conn, &probe.sql).await {
+            Ok(result) if result == want => {}
+            Ok(result) => diffs.push(format!(
+                "probe {:?}: {result} after restore, {want} at backup",
+                probe.name
+            )),
+            Err(e) => diffs.push(format!("probe {:?}: failed after restore: {e}", probe.name)),
         }
     }
-    Ok(diffs)
+    for name in results.keys() {
+        if !probes.iter().any(|p| &p.name == name) {
+            check.notes.push(format!(
+                "probe {name:?}: recorded in the snapshot but not in the plan: not run (probes come from lifeboat.toml only)"
+            ));
+        }
+    }
+    Ok(check)
+}
+
+/// Whether the connected role is a superuser.
+pub async fn is_superuser(conn: &mut PgConnection) -> Result<bool> {
+    sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        .fetch_one(&mut *conn)
+        .await
+        .context("read the connecting role's attributes")
+}
+
+/// A database created for a restore test or a drill on a scratch server.
+pub struct ScratchDatabase {
+    pub name: String,
+    /// The database's URL (no password: config URLs never hold one).
+    pub url: String,
+}
+
+/// Create an empty database `<prefix>_<random>` (from `template0`, so nothing a site added
+/// to `template1` collides with the dump's objects) through the maintenance database
+/// `admin`. `production` is the source's URL: its database name is never used.
+pub async fn create_scratch(
+    admin: &PgTarget<'_>,
+    prefix: &str,
+    production: &str,
+) -> Result<ScratchDatabase> {
+    let name = format!("{prefix}_{}", &crate::host::new_id()[..12]);
+    anyhow::ensure!(
+        database_of(production).as_deref() != Some(name.as_str()),
+        "scratch database name {name} is the production database's: refusing"
+    );
+    admin_sql(
+        admin,
+        format!("CREATE DATABASE \"{name}\" TEMPLATE template0"),
+    )
+    .await
+    .context("create the scratch database (the scratch_url user needs CREATEDB)")?;
+    Ok(ScratchDatabase {
+        url: with_database(admin.url, &name)?,
+        name,
+    })
+}
+
+/// Drop a scratch database, with `FORCE` where the server has it (PostgreSQL 13+).
+pub async fn drop_database(admin: &PgTarget<'_>, name: &str) -> Result<()> {
+    let dropped = admin_sql(
+        admin,
+        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+    )
+    .await;
+    if dropped.is_ok() {
+        return dropped;
+    }
+    // Before PostgreSQL 13 there is no FORCE; our own connections are closed by now.
+    admin_sql(admin, format!("DROP DATABASE IF EXISTS \"{name}\"")).await
 }
 
 /// Run one statement that cannot run in a transaction (CREATE/DROP DATABASE).
-pub async fn admin(target: &PgTarget<'_>, sql: String) -> Result<()> {
+pub async fn admin_sql(target: &PgTarget<'_>, sql: String) -> Result<()> {
     let mut conn = target.connect().await?;
     let res = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
         .execute(&mut conn)

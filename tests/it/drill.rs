@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{write, Workspace};
-use crate::pg;
+use crate::pg::{self, psql};
 
 fn runbook(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -58,36 +58,12 @@ fn all_removed(report: &serde_json::Value) {
     }
 }
 
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            url,
-            "-c",
-            sql,
-        ])
-        .output()
-        .expect("psql (PostgreSQL client tools: run `make deps`)");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn drill_every_shipped_runbook_passes_on_local_regions_and_status_is_healthy() {
     let db = pg::database();
     psql(&db, "CREATE TABLE orders (id int PRIMARY KEY, note text); INSERT INTO orders SELECT g, 'n' || g FROM generate_series(1, 50) g;");
     let ws = backed_up();
-    ws.edit_config(|c| format!("{c}\n[[plans]]\nname = \"appdb\"\nsource = {{ kind = \"postgres\", url = \"{db}\" }}\n"));
+    ws.edit_config(|c| format!("{c}\n[[plans]]\nname = \"appdb\"\nsource = {{ kind = \"postgres\", url = \"{db}\", allow_scratch_on_source = true }}\n"));
     ws.ok(&["backup", "appdb"]);
     ws.ok(&["verify", "--restore"]);
     let names = [

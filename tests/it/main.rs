@@ -23,6 +23,7 @@ mod logs;
 mod object_lock;
 mod ops;
 mod pg;
+mod pgscratch;
 mod pgsource;
 mod rds;
 mod recovery;

@@ -1,8 +1,10 @@
-//! A throwaway PostgreSQL server for the catalog tests: one cluster per test process,
-//! created with Debian's `initdb` in a temporary directory owned by the `postgres` user
-//! (PostgreSQL refuses to run as root), listening on a free port on 127.0.0.1 with trust
-//! authentication, and removed by a watchdog when the test process exits. Each test gets its
-//! own database.
+//! Throwaway PostgreSQL servers for the tests: one cluster per test process ([`server`]),
+//! and a second one on another port ([`second_server`], started only by the tests that ask
+//! for it: a "fresh server" that lacks the first one's roles, and a scratch server that is
+//! not the source). Each is created with Debian's `initdb` in a temporary directory owned by
+//! the `postgres` user (PostgreSQL refuses to run as root), listens on a free port on
+//! 127.0.0.1 with trust authentication, and is removed by a watchdog when the test process
+//! exits. Each test gets its own database.
 //!
 //! A test that needs it FAILS when PostgreSQL is not installed: run `make deps`.
 
@@ -56,9 +58,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn start() -> PgServer {
+fn start(tag: &str) -> PgServer {
     let bin = bin_dir();
-    let dir = std::env::temp_dir().join(format!("lifeboat-pg-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("lifeboat-pg-{}{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join("data");
@@ -146,7 +148,49 @@ fn start() -> PgServer {
 
 pub fn server() -> &'static PgServer {
     static SERVER: OnceLock<PgServer> = OnceLock::new();
-    SERVER.get_or_init(start)
+    SERVER.get_or_init(|| start(""))
+}
+
+/// A second cluster, on another port: it shares nothing with [`server`] (roles included).
+pub fn second_server() -> &'static PgServer {
+    static SERVER: OnceLock<PgServer> = OnceLock::new();
+    SERVER.get_or_init(|| start("-second"))
+}
+
+/// Run `sql` as the `postgres` superuser in database `db` of `server`; stdout, trimmed.
+pub fn admin_sql(server: &PgServer, db: &str, sql: &str) -> String {
+    let url = format!("postgres://postgres@127.0.0.1:{}/{db}", server.port);
+    run_psql(as_postgres(&bin_dir().join("psql")), &url, sql)
+}
+
+/// Run SQL through psql (the client tools must be installed) on the database at `url`;
+/// returns unaligned output, trimmed.
+pub fn psql(url: &str, sql: &str) -> String {
+    run_psql(Command::new("psql"), url, sql)
+}
+
+fn run_psql(mut psql: Command, url: &str, sql: &str) -> String {
+    let out = psql
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("psql: {e} (PostgreSQL client tools missing: run `make deps`)"));
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A login role that must authenticate with `password`, owning database `db` (created);
@@ -163,55 +207,20 @@ pub fn password_role(role: &str, password: &str) -> String {
         format!("CREATE DATABASE {db} OWNER {role}"),
     ];
     for statement in &statements {
-        let out = as_postgres(&bin_dir().join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &server.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-            ])
-            .arg(statement)
-            .output()
-            .expect("run psql");
-        assert!(
-            out.status.success(),
-            "{statement}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        admin_sql(server, "postgres", statement);
     }
     format!("postgres://{role}@127.0.0.1:{}/{db}", server.port)
 }
 
 /// A fresh, empty database on the shared server; returns its URL.
 pub fn database() -> String {
-    let server = server();
+    database_on(server())
+}
+
+/// A fresh, empty database on `server`; returns its URL.
+pub fn database_on(server: &PgServer) -> String {
     let name = format!("lb_{}", next());
-    let psql = bin_dir().join("psql");
-    let out = as_postgres(&psql)
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &server.port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-c",
-        ])
-        .arg(format!("CREATE DATABASE {name}"))
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "create database: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    admin_sql(server, "postgres", &format!("CREATE DATABASE {name}"));
     format!("postgres://postgres@127.0.0.1:{}/{name}", server.port)
 }
 

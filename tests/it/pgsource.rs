@@ -11,32 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::Workspace;
-use crate::pg;
-
-/// Run SQL through psql (the client tools must be installed); returns unaligned output.
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            url,
-            "-c",
-            sql,
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("psql: {e} (PostgreSQL client tools missing: run `make deps`)"));
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use crate::pg::{self, psql};
 
 const SCHEMA: &str = "
 CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL, active boolean NOT NULL DEFAULT true);
@@ -87,7 +62,10 @@ fn pgsource_backup_change_backup_restore_each_and_restore_test() {
     add_plan(
         &ws,
         "appdb",
-        &format!("kind = \"postgres\", url = \"{db}\", {}", probes_toml()),
+        &format!(
+            "kind = \"postgres\", url = \"{db}\", allow_scratch_on_source = true, {}",
+            probes_toml()
+        ),
     );
     let day1 = state(&db);
     let first = ws.json(&["backup", "appdb"])["snapshot"]
@@ -224,7 +202,7 @@ fn pgsource_probe_mismatch_fails_the_restore_test_and_names_the_probe() {
     add_plan(
         &ws,
         "appdb",
-        &format!("kind = \"postgres\", url = \"{db}\", probes = [{{ name = \"which db\", sql = \"select current_database()\" }}]"),
+        &format!("kind = \"postgres\", url = \"{db}\", allow_scratch_on_source = true, probes = [{{ name = \"which db\", sql = \"select current_database()\" }}]"),
     );
     ws.ok(&["backup", "appdb"]);
     let out = ws.fails(&["verify", "--restore", "--plan", "appdb"], 4);
@@ -424,9 +402,12 @@ fn pgsource_wrong_password_is_a_clear_error_and_the_password_is_never_shown() {
 
 #[test]
 fn pgsource_compare_probes_names_every_table_and_probe_that_differs() {
+    use lifeboat::config::SqlProbe;
     use lifeboat::source::postgres::{compare_probes, PgTarget};
     let db = pg::database();
     psql(&db, SCHEMA);
+    // The manifest's recorded "sql" text (old format, or forged) is never run: the plan's
+    // queries are, and only the recorded results are compared.
     let recorded = serde_json::json!({
         "tables": {
             "public.users": 5,
@@ -435,26 +416,41 @@ fn pgsource_compare_probes_names_every_table_and_probe_that_differs() {
             "billing.Invoices": 30,
         },
         "sql": {
-            "active users": { "sql": "select count(*) from users where active", "result": "[{\"count\":99}]" },
-            "names": { "sql": "select name from users where id = 1", "result": "[{\"name\":\"Zoë\"}]" },
+            "active users": { "sql": "select 99 as count", "result": "[{\"count\":99}]" },
+            "names": { "result": "[{\"name\":\"Zoë\"}]" },
+            "forged": { "sql": "select pg_sleep(30)", "result": "[]" },
         },
     });
+    let probes = vec![
+        SqlProbe {
+            name: "active users".into(),
+            sql: "select count(*) from users where active".into(),
+        },
+        SqlProbe {
+            name: "names".into(),
+            sql: "select name from users where id = 1".into(),
+        },
+        SqlProbe {
+            name: "new".into(),
+            sql: "select 1".into(),
+        },
+    ];
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let diffs = rt.block_on(async {
+    let check = rt.block_on(async {
         let target = PgTarget {
             url: &db,
             password: None,
         };
         let mut conn = target.connect().await.unwrap();
-        compare_probes(&mut conn, recorded.as_object().unwrap())
+        compare_probes(&mut conn, recorded.as_object().unwrap(), &probes)
             .await
             .unwrap()
     });
     assert_eq!(
-        diffs,
+        check.differences,
         vec![
             "table public.gone: missing after restore (7 rows at backup)".to_string(),
             "table public.users: 4 rows after restore, 5 at backup".to_string(),
@@ -462,4 +458,8 @@ fn pgsource_compare_probes_names_every_table_and_probe_that_differs() {
                 .to_string(),
         ]
     );
+    assert_eq!(check.notes.len(), 2, "{:?}", check.notes);
+    assert!(check.notes[0].starts_with("probe \"new\": no result recorded"));
+    assert!(check.notes[1]
+        .starts_with("probe \"forged\": recorded in the snapshot but not in the plan: not run"));
 }

@@ -60,14 +60,18 @@ pub fn store_stream<R: Read>(
 
 /// Store the root tree of a stream snapshot: one directory holding `node`.
 pub fn store_root(writer: &mut BackupWriter, node: Node) -> Result<Id> {
-    writer.add_tree(&mut Tree { nodes: vec![node] })
+    store_root_files(writer, vec![node])
+}
+
+/// Store the root tree of a stream snapshot whose stream has small files beside it (a
+/// database dump and the cluster's globals): one directory holding `nodes`.
+pub fn store_root_files(writer: &mut BackupWriter, nodes: Vec<Node>) -> Result<Id> {
+    writer.add_tree(&mut Tree { nodes })
 }
 
 /// The file node of a stream snapshot's root tree; an error if the tree is not one file.
 pub async fn stream_node(reader: &BlobReader, root: Id) -> Result<Node> {
-    let bytes = reader.read(&root).await?;
-    let tree = Tree::parse(&bytes, &format!("root tree {}", root.short()))?;
-    let mut files = tree.nodes.into_iter().filter(|n| n.kind == NodeKind::File);
+    let mut files = stream_files(reader, root).await?.into_iter();
     match (files.next(), files.next()) {
         (Some(node), None) => Ok(node),
         _ => Err(RepoError::Invalid(format!(
@@ -75,6 +79,20 @@ pub async fn stream_node(reader: &BlobReader, root: Id) -> Result<Node> {
             root.short()
         ))),
     }
+}
+
+/// The file nodes of a stream snapshot's root tree (the stream, and any files stored
+/// beside it), in name order; an error if it holds anything but files, or none.
+pub async fn stream_files(reader: &BlobReader, root: Id) -> Result<Vec<Node>> {
+    let bytes = reader.read(&root).await?;
+    let tree = Tree::parse(&bytes, &format!("root tree {}", root.short()))?;
+    if tree.nodes.is_empty() || tree.nodes.iter().any(|n| n.kind != NodeKind::File) {
+        return Err(RepoError::Invalid(format!(
+            "snapshot root {} is not a stream snapshot (files only); restore it into a directory",
+            root.short()
+        )));
+    }
+    Ok(tree.nodes)
 }
 
 /// Write the content of `node` into `sink` in order, verifying every chunk before it is

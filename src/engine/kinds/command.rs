@@ -32,6 +32,7 @@ impl RepoSource for Command<'_> {
             name: crate::source::command::OUTPUT_NAME,
             location: self.command[0].clone(),
             probes: Default::default(),
+            beside: Vec::new(),
         };
         Ok(Begun {
             write: write_step(spec),

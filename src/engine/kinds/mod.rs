@@ -51,12 +51,13 @@ pub fn shape(source: &SourceConfig) -> Shape<'_> {
             url,
             password,
             probes,
-            scratch_url,
+            globals_with_passwords,
+            ..
         } => Shape::Repository(Box::new(postgres::Postgres {
             url,
             password: password.as_ref(),
             probes,
-            scratch_url: scratch_url.as_deref(),
+            globals_with_passwords: *globals_with_passwords,
         })),
         SourceConfig::Command {
             command,

@@ -1,25 +1,30 @@
-//! `postgres` sources: `pg_dump` inside a dump transaction (probes measured in the same
-//! snapshot), streamed into the repository; restore-tested into a scratch database created
-//! for the test and dropped whatever happened.
+//! `postgres` sources: the cluster's globals (`pg_dumpall --globals-only`) and `pg_dump`
+//! inside a dump transaction (probes measured in the same snapshot), streamed into the
+//! repository; restore-tested into a scratch database on the plan's scratch server (never
+//! the source's unless allowed), created for the test and dropped whatever happened, with
+//! the missing roles created `NOLOGIN` before and dropped after. The probes' SQL is the
+//! plan's; the manifest gives only the results to compare with.
 
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 
-use super::stream::{write_step, StreamSpec};
+use super::stream::{write_step, SideFile, StreamSpec};
 use super::{BeginBackup, Begun, RepoSource, TestCx};
 use crate::config::{SecretRef, SecretString, SqlProbe};
 use crate::engine::restore_test::elapsed_ms;
-use crate::engine::stream::{restore_into_database, OpenStream};
+use crate::engine::scratch::ScratchServer;
+use crate::engine::stream::{restore_into_database, DatabaseRestore, OpenStream};
 use crate::engine::RestoreTestOutcome;
+use crate::source::pg_globals;
 use crate::source::postgres::{self, PgTarget};
 
 pub(super) struct Postgres<'a> {
     pub url: &'a str,
     pub password: Option<&'a SecretRef>,
     pub probes: &'a [SqlProbe],
-    pub scratch_url: Option<&'a str>,
+    pub globals_with_passwords: bool,
 }
 
 impl Postgres<'_> {
@@ -46,6 +51,9 @@ impl RepoSource for Postgres<'_> {
             .await
             .with_context(|| format!("plan {}", cx.plan.name))?;
         let (cmd, keep) = postgres::pg_dump_command(&target, &session.snapshot)?;
+        // Roles are not MVCC: the globals are read just before the dump starts.
+        let (globals, globals_keep) =
+            pg_globals::pg_dumpall_command(&target, self.globals_with_passwords)?;
         let spec = StreamSpec {
             cmd,
             keep,
@@ -56,6 +64,12 @@ impl RepoSource for Postgres<'_> {
             name: postgres::DUMP_NAME,
             location: postgres::redact(self.url),
             probes: session.probes.clone(),
+            beside: vec![SideFile {
+                cmd: globals,
+                keep: globals_keep,
+                what: "pg_dumpall --globals-only".into(),
+                name: pg_globals::GLOBALS_NAME,
+            }],
         };
         Ok(Begun {
             write: write_step(spec),
@@ -64,72 +78,80 @@ impl RepoSource for Postgres<'_> {
     }
 
     async fn restore_test(&self, cx: &TestCx<'_>, outcome: &mut RestoreTestOutcome) -> Result<()> {
+        // Refused before anything is read when the plan has no allowed scratch server.
+        let server = ScratchServer::of(cx.config, cx.plan)?;
         let stream = OpenStream::open(cx.config, &cx.plan.name, cx.snapshot, cx.from).await?;
         outcome.snapshot = stream.snapshot.id.to_hex();
-        let password = self.password(&cx.plan.name)?;
-        let admin_url = match self.scratch_url {
-            Some(url) => url.to_string(),
-            None => postgres::with_database(self.url, "postgres")?,
-        };
-        let production = postgres::database_of(self.url);
-        let name = format!("lifeboat_verify_{}", &crate::host::new_id()[..12]);
-        anyhow::ensure!(
-            production.as_deref() != Some(name.as_str()),
-            "scratch database name {name} is the production database's: refusing"
-        );
-        let admin = PgTarget {
-            url: &admin_url,
-            password: password.as_ref(),
-        };
-        // template0: nothing a site added to template1 can collide with the dump's objects.
-        postgres::admin(
-            &admin,
-            format!("CREATE DATABASE \"{name}\" TEMPLATE template0"),
-        )
-        .await
-        .context("create the scratch database (the scratch_url user needs CREATEDB)")?;
-        let scratch_db_url = postgres::with_database(&admin_url, &name)?;
-        let scratch_db = PgTarget {
-            url: &scratch_db_url,
-            password: password.as_ref(),
-        };
+        if let Some(w) = server.check_role().await? {
+            tracing::warn!(plan = %cx.plan.name, "{w}");
+            outcome.warnings.push(w);
+        }
         outcome.checked =
             "row counts of every table and the plan's SQL probes, in a scratch database".into();
+        let roles = match server.create_roles(&stream, cx.cancel).await? {
+            Some(r) => {
+                if !r.created.is_empty() {
+                    outcome.checked.push_str(&format!(
+                        "; roles created for the test and dropped after: {}",
+                        r.created.join(", ")
+                    ));
+                }
+                r.created
+            }
+            None => Vec::new(),
+        };
+        let result = self.test_in_scratch(cx, &server, &stream, outcome).await;
+        if let Err(e) = server.drop_roles(&roles).await {
+            tracing::error!(error = %format!("{e:#}"), "could not drop the restore test's roles; drop them by hand");
+            outcome.differences.push(format!(
+                "roles {} could not be dropped: {e:#}",
+                roles.join(", ")
+            ));
+        }
+        result
+    }
+}
+
+impl Postgres<'_> {
+    /// Create the scratch database, restore into it, compare, drop it whatever happened.
+    async fn test_in_scratch(
+        &self,
+        cx: &TestCx<'_>,
+        server: &ScratchServer,
+        stream: &OpenStream,
+        outcome: &mut RestoreTestOutcome,
+    ) -> Result<()> {
+        let db = server.create_database("lifeboat_verify", self.url).await?;
         let result = async {
             let started = Instant::now();
             let scrub = postgres::libpq_scrub(cx.config.secret_env_names());
-            let restored = restore_into_database(
-                &stream,
-                &scratch_db,
-                false,
-                None,
-                cx.progress,
-                cx.cancel,
-                &scrub,
-            )
-            .await;
+            // Owned by the scratch role (it need not be a superuser); grants restored, so
+            // a role missing on the server fails the test as it would fail a restore.
+            let how = DatabaseRestore {
+                privileges: true,
+                ..Default::default()
+            };
+            let target = server.target(&db.url);
+            let restored =
+                restore_into_database(stream, &target, &how, cx.progress, cx.cancel, &scrub).await;
             outcome.duration_ms = elapsed_ms(started.elapsed());
-            outcome.bytes = restored?;
-            let mut conn = scratch_db.connect().await?;
-            let diffs = postgres::compare_probes(&mut conn, &stream.snapshot.manifest.probes).await;
+            outcome.bytes = restored?.bytes;
+            let mut conn = target.connect().await?;
+            let check =
+                postgres::compare_probes(&mut conn, &stream.snapshot.manifest.probes, self.probes)
+                    .await;
             let _ = sqlx::Connection::close(conn).await;
-            outcome.differences.extend(diffs?);
+            let check = check?;
+            outcome.differences.extend(check.differences);
+            outcome.warnings.extend(check.notes);
             Ok::<(), anyhow::Error>(())
         }
         .await;
-        let mut dropped = postgres::admin(
-            &admin,
-            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-        )
-        .await;
-        if dropped.is_err() {
-            // Before PostgreSQL 13 there is no FORCE; our own connections are closed by now.
-            dropped = postgres::admin(&admin, format!("DROP DATABASE IF EXISTS \"{name}\"")).await;
-        }
-        if let Err(e) = dropped {
-            tracing::error!(database = %name, error = %format!("{e:#}"), "could not drop the scratch database; drop it by hand");
+        if let Err(e) = server.drop_database(&db.name).await {
+            tracing::error!(database = %db.name, error = %format!("{e:#}"), "could not drop the scratch database; drop it by hand");
             outcome.differences.push(format!(
-                "scratch database {name} could not be dropped: {e:#}"
+                "scratch database {} could not be dropped: {e:#}",
+                db.name
             ));
         }
         result
