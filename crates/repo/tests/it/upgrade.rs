@@ -51,6 +51,20 @@ impl V1Copy {
         }]
     }
 
+    /// Run `upgrade` while every put of names starting with `prefix` fails: it must fail and
+    /// leave the repository at v1.
+    async fn upgrade_failing_puts_of(&self, prefix: &str) {
+        self.fault.inject(Fault::FailPutsMatching {
+            prefix: prefix.into(),
+            after: 0,
+        });
+        upgrade(&self.regions(), writer_keys(), UpgradeStep::Complete)
+            .await
+            .unwrap_err();
+        self.fault.clear();
+        assert_eq!(self.config_version(), FORMAT_V1);
+    }
+
     fn config_version(&self) -> u32 {
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(self.root.join("config")).unwrap()).unwrap();
@@ -152,15 +166,7 @@ async fn the_v1_fixture_restores_identically() {
 async fn upgrade_keeps_the_repository_valid_at_every_step_and_keeps_chunk_ids() {
     let c = V1Copy::new();
     // The key object cannot be written: the upgrade fails, nothing changed.
-    c.fault.inject(Fault::FailPutsMatching {
-        prefix: "keys/".into(),
-        after: 0,
-    });
-    upgrade(&c.regions(), writer_keys(), UpgradeStep::Complete)
-        .await
-        .unwrap_err();
-    c.fault.clear();
-    assert_eq!(c.config_version(), FORMAT_V1);
+    c.upgrade_failing_puts_of("keys/").await;
     restores_identically(c.regions(), identity_keys()).await;
 
     // Step 1 done, config not flipped (a crash in between): still v1, restores.
@@ -172,15 +178,7 @@ async fn upgrade_keeps_the_repository_valid_at_every_step_and_keeps_chunk_ids() 
     restores_identically(c.regions(), identity_keys()).await;
 
     // The config put fails: still v1.
-    c.fault.inject(Fault::FailPutsMatching {
-        prefix: "config".into(),
-        after: 0,
-    });
-    upgrade(&c.regions(), writer_keys(), UpgradeStep::Complete)
-        .await
-        .unwrap_err();
-    c.fault.clear();
-    assert_eq!(c.config_version(), FORMAT_V1);
+    c.upgrade_failing_puts_of("config").await;
 
     // Run again: finishes.
     let report = upgrade(&c.regions(), identity_keys(), UpgradeStep::Complete)
