@@ -7,12 +7,17 @@ set -euo pipefail
 #   zstd      the recovery script in docs/FORMAT.md uses it
 #   postgresql  catalog and postgres-source tests run a throwaway server as the postgres user
 #   prometheus  promtool checks deploy/prometheus/alerts.yml
+#   attr, acl, libcap2-bin  getfattr/setfattr, getfacl/setfacl, setcap/getcap: the attribute
+#               round-trip test (tests/it/attrs.rs) compares with them
 need_apt=()
 command -v age >/dev/null 2>&1 || need_apt+=(age)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v getfattr >/dev/null 2>&1 || need_apt+=(attr)
+command -v getfacl >/dev/null 2>&1 || need_apt+=(acl)
+{ command -v setcap && command -v getcap; } >/dev/null 2>&1 || need_apt+=(libcap2-bin)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "deps: installing ${need_apt[*]} (apt)"

@@ -9,9 +9,18 @@ restored. Packs are decrypted one at a time into a scratch directory next to TAR
 See docs/FORMAT.md for the format this follows. Every pack is authenticated by age; file
 contents are not re-hashed here (BLAKE3 is not in Python's standard library: compare with
 `b3sum` if you have it).
+
+File attributes (format v2 tree nodes) are restored as far as Python's standard library
+reaches: hardlinks (os.link), sparse files (holes left by seeking, never written), extended
+attributes including POSIX ACLs and file capabilities (os.setxattr; trusted.* and
+security.* need root), FIFOs and device nodes (os.mkfifo, os.mknod; devices need root),
+owners by id (as root), and the times of files, directories (after their contents) and
+symlinks. What the running user may not set is skipped and counted.
 """
+import errno
 import json
 import os
+import stat
 import struct
 import subprocess
 import sys
@@ -89,6 +98,42 @@ def main():
             return node[key].encode()
         return bytes.fromhex(node[key + "_hex"])
 
+    root = os.geteuid() == 0
+    skipped = {"extended attributes": 0, "device nodes": 0}
+    links = {}  # hardlink key -> the path restored first
+
+    def write_file(path, node):
+        # A sparse file: the chunks hold its data extents back to back; seek over holes.
+        extents = node.get("sparse")
+        places = iter(extents or [])
+        off, room = (0, float("inf")) if extents is None else (0, 0)
+        with open(path, "xb") as f:
+            for cid in node.get("chunks", []):
+                data = blob(cid)
+                while data:
+                    if room == 0:
+                        off, room = next(places)
+                    f.seek(off)
+                    n = min(room, len(data))
+                    f.write(data[:n])
+                    data, off, room = data[n:], off + n, room - n
+            f.truncate(node.get("size", 0))
+
+    def attributes(path, node, link=False):
+        follow = not link
+        if root:
+            os.chown(path, node["uid"], node["gid"], follow_symlinks=follow)
+        for name, value in sorted(node.get("xattrs", {}).items()):
+            try:
+                os.setxattr(path, name, bytes.fromhex(value), follow_symlinks=follow)
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.EACCES, errno.ENOTSUP):
+                    raise
+                skipped["extended attributes"] += 1
+        if not link:
+            os.chmod(path, node["mode"])
+        os.utime(path, ns=(node["mtime_ns"], node["mtime_ns"]), follow_symlinks=follow)
+
     def restore(tree_id, dest):
         os.makedirs(dest, exist_ok=True)
         for node in json.loads(blob(tree_id))["nodes"]:
@@ -96,19 +141,40 @@ def main():
             if name in (b"", b".", b"..") or b"/" in name:
                 raise ValueError(f"unsafe name {name!r}")
             path = os.path.join(os.fsencode(dest), name)
-            if node["type"] == "dir":
+            kind = node["type"]
+            if kind == "dir":
                 restore(node["subtree"], path)
-            elif node["type"] == "file":
-                with open(path, "xb") as f:
-                    for cid in node.get("chunks", []):
-                        f.write(blob(cid))
-            elif node["type"] == "symlink":
+            elif kind == "file":
+                key = tuple(node["hardlink"]) if "hardlink" in node else None
+                if key in links:
+                    os.link(links[key], path)  # same inode: its attributes are set
+                    continue
+                write_file(path, node)
+                if key is not None:
+                    links[key] = path
+            elif kind == "symlink":
                 os.symlink(name_of(node, "target"), path)
+                attributes(path, node, link=True)
                 continue
-            os.chmod(path, node["mode"])
-            os.utime(path, ns=(node["mtime_ns"], node["mtime_ns"]))
+            elif kind == "fifo":
+                os.mkfifo(path, 0o600)
+            elif kind in ("chardev", "blockdev"):
+                fmt = stat.S_IFCHR if kind == "chardev" else stat.S_IFBLK
+                try:
+                    os.mknod(path, fmt | 0o600, node["rdev"])
+                except PermissionError:
+                    skipped["device nodes"] += 1
+                    continue
+            else:
+                print(f"skipping {path!r}: unknown type {kind}", file=sys.stderr)
+                continue
+            # Directories get theirs after their contents, so their times stay.
+            attributes(path, node)
 
     restore(manifest["root"], target)
+    for what, n in skipped.items():
+        if n:
+            print(f"warning: {n} {what} not restored (not permitted or not supported)", file=sys.stderr)
     print("done")
 
 

@@ -47,6 +47,7 @@ pub async fn run(cli: &Cli) -> Result<u8> {
             no_setuid,
             no_owner,
             no_privileges,
+            no_xattrs,
             json,
         } => {
             if let Some(to_instance) = to_instance {
@@ -101,6 +102,7 @@ pub async fn run(cli: &Cli) -> Result<u8> {
                 overwrite: *overwrite,
                 no_setuid: *no_setuid,
                 no_owner: *no_owner,
+                no_xattrs: *no_xattrs,
             };
             restore(cli, &req, *json).await
         }
@@ -409,6 +411,15 @@ async fn restore(cli: &Cli, req: &RestoreRequest, json: bool) -> Result<u8> {
             .map(|(k, v)| format!("{k}: {v}"))
             .collect();
         println!("objects read per region: {}", per.join(", "));
+        if r.report.hardlinks + r.report.specials > 0 {
+            println!(
+                "of these files {} are hard links to others; {} FIFOs and device nodes made",
+                r.report.hardlinks, r.report.specials
+            );
+        }
+        for w in &r.report.warnings {
+            eprintln!("warning: {w}");
+        }
         for f in &r.fallbacks {
             println!(
                 "fallback: {} from {} ({} failed: {})",

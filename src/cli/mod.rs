@@ -166,10 +166,12 @@ pub enum Command {
         /// rds plans: VPC security group id of the new instance; repeat for several.
         #[arg(long = "security-group", value_name = "SG", requires = "to_instance")]
         security_groups: Vec<String>,
-        /// Directory plans: drop setuid and setgid bits from restored files and directories.
+        /// Directory plans: drop setuid and setgid bits (and file capabilities,
+        /// security.capability) from restored files and directories.
         #[arg(long)]
         no_setuid: bool,
-        /// Directory plans: do not restore owners and groups (as root they are restored by id).
+        /// Directory plans: do not restore owners and groups. Otherwise, as root, they are
+        /// restored by id (the names recorded at backup are for reading only).
         /// Postgres plans: objects are owned by the connecting role (pg_restore --no-owner).
         /// With --no-privileges too, no role is created on the target.
         #[arg(long)]
@@ -179,6 +181,11 @@ pub enum Command {
         /// lacks are created first (existing roles are never changed).
         #[arg(long)]
         no_privileges: bool,
+        /// Directory plans: do not restore extended attributes (user.*, trusted.*,
+        /// security.*, POSIX ACLs, file capabilities). Without it, those this user may not
+        /// set (trusted.* and security.* need root) are skipped with one warning.
+        #[arg(long)]
+        no_xattrs: bool,
         #[arg(long)]
         json: bool,
     },

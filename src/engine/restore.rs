@@ -27,6 +27,8 @@ pub struct RestoreRequest {
     pub no_setuid: bool,
     /// Leave owners and groups to the restoring user.
     pub no_owner: bool,
+    /// Do not restore extended attributes.
+    pub no_xattrs: bool,
 }
 
 #[derive(Debug)]
@@ -72,6 +74,7 @@ pub async fn restore(
         overwrite: req.overwrite,
         no_setuid: req.no_setuid,
         no_owner: req.no_owner,
+        no_xattrs: req.no_xattrs,
     };
     let report = restore_tree(
         reader,

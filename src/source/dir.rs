@@ -4,7 +4,15 @@
 //! children and stored after them (bottom-up). Regular files are chunked and streamed into
 //! the [`BackupWriter`]; unchanged files (per the [`FilesCache`]) reuse their chunk list
 //! without being read. Memory is bounded by the directory depth × entries per directory,
-//! never by file sizes. Sockets, FIFOs and device nodes are skipped with a warning.
+//! never by file sizes.
+//!
+//! Every attribute is recorded (format v2): owner and group by id with their names (from
+//! `/etc/passwd` and `/etc/group`; other name services are not asked), extended attributes
+//! (POSIX ACLs and file capabilities included), FIFOs and device nodes (with `rdev`). A
+//! file with several links is read once: its other paths in the source share its chunks
+//! and a `hardlink` key, and restore links them again. A file with holes is read as its
+//! data extents only ([`super::sparse`]). Sockets are skipped with a note: the program that
+//! listens on one recreates it.
 //!
 //! One bad entry does not cost the night: an entry that cannot be read (permission
 //! denied, vanished between the walk and the read, an I/O error) is skipped with a warning
@@ -14,6 +22,7 @@
 //! a file swapped for a symlink (or a FIFO, or another file) during the backup is skipped,
 //! never followed.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -95,6 +104,24 @@ pub struct DirArchiver<'a> {
     /// Entries skipped because they could not be read, as `path: why` (also in `warnings`).
     pub unreadable: Vec<String>,
     root_dev: u64,
+    /// Files with more than one link already stored, by `(device, inode)`.
+    links: HashMap<(u64, u64), Node>,
+    users: HashMap<u32, String>,
+    groups: HashMap<u32, String>,
+}
+
+/// `id → name` from a passwd/group style file (`name:x:id:…`), first entry winning.
+fn id_names(path: &str) -> HashMap<u32, String> {
+    let mut out = HashMap::new();
+    for line in fs::read_to_string(path).unwrap_or_default().lines() {
+        let mut f = line.split(':');
+        if let (Some(name), Some(_), Some(id)) = (f.next(), f.next(), f.next()) {
+            if let Ok(id) = id.parse() {
+                out.entry(id).or_insert_with(|| name.to_string());
+            }
+        }
+    }
+    out
 }
 
 fn mtime_ns(m: &fs::Metadata) -> i64 {
@@ -135,6 +162,9 @@ impl<'a> DirArchiver<'a> {
             warnings: Vec::new(),
             unreadable: Vec::new(),
             root_dev: 0,
+            links: HashMap::new(),
+            users: id_names("/etc/passwd"),
+            groups: id_names("/etc/group"),
         }
     }
 
@@ -163,6 +193,28 @@ impl<'a> DirArchiver<'a> {
         let entry = format!("{}: {why}", path.display());
         self.warn(format!("{entry}; skipped, the snapshot is partial"));
         self.unreadable.push(entry);
+    }
+
+    /// Owner names and extended attributes of the entry at `abs` (which `n` describes).
+    /// Attributes that cannot be read cost a warning, never the entry.
+    fn attributes(&mut self, n: &mut Node, abs: &Path) {
+        n.user = self.users.get(&n.uid).cloned();
+        n.group = self.groups.get(&n.gid).cloned();
+        match lifeboat_repo::attrs::read_xattrs(abs) {
+            Ok((x, odd)) => {
+                n.xattrs = x;
+                if !odd.is_empty() {
+                    self.warnings.push(format!(
+                        "{}: extended attributes with names that are not UTF-8 not stored: {odd:?}",
+                        abs.display()
+                    ));
+                }
+            }
+            Err(e) => self.warnings.push(format!(
+                "{}: extended attributes not readable ({e}); stored without them",
+                abs.display()
+            )),
+        }
     }
 
     /// The names in directory `abs`, sorted.
@@ -207,11 +259,15 @@ impl<'a> DirArchiver<'a> {
                 let sub = self.dir(src, &child, &child_rel)?;
                 let mut n = node_from(&name, NodeKind::Dir, &m);
                 n.subtree = Some(sub);
+                self.attributes(&mut n, &child);
                 tree.nodes.push(n);
                 self.stats.dirs += 1;
             } else if ft.is_file() {
                 match self.file(&child, &child_rel, &name, &m) {
-                    Ok(n) => tree.nodes.push(n),
+                    Ok(mut n) => {
+                        self.attributes(&mut n, &child);
+                        tree.nodes.push(n)
+                    }
                     // A source-side I/O problem costs this file; a repository error
                     // (a region failing, cancellation) is the backup's.
                     Err(e) if source_error(&e).is_some() => self.unreadable(&child, &e),
@@ -227,11 +283,19 @@ impl<'a> DirArchiver<'a> {
                 };
                 let mut n = node_from(&name, NodeKind::Symlink, &m);
                 n.set_target(target.as_os_str());
+                self.attributes(&mut n, &child);
                 tree.nodes.push(n);
                 self.stats.symlinks += 1;
+            } else if let Some(kind) = special_kind(&ft) {
+                let mut n = node_from(&name, kind, &m);
+                if kind != NodeKind::Fifo {
+                    n.rdev = Some(m.rdev());
+                }
+                self.attributes(&mut n, &child);
+                tree.nodes.push(n);
             } else {
                 self.warn(format!(
-                    "{}: not a regular file, directory or symlink; skipped",
+                    "{}: a socket; skipped (the program listening on it recreates it)",
                     child.display()
                 ));
             }
@@ -248,6 +312,39 @@ impl<'a> DirArchiver<'a> {
     ) -> Result<Node> {
         let key = rel.as_os_str().as_bytes().to_vec();
         let mut node = node_from(name, NodeKind::File, m);
+        let (size, mtime, ino) = (m.len(), mtime_ns(m), m.ino());
+        let progress = self.writer.progress().clone();
+        let link = (m.nlink() > 1).then_some((m.dev(), ino));
+        node.hardlink = link;
+        // Another path of a file already stored: the same content, read once.
+        if let Some(first) = link.and_then(|l| self.links.get(&l)) {
+            if first.size == size && first.mtime_ns == mtime {
+                node.size = size;
+                node.hash = first.hash.clone();
+                node.chunks = first.chunks.clone();
+                node.sparse = first.sparse.clone();
+                self.stats.files += 1;
+                self.stats.bytes += size;
+                progress.add_done(size);
+                progress.add_file();
+                return Ok(node);
+            }
+        }
+        let node = self.file_content(abs, key, node, m)?;
+        if let Some(l) = link {
+            self.links.insert(l, node.clone());
+        }
+        Ok(node)
+    }
+
+    /// Read (or find in the files cache) the content of the file at `abs`.
+    fn file_content(
+        &mut self,
+        abs: &Path,
+        key: Vec<u8>,
+        mut node: Node,
+        m: &fs::Metadata,
+    ) -> Result<Node> {
         let (size, mtime, ctime, ino) = (m.len(), mtime_ns(m), ctime_ns(m), m.ino());
         let progress = self.writer.progress().clone();
         if let Some(c) = self.old_cache.entries.get(&key) {
@@ -269,26 +366,10 @@ impl<'a> DirArchiver<'a> {
             }
         }
         let f = open_same(abs, m)?;
-        let mut chunks = Vec::new();
-        let writer = &mut *self.writer;
-        // A repository error (kept aside) fails the backup; a read error costs this file.
-        let mut repo_error = None;
-        let (len, hash) = chunk_file(f, size, &self.params, self.seed, |data| {
-            progress.add_done(data.len() as u64);
-            match writer.add(BlobKind::Data, data) {
-                Ok(id) => chunks.push(id),
-                Err(e) => {
-                    repo_error = Some(e);
-                    return Err(RepoError::Cancelled);
-                }
-            }
-            Ok(())
-        })
-        .map_err(|e| match (repo_error.take(), e) {
-            (Some(e), _) => anyhow::Error::new(e),
-            (None, RepoError::Io(io)) => unreadable("read")(io),
-            (None, e) => anyhow::Error::new(e),
-        })?;
+        if let Some(ext) = super::sparse::data_extents(&f, m) {
+            return self.sparse_file(f, node, m, ext);
+        }
+        let (len, hash, chunks) = self.store(f, size)?;
         node.size = len;
         node.hash = Some(hash.to_hex().to_string());
         node.chunks = chunks.clone();
@@ -312,6 +393,78 @@ impl<'a> DirArchiver<'a> {
             );
         }
         Ok(node)
+    }
+
+    /// Chunk what `reader` yields into the writer: its length, BLAKE3 and chunk ids.
+    fn store(
+        &mut self,
+        reader: impl std::io::Read,
+        size_hint: u64,
+    ) -> Result<(u64, blake3::Hash, Vec<Id>)> {
+        let progress = self.writer.progress().clone();
+        let mut chunks = Vec::new();
+        let writer = &mut *self.writer;
+        // A repository error (kept aside) fails the backup; a read error costs this file.
+        let mut repo_error = None;
+        let (len, hash) = chunk_file(reader, size_hint, &self.params, self.seed, |data| {
+            progress.add_done(data.len() as u64);
+            match writer.add(BlobKind::Data, data) {
+                Ok(id) => chunks.push(id),
+                Err(e) => {
+                    repo_error = Some(e);
+                    return Err(RepoError::Cancelled);
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| match (repo_error.take(), e) {
+            (Some(e), _) => anyhow::Error::new(e),
+            (None, RepoError::Io(io)) => unreadable("read")(io),
+            (None, e) => anyhow::Error::new(e),
+        })?;
+        Ok((len, hash, chunks))
+    }
+
+    /// Store a file with holes as its data extents. Not kept in the files cache (its entries
+    /// have no extents), so it is read again next time; only its data is read.
+    fn sparse_file(
+        &mut self,
+        f: fs::File,
+        mut node: Node,
+        m: &fs::Metadata,
+        ext: Vec<(u64, u64)>,
+    ) -> Result<Node> {
+        let size = m.len();
+        let data: u64 = ext.iter().map(|e| e.1).sum();
+        let progress = self.writer.progress().clone();
+        let mut reader = super::sparse::SparseReader::new(f, size, ext);
+        let (len, _, chunks) = self.store(&mut reader, data)?;
+        let (ext, hash) = reader.finish();
+        // Holes count as done: they were never read.
+        progress.add_done(size.saturating_sub(len));
+        node.size = size;
+        node.hash = Some(hash.to_hex().to_string());
+        node.chunks = chunks;
+        node.sparse = Some(ext);
+        self.stats.files += 1;
+        self.stats.bytes += size;
+        self.stats.bytes_read += len;
+        progress.add_file();
+        Ok(node)
+    }
+}
+
+/// The node kind of a FIFO or device node; `None` for a socket.
+fn special_kind(ft: &fs::FileType) -> Option<NodeKind> {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        Some(NodeKind::Fifo)
+    } else if ft.is_char_device() {
+        Some(NodeKind::Chardev)
+    } else if ft.is_block_device() {
+        Some(NodeKind::Blockdev)
+    } else {
+        None
     }
 }
 

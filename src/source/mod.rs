@@ -9,3 +9,4 @@ pub mod dir;
 pub mod pg_globals;
 pub mod pgtls;
 pub mod postgres;
+pub mod sparse;

@@ -1,6 +1,7 @@
 //! lifeboat's one integration-test binary (every extra binary relinks the whole dependency
 //! graph). Each area is a module; shared helpers live in `common`.
 
+mod attrs;
 mod audit;
 mod barehost;
 mod breaker;

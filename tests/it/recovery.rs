@@ -5,7 +5,24 @@ use std::process::Command;
 
 use crate::common::{write, Workspace};
 
-fn require(tool: &str) {
+/// Run docs/recover.py on the workspace's us-east-2 region into `out`, requiring success.
+pub fn recover_py(ws: &Workspace, out: &std::path::Path) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/recover.py");
+    let res = Command::new("python3")
+        .arg(script)
+        .arg(ws.path("us-east-2"))
+        .arg(ws.path("keys/identity.txt"))
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "recover.py failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
+
+pub fn require(tool: &str) {
     let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
@@ -38,19 +55,7 @@ fn recover_py_restores_a_snapshot_with_age_and_zstd_only() {
     ws.ok(&["backup", "app-data"]);
 
     let out = ws.path("recovered");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/recover.py");
-    let res = Command::new("python3")
-        .arg(script)
-        .arg(ws.path("us-east-2"))
-        .arg(ws.path("keys/identity.txt"))
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "recover.py failed: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    recover_py(&ws, &out);
     assert_eq!(std::fs::read(out.join("big.bin")).unwrap(), big);
     assert_eq!(std::fs::read(out.join("a/hello.txt")).unwrap(), b"hello\n");
     assert_eq!(std::fs::read(out.join("a/empty")).unwrap(), b"");

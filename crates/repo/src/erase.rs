@@ -197,7 +197,7 @@ fn collect<'a>(
                     }
                 }
             }
-            NodeKind::Symlink => {}
+            NodeKind::Symlink | NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {}
         }
         Ok(())
     })

@@ -7,6 +7,7 @@
 //! knows nothing of AWS, SQL, CLIs or schedules.
 #![forbid(unsafe_code)]
 
+pub mod attrs;
 pub mod audit;
 pub mod backend;
 pub mod chunker;

@@ -145,7 +145,7 @@ pub async fn reachable(
             match n.kind {
                 NodeKind::Dir => stack.extend(n.subtree),
                 NodeKind::File => needed.extend(n.chunks),
-                NodeKind::Symlink => {}
+                NodeKind::Symlink | NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {}
             }
         }
     }

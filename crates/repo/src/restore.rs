@@ -14,17 +14,25 @@
 //!    the file to its name. Until that rename a file is `.lifeboat-partial-…`, so a restore
 //!    that fails (disk full, cancelled, a corrupt pack) leaves nothing that looks complete;
 //!    the partial files it made are removed on the way out. Directories come last, deepest
-//!    first, so read-only ones can still be filled.
+//!    first, so read-only ones can still be filled and their times stay as restored.
+//!
+//! Format v2 attributes ([`crate::attrs`]): a hardlink group's first file is written and
+//! its other paths are hard-linked to that file (only ever to a file this restore made,
+//! inside the target, before it is renamed into place); a sparse file gets its size with
+//! `ftruncate` and only its data extents are written, so its holes stay holes; extended
+//! attributes (ACLs, capabilities) are set through the descriptor; FIFOs and device nodes
+//! are made with `mknod` (device nodes need root, else they are skipped and counted).
 //!
 //! Every I/O error names the path it concerns.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+use crate::attrs::{self, Apply, Handle, Skipped};
 use crate::error::{RepoError, Result};
 use crate::pack::PackEntry;
 use crate::progress::{Cancel, Progress};
@@ -42,6 +50,18 @@ pub struct RestoreOptions {
     pub no_setuid: bool,
     /// Do not set owners and groups (as root they are otherwise restored by id).
     pub no_owner: bool,
+    /// Do not restore extended attributes (ACLs and file capabilities included).
+    pub no_xattrs: bool,
+}
+
+impl RestoreOptions {
+    fn apply(&self) -> Apply {
+        Apply {
+            no_owner: self.no_owner,
+            no_setuid: self.no_setuid,
+            no_xattrs: self.no_xattrs,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -52,6 +72,14 @@ pub struct RestoreReport {
     pub bytes: u64,
     pub packs: u64,
     pub verified_files: u64,
+    /// Files restored as hard links to another restored file (also counted in `files`).
+    pub hardlinks: u64,
+    /// FIFOs and device nodes made.
+    pub specials: u64,
+    /// What this user or the target filesystem could not take.
+    pub skipped: Skipped,
+    /// One line per kind of thing skipped (see [`Skipped::warnings`]).
+    pub warnings: Vec<String>,
 }
 
 /// One chunk to write: where it is in its pack, which file (index into
@@ -70,6 +98,47 @@ struct Layout {
     dirs: Vec<Placed>,
     files: Vec<Placed>,
     symlinks: Vec<Placed>,
+    /// FIFOs and device nodes.
+    specials: Vec<Placed>,
+}
+
+/// Where a file's data goes: the chunks' bytes, back to back, are its data extents
+/// `(data offset, file offset, length)`; `None` for a dense file (data offset = file offset).
+type Extents = Option<Vec<(u64, u64, u64)>>;
+
+fn extents(node: &Node) -> Extents {
+    let mut data = 0u64;
+    node.sparse.as_ref().map(|ext| {
+        ext.iter()
+            .map(|&(off, len)| {
+                let e = (data, off, len);
+                data += len;
+                e
+            })
+            .collect()
+    })
+}
+
+/// Write `raw`, which starts at data offset `at`, into its places in `file`.
+fn write_data(file: &File, ext: &Extents, raw: &[u8], at: u64) -> std::io::Result<()> {
+    let Some(ext) = ext else {
+        return file.write_all_at(raw, at);
+    };
+    let (mut rest, mut at) = (raw, at);
+    let mut i = ext.partition_point(|&(d, _, len)| d + len <= at);
+    while !rest.is_empty() {
+        let Some(&(d, off, len)) = ext.get(i) else {
+            return Err(std::io::Error::other(
+                "chunks hold more data than the sparse extents",
+            ));
+        };
+        let n = (len - (at - d)).min(rest.len() as u64) as usize;
+        file.write_all_at(&rest[..n], off + (at - d))?;
+        rest = &rest[n..];
+        at += n as u64;
+        i += 1;
+    }
+    Ok(())
 }
 
 /// Collect the nodes to restore under `dir` (a path relative to the target).
@@ -103,6 +172,11 @@ async fn collect_layout(
                 }
                 NodeKind::Symlink if depth + 1 >= include.len() => {
                     layout.symlinks.push(Placed { path, node })
+                }
+                NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev
+                    if depth + 1 >= include.len() =>
+                {
+                    layout.specials.push(Placed { path, node })
                 }
                 _ => {}
             }
@@ -210,15 +284,13 @@ async fn from_other_packs(
     reader: &BlobReader,
     bad: Id,
     writes: &[ChunkWrite],
-    paths: &[PathBuf],
-    finals: &[PathBuf],
+    (paths, finals, exts): (&[PathBuf], &[PathBuf], &[Extents]),
     progress: &Progress,
 ) -> Result<()> {
     for (entry, fi, offset) in writes {
         let raw = reader.read_avoiding(&entry.id, Some(bad)).await?;
-        open_for_write(&paths[*fi], &finals[*fi])?
-            .write_all_at(&raw, *offset)
-            .map_err(at("write", &finals[*fi]))?;
+        let file = open_for_write(&paths[*fi], &finals[*fi])?;
+        write_data(&file, &exts[*fi], &raw, *offset).map_err(at("write", &finals[*fi]))?;
         progress.add_done(raw.len() as u64);
     }
     Ok(())
@@ -271,6 +343,7 @@ pub async fn restore_tree(
         && layout.dirs.is_empty()
         && layout.files.is_empty()
         && layout.symlinks.is_empty()
+        && layout.specials.is_empty()
     {
         return Err(RepoError::Invalid(format!(
             "--include {}: no such path in the snapshot",
@@ -295,10 +368,15 @@ pub async fn restore_tree(
         Arc::new(layout.files.iter().map(|f| target.join(&f.path)).collect());
     let partial = PartialFiles::beside(&finals);
     let paths = partial.0.clone();
+    let links = hardlink_groups(&layout.files)?;
+    let exts: Arc<Vec<Extents>> = Arc::new(layout.files.iter().map(|f| extents(&f.node)).collect());
     let mut by_pack: HashMap<Id, Vec<ChunkWrite>> = HashMap::new();
     let mut total = 0u64;
     for (fi, f) in layout.files.iter().enumerate() {
         cancel.check()?;
+        if links.member[fi] {
+            continue; // linked to its group's first file once that is complete
+        }
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -319,11 +397,11 @@ pub async fn restore_tree(
             by_pack.entry(pack).or_default().push((entry, fi, offset));
             offset += entry.raw_length as u64;
         }
-        if offset != f.node.size {
+        let data = f.node.check_sparse()?;
+        if offset != data {
             return Err(RepoError::Corrupt(format!(
-                "{}: chunks add up to {offset} bytes, manifest says {}",
+                "{}: chunks add up to {offset} bytes, manifest says {data}",
                 f.path.display(),
-                f.node.size
             )));
         }
         total += f.node.size;
@@ -343,11 +421,12 @@ pub async fn restore_tree(
             let Some((pack_id, writes)) = queue.next() else {
                 break;
             };
-            let (repo, reader, paths, finals, names, progress, cancel) = (
+            let (repo, reader, paths, finals, exts, names, progress, cancel) = (
                 repo.clone(),
                 reader.clone(),
                 paths.clone(),
                 finals.clone(),
+                exts.clone(),
                 names.clone(),
                 progress.clone(),
                 cancel.clone(),
@@ -360,7 +439,11 @@ pub async fn restore_tree(
                     Ok(p) => p,
                     Err(e) => {
                         return from_other_packs(
-                            &reader, pack_id, &writes, &paths, &finals, &progress,
+                            &reader,
+                            pack_id,
+                            &writes,
+                            (&paths, &finals, &exts),
+                            &progress,
                         )
                         .await
                         .map_err(|_| name_files(e, &writes, &names))
@@ -380,7 +463,7 @@ pub async fn restore_tree(
                             open = Some((fi, open_for_write(&paths[fi], &finals[fi])?));
                         }
                         let (_, file) = open.as_ref().expect("just opened");
-                        file.write_all_at(&raw, offset)
+                        write_data(file, &exts[fi], &raw, offset)
                             .map_err(at("write", &finals[fi]))?;
                         progress.add_done(raw.len() as u64);
                     }
@@ -402,8 +485,12 @@ pub async fn restore_tree(
         ..Default::default()
     };
     let mut hash_buf = vec![0u8; 1 << 20];
+    let mut skipped = Skipped::default();
     for (fi, f) in layout.files.iter().enumerate() {
         cancel.check()?;
+        if links.member[fi] {
+            continue;
+        }
         let got = hash_file(&paths[fi], &mut hash_buf).map_err(|e| match e {
             RepoError::Io(io) => at("read back", &finals[fi])(io),
             other => other,
@@ -423,7 +510,30 @@ pub async fn restore_tree(
             .custom_flags(libc::O_NOFOLLOW)
             .open(&paths[fi])
             .map_err(at("open", &finals[fi]))?;
-        apply_meta(&file, &f.node, opts).map_err(at("set metadata of", &finals[fi]))?;
+        attrs::apply(&Handle::Fd(&file), &f.node, opts.apply(), &mut skipped)
+            .map_err(at("set metadata of", &finals[fi]))?;
+        // The group's other paths: links to this very file (its inode checked), each renamed
+        // into place like the file itself.
+        let ino = file.metadata().map_err(at("inspect", &finals[fi]))?.ino();
+        for &mi in links.of.get(&fi).map(Vec::as_slice).unwrap_or_default() {
+            fs::hard_link(&paths[fi], &paths[mi]).map_err(at("hard-link", &finals[mi]))?;
+            let m = fs::symlink_metadata(&paths[mi]).map_err(at("inspect", &finals[mi]))?;
+            if !m.is_file() || m.ino() != ino {
+                return Err(RepoError::Invalid(format!(
+                    "{}: replaced during the restore; not linked",
+                    finals[mi].display()
+                )));
+            }
+            if opts.overwrite {
+                remove_existing(&finals[mi])?;
+            }
+            fs::rename(&paths[mi], &finals[mi]).map_err(at("rename into place", &finals[mi]))?;
+            report.files += 1;
+            report.verified_files += 1;
+            report.hardlinks += 1;
+            report.bytes += layout.files[mi].node.size;
+            progress.add_file();
+        }
         drop(file);
         if opts.overwrite {
             remove_existing(&finals[fi])?;
@@ -443,16 +553,23 @@ pub async fn restore_tree(
             &path,
         )
         .map_err(at("create symlink", &path))?;
-        // A symlink has no descriptor to set these through; lchown and lutimes never follow it.
-        if !opts.no_owner {
-            let _ = std::os::unix::fs::lchown(&path, Some(s.node.uid), Some(s.node.gid));
-        }
-        let mtime = filetime::FileTime::from_unix_time(
-            s.node.mtime_ns.div_euclid(1_000_000_000),
-            s.node.mtime_ns.rem_euclid(1_000_000_000) as u32,
-        );
-        filetime::set_symlink_file_times(&path, mtime, mtime).map_err(at("set times of", &path))?;
+        // A symlink has no descriptor to set these through; lchown, lsetxattr and lutimes
+        // never follow it.
+        attrs::apply(&Handle::Symlink(&path), &s.node, opts.apply(), &mut skipped)
+            .map_err(at("set metadata of", &path))?;
         report.symlinks += 1;
+    }
+    for s in &layout.specials {
+        cancel.check()?;
+        let path = target.join(&s.path);
+        if opts.overwrite {
+            remove_existing(&path)?;
+        }
+        if attrs::make_special(&path, &s.node, opts.apply(), &mut skipped)
+            .map_err(at("create", &path))?
+        {
+            report.specials += 1;
+        }
     }
     for d in layout.dirs.iter().rev() {
         let path = target.join(&d.path);
@@ -461,9 +578,15 @@ pub async fn restore_tree(
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
             .open(&path)
             .map_err(at("open directory", &path))?;
-        apply_meta(&dir, &d.node, opts).map_err(at("set metadata of", &path))?;
+        attrs::apply(&Handle::Fd(&dir), &d.node, opts.apply(), &mut skipped)
+            .map_err(at("set metadata of", &path))?;
         report.dirs += 1;
     }
+    if opts.no_owner {
+        skipped.owners = 0;
+    }
+    report.warnings = skipped.warnings();
+    report.skipped = skipped;
     Ok(report)
 }
 
@@ -504,22 +627,40 @@ pub(crate) fn hash_file(path: &Path, buf: &mut [u8]) -> Result<String> {
     Ok(h.finalize().to_hex().to_string())
 }
 
-/// Owner, mode and modification time of an open file or directory, through its descriptor
-/// (`fchown`, `fchmod`, `futimens`), so a path swapped for a symlink cannot redirect them.
-/// The owner goes first: changing it clears setuid and setgid, which the mode then sets.
-fn apply_meta(file: &File, node: &Node, opts: &RestoreOptions) -> std::io::Result<()> {
-    if !opts.no_owner {
-        // Owners only take effect as root; elsewhere the restoring user owns the files.
-        let _ = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid));
+/// Hardlink groups among the files to restore: the first file of each group (in restore
+/// order) is written, the others (`member`) are linked to it (`of`: first → the others).
+struct Links {
+    member: Vec<bool>,
+    of: HashMap<usize, Vec<usize>>,
+}
+
+/// Group files by their `hardlink` key. Files of one group must agree on content, else the
+/// tree is corrupt: a link must not stand in for different data.
+fn hardlink_groups(files: &[Placed]) -> Result<Links> {
+    let mut first: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut links = Links {
+        member: vec![false; files.len()],
+        of: HashMap::new(),
+    };
+    for (fi, f) in files.iter().enumerate() {
+        let Some(key) = f.node.hardlink else { continue };
+        match first.get(&key) {
+            None => {
+                first.insert(key, fi);
+            }
+            Some(&head) => {
+                let h = &files[head].node;
+                if h.hash != f.node.hash || h.size != f.node.size {
+                    return Err(RepoError::Corrupt(format!(
+                        "{} and {} are one hardlinked file in the snapshot but their contents differ",
+                        files[head].path.display(),
+                        f.path.display()
+                    )));
+                }
+                links.member[fi] = true;
+                links.of.entry(head).or_default().push(fi);
+            }
+        }
     }
-    let mut mode = node.mode & 0o7777;
-    if opts.no_setuid {
-        mode &= !0o6000;
-    }
-    file.set_permissions(fs::Permissions::from_mode(mode))?;
-    let mtime = filetime::FileTime::from_unix_time(
-        node.mtime_ns.div_euclid(1_000_000_000),
-        node.mtime_ns.rem_euclid(1_000_000_000) as u32,
-    );
-    filetime::set_file_handle_times(file, None, Some(mtime))
+    Ok(links)
 }

@@ -343,7 +343,8 @@ async fn check_trees(
                             check_chunk(repo, &index, c, mask, &sname, report);
                         }
                     }
-                    NodeKind::Symlink => {}
+                    NodeKind::Symlink | NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
+                    }
                 }
             }
         }
