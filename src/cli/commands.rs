@@ -27,6 +27,7 @@ pub async fn run(cli: &Cli) -> Result<u8> {
             Ok(exit::OK)
         }
         Command::Init { json } => init(cli, *json).await,
+        Command::Upgrade { json } => super::keys::upgrade(cli, *json).await,
         Command::Backup { plan, json } => backup(cli, plan, *json).await,
         Command::Snapshots { plan, json } => snapshots(cli, plan.as_deref(), *json).await,
         Command::Restore {

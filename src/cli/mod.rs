@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod drill;
 mod forget;
 mod history;
+mod keys;
 mod output;
 mod progress;
 mod prune;
@@ -89,6 +90,15 @@ pub enum Command {
     Config(ConfigCommand),
     /// Create the repository in every region that lacks it (never overwrites one).
     Init {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert a format v1 repository to format v2 in place, in every region: the repository
+    /// secrets (v1 derived them from the writer key) are wrapped into keys/secrets-0001.age
+    /// first, config flips to v2 last, so a crash at any point leaves a valid repository and
+    /// running it again finishes. Nothing is re-uploaded; chunk ids stay the same. Needs every
+    /// region, and the writer key (or the identity).
+    Upgrade {
         #[arg(long)]
         json: bool,
     },

@@ -70,21 +70,28 @@ pub async fn replicate_recorded(
     cancel: Cancel,
 ) -> Result<ReplicateReport> {
     let regions = crate::storage::regions(config)?;
-    // The writer key lets replicate check index files and keep each plan's objects in the
-    // plan's regions; it is needed when plans store in different regions.
+    // The repository's metadata keys (unwrapped with the writer key or the identity) let
+    // replicate check index files and keep each plan's objects in the plan's regions; they
+    // are needed when plans store in different regions.
     let plan_regions = crate::engine::plan_regions(config);
     let keys = crate::engine::keyring(config, crate::engine::KeyNeed::Any).ok();
-    let repo = match keys.as_ref().and_then(|k| k.writer.as_ref()) {
-        None if !plan_regions.is_empty() => {
-            Some(crate::engine::open(config, crate::engine::KeyNeed::Any, None).await?)
+    let have_keys = keys
+        .as_ref()
+        .is_some_and(|k| k.writer.is_some() || k.identity.is_some());
+    let repo = if have_keys || !plan_regions.is_empty() {
+        match crate::engine::open(config, crate::engine::KeyNeed::Any, None).await {
+            Ok(r) => Some(r),
+            Err(e) if plan_regions.is_empty() => {
+                tracing::warn!(error = %format!("{e:#}"), "repository not opened; replicating by object names alone");
+                None
+            }
+            Err(e) => return Err(e),
         }
-        _ => None,
+    } else {
+        None
     };
     let opts = ReplicateOptions {
-        writer: match &repo {
-            Some(r) => Some(r.writer()),
-            None => keys.as_ref().and_then(|k| k.writer.as_ref()),
-        },
+        keys: repo.as_ref().map(|r| r.metadata_keys()),
         plan_regions,
     };
     let on_copy = |e: &CopyEvent| match &e.error {

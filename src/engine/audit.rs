@@ -2,10 +2,11 @@
 //! repository that receives checkpoints ([`seal`]), comparing the catalog's trail with the
 //! regions' `audit/` checkpoints ([`verify`]), and bringing lost entries back ([`sync`]).
 //!
-//! The chain key comes from the repository (a restore host that holds only the identity
-//! reads the writer key from `keys/writer.age`); when the repository cannot be opened (before
-//! `init`, every region down) from this host's writer key, and the entry is then keyed but
-//! not checkpointed. Comparing needs only listings: an object's name carries its entry's seq
+//! The chain key comes from the repository (its index key, which a backup host unwraps with
+//! the writer key and a restore host with the identity); when the repository cannot be
+//! opened (before `init`, every region down) from this host's writer key (the same key: a
+//! repository's audit key is derived from its writer key, see `docs/FORMAT.md`), and the
+//! entry is then keyed but not checkpointed. Comparing needs only listings: an object's name carries its entry's seq
 //! and MAC prefix. Entries the regions hold and the catalog lacks are read, authenticated
 //! with the key, and reported (verify) or inserted (sync); objects that do not authenticate
 //! (someone with put rights in a bucket, not the key) are reported as forged and ignored.
@@ -55,7 +56,7 @@ async fn chain_seal(config: &Config, repo: Option<Arc<Repository>>) -> Result<Au
             })?;
             tracing::debug!(error = %format!("{open_err:#}"), "audit entries keyed, not checkpointed");
             Ok(AuditSeal {
-                key: ChainKey::new(chain_key_from(writer.index_key())),
+                key: ChainKey::new(chain_key_from(writer.v1_secrets().index_key())),
                 repo: None,
             })
         }

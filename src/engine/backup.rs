@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use lifeboat_repo::chunker;
 use lifeboat_repo::repo::RegionState;
 use lifeboat_repo::snapshot::{Manifest, SourceInfo, MANIFEST_VERSION};
 use lifeboat_repo::writer::{BackupOutcome, BackupWriter};
@@ -134,7 +133,7 @@ async fn into_repository(
         )?;
         let env = WriteEnv {
             params: repo2.config.chunker,
-            seed: chunker::seed(repo2.writer().chunk_key()),
+            seed: repo2.secrets().chunker_seed(),
         };
         let written = match write(&mut writer, &env) {
             Ok(w) => w,

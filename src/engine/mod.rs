@@ -51,9 +51,9 @@ pub fn plan_regions(config: &Config) -> lifeboat_repo::verify::PlanRegions {
 }
 
 /// Load this host's keys as the configuration references them. A restore host may hold
-/// only the identity: recipients and the writer key then come from the repository (the
-/// writer key decrypted from `keys/writer.age` with the identity, which must be one of the
-/// repository's recipients).
+/// only the identity: recipients then come from the repository's `config` and the
+/// repository secrets from its `keys/` objects, opened with the identity (format v1: the
+/// writer key decrypted from `keys/writer.age`).
 pub fn keyring(config: &Config, need: KeyNeed) -> Result<Keyring> {
     if need == KeyNeed::Write && config.keys.recipients.is_empty() {
         return Err(crate::config::ConfigError::Invalid {
@@ -91,7 +91,7 @@ pub fn keyring(config: &Config, need: KeyNeed) -> Result<Keyring> {
             format!("keys.writer_key ({})", at.unwrap_or_default())
         })?),
         // A restore host may hold only the identity (or a writer key file that is not
-        // installed there): the writer key is then read from the repository (keys/writer.age).
+        // installed there): the repository secrets are then opened with the identity.
         Err(e) if restore_host => {
             tracing::debug!("writer key not loaded ({e}); reading it from the repository");
             None

@@ -171,7 +171,7 @@ _S3_READ = {
     "s3:GetBucketVersioning": "find out at start whether the bucket keeps versions",
     "s3:GetBucketObjectLockConfiguration": "find out whether uploads must carry a retention, and how long",
     "s3:GetLifecycleConfiguration": "erasure receipts say how long deleted data stays in noncurrent versions (the noncurrent-version rule)",
-    "s3:GetObject": "read config, keys/writer.age, index/, snapshots/, packs (GetObject, HeadObject, ranges)",
+    "s3:GetObject": "read config, keys/ (repository secrets), index/, snapshots/, packs (GetObject, HeadObject, ranges)",
     "s3:GetObjectRetention": "HeadObject returns an object's lock mode and retain-until date only to holders of this (verify, regions check)",
     "kms:Decrypt": "SSE-KMS reads, only through S3 (kms:ViaService) on the repository's keys",
 }

@@ -83,7 +83,7 @@ fn init_twice_refuses_to_overwrite() {
         serde_json::json!(["us-west-2", "us-east-2"])
     );
     let config = std::fs::read(ws.path("us-west-2/config")).unwrap();
-    let writer = std::fs::read(ws.path("us-east-2/keys/writer.age")).unwrap();
+    let secrets = std::fs::read(ws.path("us-east-2/keys/secrets-0001.age")).unwrap();
 
     let msg = ws.fails(&["init"], 1);
     assert!(
@@ -92,8 +92,8 @@ fn init_twice_refuses_to_overwrite() {
     );
     assert_eq!(std::fs::read(ws.path("us-west-2/config")).unwrap(), config);
     assert_eq!(
-        std::fs::read(ws.path("us-east-2/keys/writer.age")).unwrap(),
-        writer
+        std::fs::read(ws.path("us-east-2/keys/secrets-0001.age")).unwrap(),
+        secrets
     );
 
     // A region that lost its repository is re-created as the same repository; the other
@@ -104,6 +104,11 @@ fn init_twice_refuses_to_overwrite() {
     assert_eq!(again["created_in"], serde_json::json!(["us-east-2"]));
     assert_eq!(std::fs::read(ws.path("us-west-2/config")).unwrap(), config);
     assert_eq!(std::fs::read(ws.path("us-east-2/config")).unwrap(), config);
+    assert_eq!(
+        std::fs::read(ws.path("us-east-2/keys/secrets-0001.age")).unwrap(),
+        secrets,
+        "the re-created region gets the repository's own secrets object"
+    );
 }
 
 /// An impossible schedule is refused when the config loads, by every command, at its line and

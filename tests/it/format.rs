@@ -1,8 +1,10 @@
 //! The on-storage format against independent tools (docs/FORMAT.md): every pack and
 //! manifest is a standard age file the `age` CLI decrypts; a decrypted pack is
 //! self-describing (blobs, a table of 42-byte entries, count, `LBPACK01`) and its blobs
-//! come back with the `zstd` CLI; a manifest opens with the identity and with the writer
-//! key; `config` is plaintext JSON without secrets. `age` and `zstd` come from `make deps`:
+//! come back with the `zstd` CLI; a v2 pack holds trees only or data only and is named by
+//! the BLAKE3 of its age payload; a manifest and the repository secrets object open with the
+//! identity and with the writer key; `config` is plaintext JSON without secrets. The v1
+//! fixture (`tests/fixtures/v1`) restores identically and upgrades to v2. `age` and `zstd` come from `make deps`:
 //! their absence fails these tests rather than skipping them.
 
 use std::io::Write;
@@ -113,6 +115,14 @@ fn backed_up() -> (Workspace, Vec<u8>, Vec<u8>) {
     (ws, text, random)
 }
 
+/// The age payload: what follows the header's `--- MAC` line (FORMAT.md, pack ids).
+fn age_payload(file: &[u8]) -> &[u8] {
+    assert!(file.starts_with(b"age-encryption.org/v1\n"));
+    let mac = file.windows(5).position(|w| w == b"\n--- ").unwrap() + 1;
+    let end = mac + file[mac..].iter().position(|&b| b == b'\n').unwrap();
+    &file[end + 1..]
+}
+
 fn file_name(p: &Path) -> String {
     p.file_name().unwrap().to_str().unwrap().to_string()
 }
@@ -127,12 +137,17 @@ fn packs_decrypt_with_the_age_cli_and_describe_themselves() {
     for p in &packs {
         let cipher = std::fs::read(p).unwrap();
         assert_eq!(
-            blake3::hash(&cipher).to_hex().as_str(),
+            blake3::hash(age_payload(&cipher)).to_hex().as_str(),
             file_name(p),
-            "a pack is named by the BLAKE3 of its bytes"
+            "a v2 pack is named by the BLAKE3 of its age payload"
         );
         let plain = age_decrypt(&identity, p).unwrap_or_else(|e| panic!("age -d {p:?}: {e}"));
-        blobs.extend(parse_pack(&plain, &file_name(p)));
+        let pack = parse_pack(&plain, &file_name(p));
+        assert!(
+            pack.iter().all(|b| b.kind == pack[0].kind),
+            "{p:?}: a v2 pack holds trees only or data only"
+        );
+        blobs.extend(pack);
         // The writer key is an age identity too, but not a recipient of data.
         let denied = age_decrypt(&ws.path("keys/writer.key"), p);
         assert!(denied.is_err(), "the writer key must not decrypt packs");
@@ -178,7 +193,11 @@ fn manifests_decrypt_with_the_identity_and_with_the_writer_key() {
     for region in ["us-west-2", "us-east-2"] {
         let m = ws.region(region).join("snapshots").join(id);
         let cipher = std::fs::read(&m).unwrap();
-        assert_eq!(blake3::hash(&cipher).to_hex().as_str(), id);
+        assert_eq!(
+            blake3::hash(age_payload(&cipher)).to_hex().as_str(),
+            id,
+            "a v2 manifest is named by the BLAKE3 of its age payload"
+        );
         let by_identity = age_decrypt(&ws.path("keys/identity.txt"), &m).unwrap();
         let by_writer = age_decrypt(&ws.path("keys/writer.key"), &m).unwrap();
         assert_eq!(by_identity, by_writer);
@@ -191,21 +210,22 @@ fn manifests_decrypt_with_the_identity_and_with_the_writer_key() {
         );
         assert_eq!(v["stats"]["files"], 2, "{v}");
     }
-    // keys/writer.age holds the writer key, for identity holders only.
-    let w = ws.region("us-west-2").join("keys/writer.age");
-    let plain = age_decrypt(&ws.path("keys/identity.txt"), &w).unwrap();
-    let secret = |s: &str| {
-        s.lines()
-            .find(|l| l.starts_with("AGE-SECRET-KEY-"))
-            .map(str::to_string)
-    };
-    let stored = secret(&String::from_utf8(plain).unwrap());
-    let local = secret(&std::fs::read_to_string(ws.path("keys/writer.key")).unwrap());
+    // keys/secrets-0001.age holds the repository secrets, for the identity and the writer.
+    let k = ws.region("us-west-2").join("keys/secrets-0001.age");
+    let by_identity = age_decrypt(&ws.path("keys/identity.txt"), &k).unwrap();
+    let by_writer = age_decrypt(&ws.path("keys/writer.key"), &k).unwrap();
+    assert_eq!(by_identity, by_writer);
+    let v: serde_json::Value = serde_json::from_slice(&by_identity).unwrap();
+    assert_eq!(v["format"], "lifeboat-secrets", "{v}");
+    assert_eq!(v["epoch"], 1);
+    for key in ["chunk_id_key", "index_key"] {
+        assert_eq!(v[key].as_str().unwrap().len(), 64, "{key}");
+    }
+    assert_eq!(v["chunker_seed"].as_str().unwrap().len(), 16);
     assert!(
-        stored.is_some() && stored == local,
-        "writer.age holds the writer key"
+        !ws.region("us-west-2").join("keys/writer.age").exists(),
+        "v2 does not store the writer key"
     );
-    assert!(age_decrypt(&ws.path("keys/writer.key"), &w).is_err());
 }
 
 #[test]
@@ -219,10 +239,12 @@ fn config_is_plaintext_json_without_secrets() {
     );
     let v: serde_json::Value = serde_json::from_slice(&bytes).expect("config is JSON");
     assert_eq!(v["format"], "lifeboat-repository");
-    assert_eq!(v["version"], 1);
+    assert_eq!(v["version"], 2);
     let recipients = std::fs::read_to_string(ws.path("keys/recipients.txt")).unwrap();
     let recipient = recipients.lines().find(|l| l.starts_with("age1")).unwrap();
     assert_eq!(v["recipients"], serde_json::json!([recipient]));
+    assert_eq!(v["epochs"][0]["epoch"], 1);
+    assert_eq!(v["epochs"][0]["recipients"], serde_json::json!([recipient]));
     assert!(v["writer_recipient"].as_str().unwrap().starts_with("age1"));
     // No object in either region carries a secret key in the clear.
     for region in ["us-west-2", "us-east-2"] {
@@ -234,4 +256,125 @@ fn config_is_plaintext_json_without_secrets() {
             );
         }
     }
+}
+
+/// The v1 fixture copied to a temporary directory (never used in place).
+fn v1_fixture() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("cp")
+        .arg("-r")
+        .arg(src.join("repo"))
+        .arg(dir.path().join("repo"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let identity = dir.path().join("identity.txt");
+    std::fs::copy(src.join("identity.txt"), &identity).unwrap();
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let repo = dir.path().join("repo");
+    (dir, repo, identity)
+}
+
+/// `dir MODE PATH`, `file MODE SHA256 PATH`, `link TARGET PATH`, sorted (expected.txt).
+fn listing(root: &Path) -> String {
+    let script = r#"
+import os, sys, hashlib, stat
+root = sys.argv[1]; out = []
+for d, dirs, files in os.walk(root):
+    for n in dirs + files:
+        p = os.path.join(d, n); st = os.lstat(p); rel = os.path.relpath(p, root)
+        if stat.S_ISLNK(st.st_mode): out.append(f"link {os.readlink(p)} {rel}")
+        elif stat.S_ISDIR(st.st_mode): out.append(f"dir {st.st_mode & 0o7777:o} {rel}")
+        else: out.append(f"file {st.st_mode & 0o7777:o} {hashlib.sha256(open(p, 'rb').read()).hexdigest()} {rel}")
+print("\n".join(sorted(out)))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn bare(args: &[&str], repo: &Path, identity: &Path) -> std::process::Output {
+    Command::new(crate::common::bin())
+        .args(args)
+        .arg("--region")
+        .arg(format!("fixture=local:{}", repo.display()))
+        .arg("--identity")
+        .arg(identity)
+        .env_remove("LIFEBOAT_CONFIG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_v1_fixture_restores_identically_and_upgrades_in_place() {
+    let (dir, repo, identity) = v1_fixture();
+    let expected = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/expected.txt"),
+    )
+    .unwrap();
+    let restore = |to: &str| {
+        let target = dir.path().join(to);
+        let out = bare(
+            &["restore", "fx", "--to", target.to_str().unwrap()],
+            &repo,
+            &identity,
+        );
+        assert!(
+            out.status.success(),
+            "restore: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            listing(&target),
+            expected,
+            "restore of the v1 fixture into {to}"
+        );
+    };
+    restore("before");
+    let out = bare(&["upgrade", "--json"], &repo, &identity);
+    assert!(
+        out.status.success(),
+        "upgrade: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["flipped"], serde_json::json!(["fixture"]));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.join("config")).unwrap()).unwrap();
+    assert_eq!(config["version"], 2);
+    assert!(repo.join("keys/secrets-0001.age").exists());
+    // Nothing re-uploaded: the pack, index file and snapshot are the fixture's.
+    for sub in ["data", "index", "snapshots"] {
+        let listing = |p: &Path| {
+            let mut v: Vec<String> = walk(&p.join(sub));
+            v.sort();
+            v
+        };
+        assert_eq!(
+            listing(&repo),
+            listing(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/repo")),
+            "{sub}/ unchanged by the upgrade"
+        );
+    }
+    restore("after");
+}
+
+fn walk(d: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).into_iter().flatten() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
 }

@@ -1,7 +1,8 @@
 //! Who can do what with which keys (DESIGN.md, principle 3): a wrong identity is refused
 //! with exit 5; a write-only backup host (recipients + writer key, no identity) backs up
-//! and lists but cannot restore or read data; a restore host with only the identity gets
-//! the writer key from the repository; `keys generate` never overwrites key material.
+//! and lists but cannot restore or read data; a restore host with only the identity opens
+//! the repository secrets (`keys/secrets-NNNN.age`) with it; `keys generate` never
+//! overwrites key material.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -78,7 +79,7 @@ fn write_only_host_backs_up_and_lists_but_cannot_read() {
 }
 
 #[test]
-fn restore_host_without_writer_key_gets_it_from_the_repository() {
+fn restore_host_without_writer_key_restores_with_the_identity_alone() {
     let ws = Workspace::new();
     small_source(&ws);
     let source = capture(&ws.path("data"));

@@ -14,7 +14,8 @@
 //!
 //! The MAC key is [`Repository::audit_chain_key`]: derived from key material a catalog-only
 //! attacker does not have, and that every host which can open the repository does
-//! (a restore host gets the writer key from `keys/writer.age` with its identity).
+//! (it is derived from the index key, one of the repository secrets, which the writer key
+//! and the identity both unwrap).
 //!
 //! An object references nothing and nothing references it: it may be written at any time,
 //! in any order, and a crash between two regions leaves it in one region, which readers
@@ -91,7 +92,7 @@ impl Repository {
     /// The key of the audit chain's MAC. The one place it is derived: from the writer key's
     /// index key, which only key holders have (never the catalog).
     pub fn audit_chain_key(&self) -> [u8; 32] {
-        chain_key_from(self.writer().index_key())
+        *self.secrets().audit_key()
     }
 
     /// Seal `entry` and put it as entry `seq` of `chain` (MAC `mac`, hex) in every

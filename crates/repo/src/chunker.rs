@@ -1,6 +1,7 @@
 //! Content-defined chunking (FastCDC 2020) of a byte stream, with the whole stream's BLAKE3
 //! hash computed on the way. Parameters come from the repository `config`; the gear table
-//! is seeded from the writer key so chunk boundaries do not reveal known content.
+//! is seeded from the repository secrets ([`crate::secrets::RepoSecrets::chunker_seed`]) so
+//! chunk boundaries do not reveal known content.
 
 use std::io::Read;
 
@@ -44,12 +45,6 @@ pub fn validate(p: &ChunkerParams) -> Result<()> {
             "unusable chunker parameters {p:?}"
         )))
     }
-}
-
-/// Seed for the gear table, derived from the chunk-id key.
-pub fn seed(chunk_key: &[u8; 32]) -> u64 {
-    let k = blake3::derive_key("lifeboat v1 chunker seed", chunk_key);
-    u64::from_le_bytes(k[..8].try_into().expect("8 bytes"))
 }
 
 /// Chunk a file whose size is believed to be `size_hint`: small files are read whole and cut

@@ -63,20 +63,15 @@ impl Repository {
     /// `plaintext` as one age file to the recipients and the writer recipient: readable by
     /// every host that can list snapshots, and only by key holders.
     pub(crate) fn seal_for_readers(&self, plaintext: &[u8]) -> Result<Bytes> {
-        let writer_rcpt = self.writer().recipient();
         let mut rcpts = self.recipients();
-        rcpts.push(&writer_rcpt);
+        rcpts.push(self.writer_recipient());
         Ok(Bytes::from(age_encrypt(&rcpts, plaintext)?))
     }
 
-    /// The age identity that opens [`Repository::seal_for_readers`] files here: the
-    /// repository identity when this host has it, else the writer key's.
-    pub(crate) fn reader_identity(&self) -> Result<&age::x25519::Identity> {
-        Ok(if self.has_identity() {
-            self.identity("read a sealed object")?.inner()
-        } else {
-            self.writer().as_identity()
-        })
+    /// The age keys that open [`Repository::seal_for_readers`] files here: the identity's
+    /// (every epoch it holds) and the writer key's.
+    pub(crate) fn reader_identity(&self) -> Result<&[age::x25519::Identity]> {
+        Ok(self.metadata_keys().age_keys)
     }
 
     /// Put `data` as `name` in every available region, concurrently. Fails only when no

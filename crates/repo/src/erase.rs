@@ -105,7 +105,7 @@ pub struct LockedIn {
 
 impl Receipt {
     pub fn open(repo: &Repository, bytes: &[u8], what: &str) -> Result<Receipt> {
-        let plain = age_decrypt(repo.identity(what)?.inner(), bytes, what)?;
+        let plain = age_decrypt(repo.identity(what)?.keys(), bytes, what)?;
         serde_json::from_slice(&plain).map_err(|e| RepoError::Corrupt(format!("{what}: {e}")))
     }
 }
@@ -292,7 +292,7 @@ async fn erase_locked(
     let full = Arc::new(repo.load_index().await?);
     let for_backup = Arc::new(repo.load_index_excluding(&marked).await?);
     let reader = BlobReader::new(repo.clone(), full.clone());
-    let chunk_key = *repo.writer().chunk_key();
+    let chunk_key = *repo.secrets().chunk_key();
     let mut receipt = Receipt {
         version: RECEIPT_VERSION,
         created: now,
@@ -417,7 +417,7 @@ async fn seal(repo: &Repository, receipt: &Receipt, dry_run: bool) -> Result<()>
     }
     let plain = serde_json::to_vec(receipt).map_err(|e| RepoError::Invalid(e.to_string()))?;
     let sealed = Bytes::from(age_encrypt(&repo.recipients(), &plain)?);
-    let name = format!("{RECEIPT_PREFIX}{}", Id::of_stored(&sealed));
+    let name = format!("{RECEIPT_PREFIX}{}", repo.id_rule().id_of(&sealed)?);
     for i in repo.read_order() {
         repo.regions[i].backend.put(&name, sealed.clone()).await?;
     }

@@ -1,5 +1,10 @@
 //! 32-byte identifiers: chunk ids (keyed BLAKE3 of plaintext), pack, index and snapshot ids
 //! (BLAKE3 of the stored ciphertext, so anyone can check a stored object without a key).
+//!
+//! Content-addressed age objects (packs, manifests, erasure receipts) follow the format's
+//! [`IdRule`]: v1 hashes the whole object; v2 hashes the age *payload* (everything after
+//! the header's `--- MAC` line), so re-wrapping the header to new recipients (`keys rewrap`)
+//! keeps the name. Index files (not age files) are always hashed whole.
 
 use std::fmt;
 use std::str::FromStr;
@@ -70,9 +75,49 @@ impl<'de> serde::Deserialize<'de> for Id {
     }
 }
 
-/// Check that stored bytes hash to the id in their name.
+/// How a content-addressed age object's id is computed from its stored bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdRule {
+    /// Format v1: BLAKE3 of the whole object.
+    WholeObject,
+    /// Format v2: BLAKE3 of the age payload (independent of the recipient stanzas).
+    AgePayload,
+}
+
+impl IdRule {
+    pub fn id_of(self, stored: &[u8]) -> crate::Result<Id> {
+        match self {
+            IdRule::WholeObject => Ok(Id::of_stored(stored)),
+            IdRule::AgePayload => Ok(Id::of_stored(age_payload(stored)?)),
+        }
+    }
+}
+
+/// The payload of an age file: the bytes after the header's final `--- MAC` line.
+pub fn age_payload(stored: &[u8]) -> crate::Result<&[u8]> {
+    let bad = || crate::RepoError::Corrupt("not an age file (no header end)".into());
+    if !stored.starts_with(b"age-encryption.org/v1\n") {
+        return Err(bad());
+    }
+    // Stanza lines start with "-> " and bodies are base64, so the first "\n--- " is the
+    // header's MAC line.
+    let mac = stored
+        .windows(5)
+        .position(|w| w == b"\n--- ")
+        .ok_or_else(bad)?;
+    let end = stored[mac + 1..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(bad)?;
+    Ok(&stored[mac + 1 + end + 1..])
+}
+
+/// Check that stored bytes hash to the id in their name, under either [`IdRule`]: v1
+/// objects stay readable in an upgraded repository, and a v2 object's id holds whatever its
+/// header's stanzas are.
 pub fn check_stored_id(bytes: &[u8], id: &Id, name: &str) -> crate::Result<()> {
-    if Id::of_stored(bytes) != *id {
+    let payload_matches = || age_payload(bytes).is_ok_and(|p| Id::of_stored(p) == *id);
+    if Id::of_stored(bytes) != *id && !payload_matches() {
         return Err(crate::RepoError::Corrupt(format!(
             "{name}: stored bytes do not match their id"
         )));

@@ -4,12 +4,16 @@
 //!   to them. Public; a backup host holds them.
 //! * **Identity** (age X25519 secret, `AGE-SECRET-KEY-1…`) — decrypts packs and manifests.
 //!   Only restore operators (or escrow) hold it.
-//! * **Writer key** — also an age X25519 identity, kept on backup hosts. From it derive
-//!   (BLAKE3 `derive_key`) the chunk-id key and the index key, so a backup host can
-//!   deduplicate without being able to decrypt data or file names. Manifests are encrypted to
-//!   the recipients *and* the writer's recipient, so a backup host can list snapshots (plan,
-//!   time, sizes) but never read a file tree. The repository stores the writer key encrypted
-//!   to the recipients (`keys/writer.age`), so an identity holder can derive it too.
+//! * **Writer key** — also an age X25519 identity, kept on backup hosts. It unwraps the
+//!   repository secrets ([`crate::secrets`]: chunk-id key, index key, chunker seed), so a
+//!   backup host can deduplicate without being able to decrypt data or file names. Manifests
+//!   are encrypted to the recipients *and* the writer's recipient, so a backup host can list
+//!   snapshots (plan, time, sizes) but never read a file tree.
+//!
+//! In format v1 the repository secrets were derived from the writer key's text (BLAKE3
+//! `derive_key`, [`WriterKey::v1_secrets`]) and the repository stored the writer key itself
+//! encrypted to the recipients (`keys/writer.age`); format v2 draws them at random and wraps
+//! them (see `docs/FORMAT.md`).
 //!
 //! Secret material lives in types without `Debug` output of their contents.
 
@@ -21,15 +25,16 @@ use age::secrecy::ExposeSecret;
 use age::x25519;
 
 use crate::error::{RepoError, Result};
+use crate::secrets::RepoSecrets;
 
 const CHUNK_ID_CONTEXT: &str = "lifeboat v1 chunk id";
 const INDEX_KEY_CONTEXT: &str = "lifeboat v1 index key";
+const CHUNKER_SEED_CONTEXT: &str = "lifeboat v1 chunker seed";
 
-/// The writer secret and the keys derived from it.
+/// The writer secret: an age identity that unwraps the repository secrets and reads
+/// manifests, never data.
 pub struct WriterKey {
     identity: x25519::Identity,
-    chunk_key: [u8; 32],
-    index_key: [u8; 32],
 }
 
 impl fmt::Debug for WriterKey {
@@ -44,13 +49,20 @@ impl WriterKey {
     }
 
     fn from_identity(identity: x25519::Identity) -> WriterKey {
-        let secret = identity.to_string();
+        WriterKey { identity }
+    }
+
+    /// Format v1's repository secrets, derived from this key's text. Only for v1 repositories
+    /// (and `upgrade`, which keeps them so that chunk ids stay the same).
+    pub fn v1_secrets(&self) -> RepoSecrets {
+        let secret = self.identity.to_string();
         let bytes = secret.expose_secret().as_bytes();
-        WriterKey {
-            chunk_key: blake3::derive_key(CHUNK_ID_CONTEXT, bytes),
-            index_key: blake3::derive_key(INDEX_KEY_CONTEXT, bytes),
-            identity,
-        }
+        let chunk_key = blake3::derive_key(CHUNK_ID_CONTEXT, bytes);
+        let index_key = blake3::derive_key(INDEX_KEY_CONTEXT, bytes);
+        let k = blake3::derive_key(CHUNKER_SEED_CONTEXT, &chunk_key);
+        let seed = u64::from_le_bytes(k[..8].try_into().expect("8 bytes"));
+        let audit_key = crate::audit::chain_key_from(&index_key);
+        RepoSecrets::from_parts(chunk_key, index_key, seed, audit_key)
     }
 
     /// Parse a writer key file (age identity file format; `#` comments allowed).
@@ -67,48 +79,61 @@ impl WriterKey {
         self.identity.to_public()
     }
 
-    pub fn chunk_key(&self) -> &[u8; 32] {
-        &self.chunk_key
-    }
-
-    pub fn index_key(&self) -> &[u8; 32] {
-        &self.index_key
-    }
-
-    /// As an age identity, to decrypt manifests.
-    pub fn as_identity(&self) -> &x25519::Identity {
-        &self.identity
+    /// As age identities, to decrypt manifests and the repository secrets.
+    pub fn keys(&self) -> &[x25519::Identity] {
+        std::slice::from_ref(&self.identity)
     }
 }
 
-/// An age identity that can decrypt everything in the repository.
-pub struct Identity(x25519::Identity);
+/// One or more age identities that decrypt the repository: the current recipient epoch's
+/// and, after a rotation, older epochs' (an identity file may hold several key lines, one
+/// per epoch; `age -d -i` reads such a file the same way).
+pub struct Identity(Vec<x25519::Identity>);
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Identity(recipient {}, <redacted>)", self.0.to_public())
+        let public: Vec<String> = self.0.iter().map(|i| i.to_public().to_string()).collect();
+        write!(
+            f,
+            "Identity(recipients [{}], <redacted>)",
+            public.join(", ")
+        )
     }
 }
 
 impl Identity {
     pub fn generate() -> Identity {
-        Identity(x25519::Identity::generate())
+        Identity(vec![x25519::Identity::generate()])
     }
 
-    /// Parse an age identity file (as written by `age-keygen` or `lifeboat keys generate`).
+    /// Parse an age identity file (as written by `age-keygen` or `lifeboat keys generate`):
+    /// one or more `AGE-SECRET-KEY-1…` lines, `#` comments allowed.
     pub fn parse(text: &str) -> Result<Identity> {
-        parse_identity_line(text, "identity").map(Identity)
+        parse_identity_lines(text, "identity").map(Identity)
     }
 
+    /// Several identity files (or `--identity` given more than once) as one.
+    pub fn merge(parts: Vec<Identity>) -> Option<Identity> {
+        let all: Vec<x25519::Identity> = parts.into_iter().flat_map(|i| i.0).collect();
+        (!all.is_empty()).then_some(Identity(all))
+    }
+
+    /// The file text of the first (for a generated identity, the only) key.
     pub fn to_file_text(&self) -> String {
-        identity_file_text(&self.0, "lifeboat identity")
+        identity_file_text(&self.0[0], "lifeboat identity")
     }
 
+    /// The public key of the first key line (the one `keys generate` wrote).
     pub fn recipient(&self) -> x25519::Recipient {
-        self.0.to_public()
+        self.0[0].to_public()
     }
 
-    pub fn inner(&self) -> &x25519::Identity {
+    /// Every key's public key.
+    pub fn recipients(&self) -> Vec<x25519::Recipient> {
+        self.0.iter().map(|i| i.to_public()).collect()
+    }
+
+    pub fn keys(&self) -> &[x25519::Identity] {
         &self.0
     }
 }
@@ -121,25 +146,40 @@ fn identity_file_text(identity: &x25519::Identity, what: &str) -> String {
     )
 }
 
-fn parse_identity_line(text: &str, what: &str) -> Result<x25519::Identity> {
-    let mut lines = text
+fn parse_identity_lines(text: &str, what: &str) -> Result<Vec<x25519::Identity>> {
+    let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'));
-    let line = lines
-        .next()
-        .ok_or_else(|| RepoError::Key(format!("{what}: no AGE-SECRET-KEY-1… line found")))?;
-    if lines.next().is_some() {
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    if lines.is_empty() {
+        return Err(RepoError::Key(format!(
+            "{what}: no AGE-SECRET-KEY-1… line found"
+        )));
+    }
+    lines
+        .iter()
+        .enumerate()
+        .map(|(n, line)| {
+            // Never echo the line: it is a secret.
+            x25519::Identity::from_str(line).map_err(|_| {
+                RepoError::Key(format!(
+                    "{what}: key line {} is not a valid age X25519 identity (AGE-SECRET-KEY-1…)",
+                    n + 1
+                ))
+            })
+        })
+        .collect()
+}
+
+fn parse_identity_line(text: &str, what: &str) -> Result<x25519::Identity> {
+    let mut keys = parse_identity_lines(text, what)?;
+    if keys.len() > 1 {
         return Err(RepoError::Key(format!(
             "{what}: more than one key line; lifeboat expects exactly one"
         )));
     }
-    // Never echo the line: it is a secret.
-    x25519::Identity::from_str(line).map_err(|_| {
-        RepoError::Key(format!(
-            "{what}: not a valid age X25519 identity (AGE-SECRET-KEY-1…)"
-        ))
-    })
+    Ok(keys.remove(0))
 }
 
 /// Parse an `age1…` recipient.
@@ -152,7 +192,7 @@ pub fn parse_recipient(s: &str) -> Result<x25519::Recipient> {
 }
 
 /// What a host holds. Backup hosts: recipients + writer. Restore hosts: identity (+ recipients);
-/// their writer key comes from the repository's `keys/writer.age`.
+/// the repository secrets come from the repository's `keys/` objects either way.
 #[derive(Debug)]
 pub struct Keyring {
     pub recipients: Vec<x25519::Recipient>,
@@ -185,12 +225,16 @@ pub fn age_writer<W: Write>(
     Ok(enc.wrap_output(out)?)
 }
 
-/// Decrypt one age file with `identity`. `what` names the object for errors.
-pub fn age_decrypt(identity: &x25519::Identity, ciphertext: &[u8], what: &str) -> Result<Vec<u8>> {
+/// Decrypt one age file with any of `identities`. `what` names the object for errors.
+pub fn age_decrypt(
+    identities: &[x25519::Identity],
+    ciphertext: &[u8],
+    what: &str,
+) -> Result<Vec<u8>> {
     let dec = age::Decryptor::new_buffered(ciphertext)
         .map_err(|e| RepoError::Corrupt(format!("{what}: not a valid age file: {e}")))?;
     let mut reader = dec
-        .decrypt(std::iter::once(identity as &dyn age::Identity))
+        .decrypt(identities.iter().map(|i| i as &dyn age::Identity))
         .map_err(|e| match e {
             age::DecryptError::NoMatchingKeys => RepoError::WrongKey(format!(
                 "{what}: the identity does not match any recipient of this repository"

@@ -8,13 +8,18 @@
 //! ```
 //!
 //! Blob offsets are implicit (the sum of the previous stored lengths), so a pack decrypted
-//! with `age -d` is self-describing. A pack's id is the BLAKE3 hash of its ciphertext.
+//! with `age -d` is self-describing.
+//!
+//! A pack's id follows the repository's [`IdRule`] (v1: BLAKE3 of the whole object; v2: of
+//! the age payload, so re-wrapping the header keeps it). A v2 writer never mixes blob kinds
+//! in one pack: a pack holds trees only or data only (its type, see [`pack_type`]).
 
 use std::io::Write;
 
 use bytes::Bytes;
 
 use crate::error::{RepoError, Result};
+use crate::id::{check_stored_id, IdRule};
 use crate::keys::{age_decrypt, age_writer, chunk_id};
 use crate::Id;
 
@@ -132,11 +137,29 @@ pub fn check_chunk(chunk_key: &[u8; 32], entry: &PackEntry, raw: &[u8]) -> Resul
     Ok(())
 }
 
+/// What a pack holds, from its entries: trees only, data only, or (format v1) both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PackType {
+    Tree,
+    Data,
+    Mixed,
+}
+
+pub fn pack_type(entries: &[PackEntry]) -> PackType {
+    let trees = entries.iter().filter(|e| e.kind == BlobKind::Tree).count();
+    match trees {
+        0 => PackType::Data,
+        n if n == entries.len() => PackType::Tree,
+        _ => PackType::Mixed,
+    }
+}
+
 /// Builds one pack, encrypting as blobs arrive so plaintext never accumulates.
 pub struct PackWriter {
     stream: age::stream::StreamWriter<Vec<u8>>,
     entries: Vec<PackEntry>,
     len: u64,
+    rule: IdRule,
 }
 
 /// A finished pack, ready to upload.
@@ -148,11 +171,16 @@ pub struct FinishedPack {
 }
 
 impl PackWriter {
-    pub fn new(recipients: &[&age::x25519::Recipient], capacity: usize) -> Result<Self> {
+    pub fn new(
+        recipients: &[&age::x25519::Recipient],
+        capacity: usize,
+        rule: IdRule,
+    ) -> Result<Self> {
         Ok(PackWriter {
             stream: age_writer(recipients, Vec::with_capacity(capacity))?,
             entries: Vec::new(),
             len: 0,
+            rule,
         })
     }
 
@@ -197,7 +225,7 @@ impl PackWriter {
         self.stream.write_all(&table)?;
         let bytes = self.stream.finish()?;
         Ok(FinishedPack {
-            id: Id::of_stored(&bytes),
+            id: self.rule.id_of(&bytes)?,
             bytes: Bytes::from(bytes),
             entries: self.entries,
         })
@@ -251,13 +279,9 @@ pub struct OpenPack {
 
 impl OpenPack {
     /// Check the ciphertext against the pack id, decrypt and parse the table.
-    pub fn open(identity: &age::x25519::Identity, id: Id, ciphertext: &[u8]) -> Result<OpenPack> {
+    pub fn open(identity: &[age::x25519::Identity], id: Id, ciphertext: &[u8]) -> Result<OpenPack> {
         let what = format!("pack {}", id.short());
-        if Id::of_stored(ciphertext) != id {
-            return Err(RepoError::Corrupt(format!(
-                "{what}: stored bytes do not match the pack id"
-            )));
-        }
+        check_stored_id(ciphertext, &id, &what)?;
         let plain = age_decrypt(identity, ciphertext, &what)?;
         let entries = parse_table(&plain, &what)?;
         Ok(OpenPack { id, plain, entries })

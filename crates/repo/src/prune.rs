@@ -259,7 +259,7 @@ fn maintainer_hint(e: RepoError, region: &str) -> RepoError {
 }
 
 async fn list_region(repo: &Repository, b: &DynBackend, now: i64) -> Result<Listing> {
-    let key = *repo.writer().index_key();
+    let key = *repo.secrets().index_key();
     // Index before data: a pack indexed between the two listings is merely young.
     let mut index_files = BTreeMap::new();
     for o in b.list("index/").await? {
@@ -588,12 +588,14 @@ impl RegionCtx<'_> {
         if let Some(done) = self.repacked.get(&key).cloned() {
             return self.store_repacked(done).await;
         }
-        let identity = self.repo.identity("prune (repack)")?.inner().clone();
+        let identity = self.repo.identity("prune (repack)")?.keys().to_vec();
         let recipients: Vec<age::x25519::Recipient> =
             self.repo.recipients().into_iter().cloned().collect();
         let pack_size = self.repo.config.pack_size as u64;
         let mut finished: Vec<crate::pack::FinishedPack> = Vec::new();
-        let mut writer: Option<PackWriter> = None;
+        // One open pack per blob kind: trees stay apart from data (format v2).
+        let mut writers: BTreeMap<u8, PackWriter> = BTreeMap::new();
+        let rule = self.repo.id_rule();
         let mut seen: HashSet<Id> = HashSet::new();
         for p in packs {
             self.cancel.check()?;
@@ -608,9 +610,11 @@ impl RegionCtx<'_> {
                     continue;
                 }
                 let rcpts: Vec<&age::x25519::Recipient> = recipients.iter().collect();
-                let w = match writer.as_mut() {
-                    Some(w) => w,
-                    None => writer.insert(PackWriter::new(&rcpts, pack_size as usize)?),
+                let w = match writers.entry(e.kind as u8) {
+                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(PackWriter::new(&rcpts, pack_size as usize, rule)?)
+                    }
                 };
                 w.add(&SealedBlob {
                     id: e.id,
@@ -620,12 +624,15 @@ impl RegionCtx<'_> {
                     payload: open.stored(e)?.to_vec(),
                 })?;
                 if w.len() >= pack_size {
-                    finished.push(writer.take().expect("present").finish()?);
+                    let full = writers.remove(&(e.kind as u8)).expect("present");
+                    finished.push(full.finish()?);
                 }
             }
         }
-        if let Some(w) = writer.take().filter(|w| !w.is_empty()) {
-            finished.push(w.finish()?);
+        for w in std::mem::take(&mut writers).into_values() {
+            if !w.is_empty() {
+                finished.push(w.finish()?);
+            }
         }
         self.repacked.insert(key, finished.clone());
         self.store_repacked(finished).await
@@ -647,7 +654,7 @@ impl RegionCtx<'_> {
             named.push((pack.id, pack.entries));
         }
         if !named.is_empty() {
-            let sealed = index::encode(self.repo.writer().index_key(), PRUNE_PLAN, &named)?;
+            let sealed = index::encode(self.repo.secrets().index_key(), PRUNE_PLAN, &named)?;
             let id = Id::of_stored(&sealed);
             self.backend
                 .put(&format!("index/{id}"), Bytes::from(sealed))
@@ -684,7 +691,7 @@ impl RegionCtx<'_> {
         let all: Vec<(Id, Vec<PackEntry>)> = packs.into_iter().collect();
         let mut written = HashSet::new();
         for chunk in all.chunks(PACKS_PER_INDEX) {
-            let sealed = index::encode(self.repo.writer().index_key(), PRUNE_PLAN, chunk)?;
+            let sealed = index::encode(self.repo.secrets().index_key(), PRUNE_PLAN, chunk)?;
             let name = format!("index/{}", Id::of_stored(&sealed));
             self.report.written_index_files += 1;
             if !self.opts.dry_run {

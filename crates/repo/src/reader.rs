@@ -13,7 +13,7 @@ use crate::{Id, Index};
 /// Fetch and open one pack. Needs the identity.
 pub async fn fetch_pack(repo: &Arc<Repository>, id: Id) -> Result<Arc<OpenPack>> {
     let name = pack_name(&id);
-    let identity = repo.identity("reading backup data")?.inner().clone();
+    let identity = repo.identity("reading backup data")?.keys().to_vec();
     let (bytes, _) = repo
         .get_checked(&name, |b| check_stored_id(b, &id, &name))
         .await?;
@@ -86,7 +86,7 @@ impl BlobReader {
                 p
             }
         };
-        pack.blob(self.repo.writer().chunk_key(), entry)
+        pack.blob(self.repo.secrets().chunk_key(), entry)
     }
 
     /// Drop every cached pack (their plaintext can be 16 MiB each).

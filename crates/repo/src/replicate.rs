@@ -8,9 +8,9 @@
 //!    `index/`, then `data/` — so that a backup running meanwhile cannot make an index file
 //!    (or a manifest) appear without the packs it needs: a pack is stored before any index
 //!    file naming it, so it is in the later `data/` listing. The union of the names is what
-//!    each region should hold; `keys/writer.age` and `config` come first for a region that
+//!    each region should hold; the `keys/` objects and `config` come first for a region that
 //!    has no repository yet (`config` must then name the same repository everywhere).
-//! 2. With the writer key ([`ReplicateOptions::writer`]), read every index file and
+//! 2. With the metadata keys ([`ReplicateOptions::keys`]), read every index file and
 //!    manifest the regions do not all hold: a plan's snapshots and index files are copied
 //!    only into the regions the plan stores in ([`ReplicateOptions::plan_regions`], data
 //!    residency), a pack only into a region that holds or gets an index file naming it, and
@@ -22,7 +22,7 @@
 //!    index file is copied only once every pack is in place, a manifest only once every index
 //!    file is, and nothing of a later kind after any copy into that region failed.
 //! 4. Verify every object copied: its bytes, as read from the source, must hash to the content
-//!    id in its name ([`Id::of_stored`]; a bad copy is skipped for another region's), and after
+//!    id in its name ([`crate::id::check_stored_id`]; a bad copy is skipped for another region's), and after
 //!    the put the target must report the same size. An object present in the target with a
 //!    different size than in the source is damaged and copied again.
 //!
@@ -38,10 +38,11 @@ use serde::Serialize;
 
 use crate::backend::ObjectInfo;
 use crate::error::{RepoError, Result};
-use crate::keys::{age_decrypt, WriterKey};
+use crate::keys::age_decrypt;
 use crate::progress::{Cancel, Progress};
 use crate::regions::check_region_count;
-use crate::repo::{pack_name, parse_config, Region, CONFIG_OBJECT, WRITER_KEY_OBJECT};
+use crate::repo::{pack_name, parse_config, Region, CONFIG_OBJECT};
+use crate::secrets::MetadataKeys;
 use crate::snapshot::Manifest;
 use crate::verify::{plan_allows, PlanRegions};
 use crate::{index, Id};
@@ -49,10 +50,11 @@ use crate::{index, Id};
 /// What replication may know and must respect.
 #[derive(Default)]
 pub struct ReplicateOptions<'a> {
-    /// The writer key: lets replication read index files and manifests (never pack data).
-    pub writer: Option<&'a WriterKey>,
+    /// The repository's metadata keys (from an open repository): let replication read index
+    /// files and manifests (never pack data).
+    pub keys: Option<MetadataKeys<'a>>,
     /// Plan name → the regions it stores in; a plan not named may be stored everywhere.
-    /// Any restriction needs [`writer`](Self::writer).
+    /// Any restriction needs [`keys`](Self::keys).
     pub plan_regions: PlanRegions,
 }
 
@@ -73,8 +75,8 @@ pub enum ObjectKind {
 impl ObjectKind {
     fn of(name: &str) -> Option<ObjectKind> {
         match name {
-            WRITER_KEY_OBJECT => Some(ObjectKind::Key),
             CONFIG_OBJECT => Some(ObjectKind::Config),
+            _ if name.starts_with("keys/") => Some(ObjectKind::Key),
             _ if name.starts_with("data/") => Some(ObjectKind::Pack),
             _ if name.starts_with("index/") => Some(ObjectKind::Index),
             _ if name.starts_with("snapshots/") => Some(ObjectKind::Snapshot),
@@ -159,7 +161,10 @@ async fn list_region(region: &Region) -> Result<Listing> {
             }
         }
     }
-    for name in [WRITER_KEY_OBJECT, CONFIG_OBJECT] {
+    for ObjectInfo { name, size, .. } in region.backend.list("keys/").await? {
+        out.insert(name, size);
+    }
+    for name in [CONFIG_OBJECT] {
         match region.backend.head(name).await {
             Ok(size) => {
                 out.insert(name.to_string(), size);
@@ -182,7 +187,7 @@ pub async fn replicate(
     on_copy: &(dyn Fn(&CopyEvent) + Send + Sync),
 ) -> Result<ReplicateReport> {
     check_region_count(regions.len())?;
-    if opts.writer.is_none() && !opts.plan_regions.is_empty() {
+    if opts.keys.is_none() && !opts.plan_regions.is_empty() {
         return Err(RepoError::NeedIdentity(
             "replicating a repository whose plans store in different regions needs the writer key (keys.writer_key_file) or the identity, to tell the plans' objects apart; replicate".into(),
         ));
@@ -238,7 +243,7 @@ pub async fn replicate(
         .filter(|n| ObjectKind::of(n) == Some(ObjectKind::Snapshot))
         .count() as u64;
 
-    let contents = match opts.writer {
+    let contents = match opts.keys {
         Some(w) => Some(read_contents(regions, &listings, &wanted, w).await),
         None => None,
     };
@@ -624,7 +629,7 @@ async fn read_contents(
     regions: &[Region],
     listings: &[Option<Listing>],
     wanted: &BTreeMap<String, u64>,
-    writer: &WriterKey,
+    keys: MetadataKeys<'_>,
 ) -> Contents {
     let mut c = Contents {
         index: BTreeMap::new(),
@@ -647,12 +652,12 @@ async fn read_contents(
                 continue;
             };
             if kind == Some(ObjectKind::Index) {
-                if let Ok(f) = index::open_file(writer.index_key(), name, &bytes) {
+                if let Ok(f) = index::open_file(keys.secrets.index_key(), name, &bytes) {
                     let packs = f.packs.iter().map(|(p, _)| pack_name(p)).collect();
                     c.index.insert(name.clone(), (f.plan, packs));
                     break;
                 }
-            } else if let Ok(plain) = age_decrypt(writer.as_identity(), &bytes, name) {
+            } else if let Ok(plain) = age_decrypt(keys.age_keys, &bytes, name) {
                 if let Ok(m) = serde_json::from_slice::<Manifest>(&plain) {
                     c.snapshot_plan.insert(name.clone(), m.plan);
                     break;

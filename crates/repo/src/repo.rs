@@ -19,8 +19,10 @@ use crate::backend::{BackendError, DynBackend};
 pub use crate::chunker::ChunkerParams;
 use crate::error::{RepoError, Result};
 pub use crate::id::check_stored_id;
-use crate::keys::{age_decrypt, age_encrypt, parse_recipient, Identity, Keyring, WriterKey};
+pub use crate::init::{init, InitOptions};
+use crate::keys::{age_decrypt, Identity, Keyring, WriterKey};
 use crate::regions::{check_region_count, RegionSet};
+use crate::secrets::{Epoch, MetadataKeys, RepoSecrets};
 use crate::snapshot::{Manifest, SnapshotEntry};
 use crate::{index, Id, Index};
 
@@ -28,8 +30,13 @@ use crate::{index, Id, Index};
 pub const BREAKER_FAILURES: u32 = 2;
 
 pub const FORMAT_NAME: &str = "lifeboat-repository";
-pub const FORMAT_VERSION: u32 = 1;
+/// The format this lifeboat writes. It reads [`FORMAT_V1`] too (see `docs/FORMAT.md`).
+pub const FORMAT_VERSION: u32 = 2;
+/// The first format: secrets derived from the writer key, mixed packs.
+pub const FORMAT_V1: u32 = 1;
 pub const CONFIG_OBJECT: &str = "config";
+/// Format v1's copy of the writer key, encrypted to the recipients (v2 neither writes nor
+/// reads it; an upgraded repository keeps it).
 pub const WRITER_KEY_OBJECT: &str = "keys/writer.age";
 
 /// A named backend holding one copy of the repository.
@@ -50,25 +57,18 @@ pub struct RepoConfig {
     pub chunker: ChunkerParams,
     pub pack_size: u32,
     pub zstd_level: i32,
+    /// The current epoch's recipients (v2: the same as the last of `epochs`).
     pub recipients: Vec<String>,
     pub writer_recipient: String,
+    /// v2: every recipient epoch, oldest first; the last is current. Absent in v1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub epochs: Vec<Epoch>,
 }
 
-/// Choices fixed at `init`.
-#[derive(Debug, Clone, Copy)]
-pub struct InitOptions {
-    pub chunker: ChunkerParams,
-    pub pack_size: u32,
-    pub zstd_level: i32,
-}
-
-impl Default for InitOptions {
-    fn default() -> Self {
-        InitOptions {
-            chunker: ChunkerParams::default(),
-            pack_size: 16 * 1024 * 1024,
-            zstd_level: 3,
-        }
+impl RepoConfig {
+    /// The current recipient epoch (v1 repositories have only epoch 1, implicitly).
+    pub fn current_epoch(&self) -> u32 {
+        self.epochs.last().map_or(1, |e| e.epoch)
     }
 }
 
@@ -109,86 +109,11 @@ pub struct Repository {
     pub config: RepoConfig,
     pub regions: Vec<Region>,
     pub states: Vec<RegionState>,
-    recipients: Vec<age::x25519::Recipient>,
-    writer: WriterKey,
-    identity: Option<Identity>,
+    keys: crate::unlock::Unlocked,
     preferred: usize,
     pub read_log: Mutex<ReadLog>,
     /// Per region: reads in a row that failed there (the circuit breaker's count).
     failures: Vec<AtomicU32>,
-}
-
-/// Create the repository in every region that lacks one. Regions that already hold this
-/// repository are left untouched; a region holding a different repository is an error.
-pub async fn init(
-    regions: &[Region],
-    keys: &Keyring,
-    opts: InitOptions,
-) -> Result<(RepoConfig, Vec<String>)> {
-    let writer = keys
-        .writer
-        .as_ref()
-        .ok_or_else(|| RepoError::Key("init needs the writer key".into()))?;
-    if keys.recipients.is_empty() {
-        return Err(RepoError::Key("init needs at least one recipient".into()));
-    }
-    let mut existing: Option<RepoConfig> = None;
-    let mut missing = Vec::new();
-    for r in regions {
-        match r.backend.get(CONFIG_OBJECT, None).await {
-            Ok(b) => {
-                let cfg = parse_config(&b, &r.name)?;
-                if let Some(e) = &existing {
-                    if e.id != cfg.id {
-                        return Err(RepoError::Invalid(format!(
-                            "region {} holds repository {} but another region holds {}; refusing to mix them",
-                            r.name, cfg.id, e.id
-                        )));
-                    }
-                }
-                existing = Some(cfg);
-            }
-            Err(BackendError::NotFound(_)) => missing.push(r),
-            Err(e) => return Err(RepoError::Invalid(format!("region {}: {e}", r.name))),
-        }
-    }
-    let recipient_strings: Vec<String> = keys.recipients.iter().map(|r| r.to_string()).collect();
-    let config = match existing {
-        Some(cfg) => {
-            if missing.is_empty() {
-                return Err(RepoError::Invalid(format!(
-                    "every region already holds repository {}; refusing to overwrite it",
-                    cfg.id
-                )));
-            }
-            check_keys(&cfg, &keys.recipients, writer)?;
-            cfg
-        }
-        None => RepoConfig {
-            format: FORMAT_NAME.into(),
-            version: FORMAT_VERSION,
-            id: hex::encode(rand::random::<[u8; 16]>()),
-            created: crate::clock::now_secs(),
-            chunker: opts.chunker,
-            pack_size: opts.pack_size,
-            zstd_level: opts.zstd_level,
-            recipients: recipient_strings,
-            writer_recipient: writer.recipient().to_string(),
-        },
-    };
-    let rcpts: Vec<&age::x25519::Recipient> = keys.recipients.iter().collect();
-    let writer_age = Bytes::from(age_encrypt(&rcpts, writer.to_file_text().as_bytes())?);
-    let config_bytes = Bytes::from(
-        serde_json::to_vec_pretty(&config).map_err(|e| RepoError::Invalid(e.to_string()))?,
-    );
-    let mut created = Vec::new();
-    for r in missing {
-        // The config object is written last: its presence means "initialized".
-        r.backend.put(WRITER_KEY_OBJECT, writer_age.clone()).await?;
-        r.backend.put(CONFIG_OBJECT, config_bytes.clone()).await?;
-        created.push(r.name.clone());
-    }
-    Ok((config, created))
 }
 
 pub(crate) fn parse_config(bytes: &[u8], region: &str) -> Result<RepoConfig> {
@@ -199,10 +124,23 @@ pub(crate) fn parse_config(bytes: &[u8], region: &str) -> Result<RepoConfig> {
             "region {region}: not a lifeboat repository"
         )));
     }
-    if cfg.version != FORMAT_VERSION {
+    if !(FORMAT_V1..=FORMAT_VERSION).contains(&cfg.version) {
         return Err(RepoError::Invalid(format!(
-            "region {region}: repository format version {} is not supported by this lifeboat (supports {FORMAT_VERSION})",
+            "region {region}: repository format version {} is not supported by this lifeboat (supports {FORMAT_V1} to {FORMAT_VERSION})",
             cfg.version
+        )));
+    }
+    let epochs_ok = if cfg.version == FORMAT_V1 {
+        cfg.epochs.is_empty()
+    } else {
+        cfg.epochs
+            .last()
+            .is_some_and(|e| e.recipients == cfg.recipients)
+            && cfg.epochs.windows(2).all(|w| w[0].epoch < w[1].epoch)
+    };
+    if !epochs_ok {
+        return Err(RepoError::Corrupt(format!(
+            "region {region}: config object: recipient epochs do not match the format version or the current recipients"
         )));
     }
     crate::chunker::validate(&cfg.chunker)
@@ -214,33 +152,6 @@ pub(crate) fn parse_config(bytes: &[u8], region: &str) -> Result<RepoConfig> {
         )));
     }
     Ok(cfg)
-}
-
-fn check_keys(
-    cfg: &RepoConfig,
-    recipients: &[age::x25519::Recipient],
-    writer: &WriterKey,
-) -> Result<()> {
-    if !recipients.is_empty() {
-        let mut mine: Vec<String> = recipients.iter().map(|r| r.to_string()).collect();
-        let mut theirs = cfg.recipients.clone();
-        mine.sort();
-        theirs.sort();
-        if mine != theirs {
-            return Err(RepoError::WrongKey(format!(
-                "keys.recipients in lifeboat.toml differ from repository {}'s recipients ({}); fix the config rather than encrypting to keys the repository does not know",
-                cfg.id,
-                cfg.recipients.join(", ")
-            )));
-        }
-    }
-    if writer.recipient().to_string() != cfg.writer_recipient {
-        return Err(RepoError::WrongKey(format!(
-            "the writer key does not belong to repository {} (its writer is {})",
-            cfg.id, cfg.writer_recipient
-        )));
-    }
-    Ok(())
 }
 
 impl Repository {
@@ -277,7 +188,11 @@ impl Repository {
                             )));
                         }
                     }
-                    config = Some(cfg);
+                    // An upgrade interrupted between regions' config flips: the newer
+                    // format wins (its key objects are already in every region).
+                    if config.as_ref().is_none_or(|c| cfg.version > c.version) {
+                        config = Some(cfg);
+                    }
                     states.push(RegionState::Ok);
                 }
                 Err(BackendError::NotFound(_)) => {
@@ -310,76 +225,69 @@ impl Repository {
             })?,
             None => 0,
         };
-        let Keyring {
-            recipients,
-            writer,
-            identity,
-        } = keys;
-        let mut repo = Repository {
+        let order = read_order_of(preferred, &states);
+        let unlocked = crate::unlock::unlock(&config, &regions, &order, keys).await?;
+        let failures = regions.iter().map(|_| AtomicU32::new(0)).collect();
+        Ok(Repository {
             config,
             regions,
             states,
-            recipients,
-            writer: WriterKey::generate(), // replaced below
-            identity,
+            keys: unlocked,
             preferred,
             read_log: Mutex::new(ReadLog::default()),
-            failures: Vec::new(),
-        };
-        repo.failures = repo.regions.iter().map(|_| AtomicU32::new(0)).collect();
-        if let Some(id) = &repo.identity {
-            let r = id.recipient().to_string();
-            if !repo.config.recipients.contains(&r) {
-                return Err(RepoError::WrongKey(format!(
-                    "the identity (public key {r}) is not a recipient of repository {}: it cannot decrypt this repository's data",
-                    repo.config.id
-                )));
-            }
+            failures,
+        })
+    }
+
+    /// The writer key, when this host holds one (backup hosts; v1 restore hosts read it
+    /// from `keys/writer.age`).
+    pub fn writer(&self) -> Option<&WriterKey> {
+        self.keys.writer.as_ref()
+    }
+
+    /// The writer's public key: manifests are also encrypted to it.
+    pub fn writer_recipient(&self) -> &age::x25519::Recipient {
+        &self.keys.writer_recipient
+    }
+
+    /// The chunk-id key, index key and chunker seed.
+    pub fn secrets(&self) -> &RepoSecrets {
+        &self.keys.secrets
+    }
+
+    /// What metadata (index files, manifests) is read with on this host.
+    pub fn metadata_keys(&self) -> MetadataKeys<'_> {
+        MetadataKeys {
+            secrets: &self.keys.secrets,
+            age_keys: &self.keys.read_keys,
         }
-        repo.writer = match writer {
-            Some(w) => w,
-            None => {
-                let identity = repo.identity.as_ref().ok_or_else(|| {
-                    RepoError::NeedIdentity("opening the repository without a writer key".into())
-                })?;
-                let (b, _) = repo.get_checked(WRITER_KEY_OBJECT, |_| Ok(())).await?;
-                let text = age_decrypt(identity.inner(), &b, WRITER_KEY_OBJECT)?;
-                let text = String::from_utf8(text)
-                    .map_err(|_| RepoError::Corrupt("keys/writer.age: not text".into()))?;
-                WriterKey::parse(&text)?
-            }
-        };
-        let recipients = std::mem::take(&mut repo.recipients);
-        check_keys(&repo.config, &recipients, &repo.writer)?;
-        repo.recipients = if recipients.is_empty() {
-            repo.config
-                .recipients
-                .iter()
-                .map(|s| parse_recipient(s))
-                .collect::<Result<_>>()?
+    }
+
+    /// The rule new content-addressed age objects' ids (packs, manifests, receipts) follow
+    /// in this repository's format version.
+    pub fn id_rule(&self) -> crate::id::IdRule {
+        if self.config.version >= 2 {
+            crate::id::IdRule::AgePayload
         } else {
-            recipients
-        };
-        Ok(repo)
+            crate::id::IdRule::WholeObject
+        }
     }
 
-    pub fn writer(&self) -> &WriterKey {
-        &self.writer
-    }
-
+    /// The current recipient epoch's recipients: new packs and manifests go to them.
     pub fn recipients(&self) -> Vec<&age::x25519::Recipient> {
-        self.recipients.iter().collect()
+        self.keys.recipients.iter().collect()
     }
 
     /// The identity, or a `NeedIdentity` error naming `what` needed it.
     pub fn identity(&self, what: &str) -> Result<&Identity> {
-        self.identity
+        self.keys
+            .identity
             .as_ref()
             .ok_or_else(|| RepoError::NeedIdentity(what.to_string()))
     }
 
     pub fn has_identity(&self) -> bool {
-        self.identity.is_some()
+        self.keys.identity.is_some()
     }
 
     pub fn is_available(&self, region: usize) -> bool {
@@ -561,7 +469,7 @@ impl Repository {
                 index.mark_unlisted(i, why);
             }
         }
-        let key = *self.writer.index_key();
+        let key = *self.secrets().index_key();
         for (name, regions) in names {
             let (bytes, _) = self
                 .get_checked(&name, |b| {
@@ -580,11 +488,7 @@ impl Repository {
 
     /// Decrypt a manifest with whatever key this host has (identity or writer).
     pub fn decrypt_manifest(&self, bytes: &[u8], what: &str) -> Result<Manifest> {
-        let ident = match &self.identity {
-            Some(i) => i.inner(),
-            None => self.writer.as_identity(),
-        };
-        let plain = age_decrypt(ident, bytes, what)?;
+        let plain = age_decrypt(&self.keys.read_keys, bytes, what)?;
         serde_json::from_slice(&plain).map_err(|e| RepoError::Corrupt(format!("{what}: {e}")))
     }
 
@@ -703,6 +607,14 @@ fn no_good_copy(name: &str, regions: &[Region], errors: Vec<(usize, RepoError)>)
     } else {
         RepoError::Corrupt(format!("{name}: no region has a good copy ({detail})"))
     }
+}
+
+/// Regions that answered at open, `preferred` first.
+fn read_order_of(preferred: usize, states: &[RegionState]) -> Vec<usize> {
+    std::iter::once(preferred)
+        .chain((0..states.len()).filter(|&i| i != preferred))
+        .filter(|&i| matches!(states.get(i), Some(RegionState::Ok)))
+        .collect()
 }
 
 /// Object name of a pack.

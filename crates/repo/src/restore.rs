@@ -409,7 +409,7 @@ pub async fn restore_tree(
     progress.add_total(total);
 
     let names: Arc<Vec<PathBuf>> = Arc::new(layout.files.iter().map(|f| f.path.clone()).collect());
-    let chunk_key = *repo.writer().chunk_key();
+    let chunk_key = *repo.secrets().chunk_key();
     let workers = crate::worker_threads();
     let mut packs: Vec<(Id, Vec<ChunkWrite>)> = by_pack.into_iter().collect();
     packs.sort_by_key(|(id, _)| *id);

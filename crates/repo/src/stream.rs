@@ -125,7 +125,7 @@ pub async fn copy_stream<W: AsyncWrite + Unpin>(
             order.push(*pack);
         }
     }
-    let chunk_key = *repo.writer().chunk_key();
+    let chunk_key = *repo.secrets().chunk_key();
     let mut next_fetch = 0usize;
     let mut inflight: VecDeque<(Id, tokio::task::JoinHandle<Result<Arc<OpenPack>>>)> =
         VecDeque::new();

@@ -116,7 +116,7 @@ pub async fn verify(
         repo.identity("verify --read-data")?;
     }
     let mut report = VerifyReport::default();
-    let key = *repo.writer().index_key();
+    let key = *repo.secrets().index_key();
     // A region that cannot be listed is reported below, region by region.
     let all_snapshots: HashSet<String> = repo
         .list_everywhere("snapshots/")
@@ -235,8 +235,8 @@ pub async fn verify(
             }
         }
         if let Some(pct) = opts.read_data_percent {
-            let identity = repo.identity("verify --read-data")?.inner().clone();
-            let chunk_key = *repo.writer().chunk_key();
+            let identity = repo.identity("verify --read-data")?.keys().to_vec();
+            let chunk_key = *repo.secrets().chunk_key();
             let mut names: Vec<&String> = data.keys().collect();
             if pct < 100.0 {
                 use rand::seq::SliceRandom;

@@ -15,6 +15,9 @@
 //! the start: nothing is known to be stored there, and re-uploading everything is no cure
 //! for a transient listing error.
 //!
+//! Trees and data never share a pack (format v2's pack types): the packer keeps a tree pack
+//! and a data pack open, so restore planning and tree checks fetch metadata packs only.
+//!
 //! Each chunk goes only to the target regions that lack it (healing after a degraded
 //! backup): the packer keeps one open pack per set of destination regions (normally one),
 //! and each pack and its index file are put only to the regions of its set.
@@ -33,6 +36,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use tokio::runtime::Handle;
 
 use crate::error::{RepoError, Result};
+use crate::id::IdRule;
 use crate::keys::{age_encrypt, chunk_id};
 use crate::pack::{compress, BlobKind, FinishedPack, PackEntry, PackWriter, SealedBlob};
 use crate::progress::{Cancel, Progress};
@@ -175,13 +179,14 @@ impl BackupWriter {
         let recipients: Vec<age::x25519::Recipient> =
             repo.recipients().into_iter().cloned().collect();
         let pack_size = repo.config.pack_size as u64;
+        let rule = repo.id_rule();
         let (sh, pa) = (shared.clone(), panic_at.clone());
         threads.push(
             std::thread::Builder::new()
                 .name("lifeboat-pack".into())
                 .spawn(move || {
                     guarded(&sh.clone(), "packer", || {
-                        pack_loop(blob_rx, pack_tx, recipients, pack_size, sh, pa)
+                        pack_loop(blob_rx, pack_tx, recipients, pack_size, rule, sh, pa)
                     })
                 })?,
         );
@@ -205,7 +210,7 @@ impl BackupWriter {
             }
         });
         Ok(BackupWriter {
-            chunk_key: *repo.writer().chunk_key(),
+            chunk_key: *repo.secrets().chunk_key(),
             repo,
             index,
             write_to,
@@ -343,11 +348,10 @@ impl BackupWriter {
         manifest.stats.stored_bytes = sh.stored_bytes;
         manifest.committed_ns = crate::clock::now_nanos();
         let plain = serde_json::to_vec(&manifest).map_err(|e| RepoError::Invalid(e.to_string()))?;
-        let writer_rcpt = self.repo.writer().recipient();
         let mut rcpts = self.repo.recipients();
-        rcpts.push(&writer_rcpt);
+        rcpts.push(self.repo.writer_recipient());
         let sealed = Bytes::from(age_encrypt(&rcpts, &plain)?);
-        let id = Id::of_stored(&sealed);
+        let id = self.repo.id_rule().id_of(&sealed)?;
         let name = format!("snapshots/{id}");
         let mut failed: Vec<(String, String)> = (0..self.repo.regions.len())
             .filter_map(|i| match &sh.failed[i] {
@@ -493,31 +497,34 @@ fn pack_loop(
     tx: tokio::sync::mpsc::Sender<(RegionSet, FinishedPack)>,
     recipients: Vec<age::x25519::Recipient>,
     pack_size: u64,
+    rule: IdRule,
     shared: Arc<Mutex<PipelineState>>,
     panic_at: Arc<AtomicU8>,
 ) {
     let rcpts: Vec<&age::x25519::Recipient> = recipients.iter().collect();
     let capacity = pack_size as usize + pack_size as usize / 64;
     // One open pack per set of destination regions; normally there is only one.
-    let mut open: BTreeMap<RegionSet, PackWriter> = BTreeMap::new();
+    // Format v2 keeps trees apart from data: the key includes the blob kind.
+    let mut open: BTreeMap<(u8, RegionSet), PackWriter> = BTreeMap::new();
     let result = (|| -> Result<()> {
         for (regions, blob) in rx {
             maybe_panic(&panic_at, Stage::Packer);
-            let w = match open.entry(regions) {
+            let key = (blob.kind as u8, regions);
+            let w = match open.entry(key) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(PackWriter::new(&rcpts, capacity)?)
+                    e.insert(PackWriter::new(&rcpts, capacity, rule)?)
                 }
             };
             w.add(&blob)?;
             if w.len() >= pack_size {
-                let pack = open.remove(&regions).expect("present").finish()?;
+                let pack = open.remove(&key).expect("present").finish()?;
                 if tx.blocking_send((regions, pack)).is_err() {
                     return Ok(());
                 }
             }
         }
-        for (regions, w) in std::mem::take(&mut open) {
+        for ((_, regions), w) in std::mem::take(&mut open) {
             if !w.is_empty() && tx.blocking_send((regions, w.finish()?)).is_err() {
                 return Ok(());
             }
@@ -574,7 +581,7 @@ async fn upload_loop(
     progress: Arc<Progress>,
     panic_at: Arc<AtomicU8>,
 ) {
-    let index_key = *repo.writer().index_key();
+    let index_key = *repo.secrets().index_key();
     // Uploaded packs not yet named by an index file, per destination set.
     let mut pending: BTreeMap<RegionSet, Vec<(Id, Vec<PackEntry>)>> = BTreeMap::new();
     let mut in_flight = tokio::task::JoinSet::new();

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use lifeboat_repo::backend::{DynBackend, FaultInjector, MemoryBackend};
-use lifeboat_repo::chunker::{chunk_stream, seed};
+use lifeboat_repo::chunker::chunk_stream;
 use lifeboat_repo::keys::{Identity, Keyring, WriterKey};
 use lifeboat_repo::pack::BlobKind;
 use lifeboat_repo::reader::BlobReader;
@@ -84,6 +84,29 @@ impl TestRepo {
             writer: Some(WriterKey::parse(&self.writer).unwrap()),
             identity: Some(identity),
         }
+    }
+
+    /// A backup host: recipients and the writer key, no identity.
+    pub fn writer_keyring(&self) -> Keyring {
+        Keyring {
+            recipients: vec![Identity::parse(&self.identity).unwrap().recipient()],
+            writer: Some(WriterKey::parse(&self.writer).unwrap()),
+            identity: None,
+        }
+    }
+
+    /// A restore host: the identity only.
+    pub fn identity_keyring(&self) -> Keyring {
+        Keyring {
+            recipients: Vec::new(),
+            writer: None,
+            identity: Some(Identity::parse(&self.identity).unwrap()),
+        }
+    }
+
+    /// The identity file's text (a test secret).
+    pub fn identity_text(&self) -> &str {
+        &self.identity
     }
 
     pub async fn open(&self) -> Arc<Repository> {
@@ -182,7 +205,7 @@ impl Chunking {
     pub fn of(repo: &Repository) -> Chunking {
         Chunking {
             params: repo.config.chunker,
-            seed: seed(repo.writer().chunk_key()),
+            seed: repo.secrets().chunker_seed(),
         }
     }
 }

@@ -199,7 +199,7 @@ async fn replicate_racing_backups_never_copies_an_index_without_its_packs() {
         };
         tokio::time::sleep(Duration::from_millis(i * 11 % 60)).await;
         let opts = ReplicateOptions {
-            writer: (i % 2 == 0).then(|| repo.writer()),
+            keys: (i % 2 == 0).then(|| repo.metadata_keys()),
             ..Default::default()
         };
         replicate(
@@ -256,7 +256,7 @@ async fn a_plan_kept_in_one_region_is_never_copied_to_the_other() {
     let report = replicate(
         &t.regions(),
         &ReplicateOptions {
-            writer: Some(repo.writer()),
+            keys: Some(repo.metadata_keys()),
             plan_regions: plans.clone(),
         },
         Arc::new(Progress::default()),
@@ -280,7 +280,7 @@ async fn a_plan_kept_in_one_region_is_never_copied_to_the_other() {
     let err = replicate(
         &t.regions(),
         &ReplicateOptions {
-            writer: None,
+            keys: None,
             plan_regions: plans,
         },
         Arc::new(Progress::default()),

@@ -4,8 +4,10 @@
 mod backend;
 mod drills;
 mod fixture;
+mod format_v2;
 mod integrity;
 mod malicious;
 mod pipeline;
 mod replicate;
 mod stream;
+mod upgrade;

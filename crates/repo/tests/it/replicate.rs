@@ -256,7 +256,7 @@ async fn a_region_without_a_repository_gets_one() {
     });
     let (report, _) = run(&regions).await;
     assert!(report.ok(), "{report:?}");
-    assert!(fresh.raw("config").is_some() && fresh.raw("keys/writer.age").is_some());
+    assert!(fresh.raw("config").is_some() && fresh.raw("keys/secrets-0001.age").is_some());
     for (name, _) in &objects {
         assert!(fresh.raw(name).is_some(), "{name}");
     }

@@ -1,0 +1,206 @@
+//! Repository secrets: the chunk-id key, the index key and the chunker seed, and the
+//! `keys/secrets-NNNN.age` objects that hold them.
+//!
+//! Format v2 draws the three at random at `init` and never changes them: a chunk's id
+//! depends only on its content and the chunk-id key, so changing recipients or writers
+//! (rotation) never changes a chunk id and deduplication survives it. Each recipient epoch
+//! has one secrets object, a standard age file encrypted to that epoch's recipients and to
+//! the writer's recipient, so both a restore host (identity) and a backup host (writer key)
+//! unwrap the same secrets. Format v1 derived them from the writer key instead
+//! ([`crate::keys::WriterKey::v1_secrets`]); `upgrade` wraps those derived values, so an
+//! upgraded repository keeps its chunk ids.
+//!
+//! The secrets are zeroized on drop and never printed.
+
+use std::fmt;
+
+use age::x25519;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::error::{RepoError, Result};
+use crate::keys::{age_decrypt, age_encrypt};
+
+/// `format` of a secrets object's plaintext.
+pub const SECRETS_FORMAT: &str = "lifeboat-secrets";
+
+/// Object name of epoch `epoch`'s secrets.
+pub fn secrets_object(epoch: u32) -> String {
+    format!("keys/secrets-{epoch:04}.age")
+}
+
+/// The three repository secrets.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct RepoSecrets {
+    chunk_key: [u8; 32],
+    index_key: [u8; 32],
+    chunker_seed: u64,
+    /// The audit chain's MAC key ([`crate::audit`]): derived from the writer key when the
+    /// repository is created (so a writer host computes it before `init` and with every
+    /// region down), carried here for hosts that hold only the identity.
+    audit_key: [u8; 32],
+}
+
+impl fmt::Debug for RepoSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RepoSecrets(<redacted>)")
+    }
+}
+
+/// A secrets object's plaintext (JSON). Its hex strings are wiped when it is dropped.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretsFile {
+    format: String,
+    repository: String,
+    epoch: u32,
+    chunk_id_key: String,
+    index_key: String,
+    chunker_seed: String,
+    audit_chain_key: String,
+}
+
+impl Drop for SecretsFile {
+    fn drop(&mut self) {
+        self.chunk_id_key.zeroize();
+        self.index_key.zeroize();
+        self.chunker_seed.zeroize();
+        self.audit_chain_key.zeroize();
+    }
+}
+
+impl RepoSecrets {
+    /// Fresh random secrets for a new v2 repository (the audit key is given: see the field).
+    pub fn generate(audit_key: [u8; 32]) -> RepoSecrets {
+        RepoSecrets {
+            chunk_key: rand::random(),
+            index_key: rand::random(),
+            chunker_seed: rand::random(),
+            audit_key,
+        }
+    }
+
+    pub(crate) fn from_parts(
+        chunk_key: [u8; 32],
+        index_key: [u8; 32],
+        seed: u64,
+        audit_key: [u8; 32],
+    ) -> Self {
+        RepoSecrets {
+            chunk_key,
+            index_key,
+            chunker_seed: seed,
+            audit_key,
+        }
+    }
+
+    /// The audit chain's MAC key.
+    pub fn audit_key(&self) -> &[u8; 32] {
+        &self.audit_key
+    }
+
+    /// Keyed BLAKE3 key of chunk ids.
+    pub fn chunk_key(&self) -> &[u8; 32] {
+        &self.chunk_key
+    }
+
+    /// ChaCha20-Poly1305 key of index files.
+    pub fn index_key(&self) -> &[u8; 32] {
+        &self.index_key
+    }
+
+    /// The chunker's gear seed.
+    pub fn chunker_seed(&self) -> u64 {
+        self.chunker_seed
+    }
+
+    /// The secrets object of `epoch` of repository `repo_id`, encrypted to `recipients`.
+    pub fn seal(
+        &self,
+        repo_id: &str,
+        epoch: u32,
+        recipients: &[&x25519::Recipient],
+    ) -> Result<Vec<u8>> {
+        let file = SecretsFile {
+            format: SECRETS_FORMAT.into(),
+            repository: repo_id.into(),
+            epoch,
+            chunk_id_key: hex::encode(self.chunk_key),
+            index_key: hex::encode(self.index_key),
+            chunker_seed: hex::encode(self.chunker_seed.to_le_bytes()),
+            audit_chain_key: hex::encode(self.audit_key),
+        };
+        let plain = Zeroizing::new(
+            serde_json::to_vec_pretty(&file).map_err(|e| RepoError::Invalid(e.to_string()))?,
+        );
+        age_encrypt(recipients, &plain)
+    }
+
+    /// Open a secrets object with any of `keys`, checking that it belongs to `repo_id` and
+    /// `epoch`. A key that is no recipient is `WrongKey`; anything malformed is `Corrupt`.
+    pub fn unseal(
+        bytes: &[u8],
+        keys: &[x25519::Identity],
+        repo_id: &str,
+        epoch: u32,
+    ) -> Result<RepoSecrets> {
+        let what = secrets_object(epoch);
+        let plain = Zeroizing::new(age_decrypt(keys, bytes, &what)?);
+        let file: SecretsFile = serde_json::from_slice(&plain)
+            .map_err(|_| RepoError::Corrupt(format!("{what}: not a lifeboat secrets object")))?;
+        if file.format != SECRETS_FORMAT || file.repository != repo_id || file.epoch != epoch {
+            return Err(RepoError::Corrupt(format!(
+                "{what}: belongs to repository {} epoch {}, not {repo_id} epoch {epoch}",
+                file.repository, file.epoch
+            )));
+        }
+        let bad = || RepoError::Corrupt(format!("{what}: malformed key material"));
+        let mut chunk_key = [0u8; 32];
+        let mut index_key = [0u8; 32];
+        let mut seed = [0u8; 8];
+        let mut audit_key = [0u8; 32];
+        hex::decode_to_slice(&file.audit_chain_key, &mut audit_key).map_err(|_| bad())?;
+        hex::decode_to_slice(&file.chunk_id_key, &mut chunk_key).map_err(|_| bad())?;
+        hex::decode_to_slice(&file.index_key, &mut index_key).map_err(|_| bad())?;
+        hex::decode_to_slice(&file.chunker_seed, &mut seed).map_err(|_| bad())?;
+        let out =
+            RepoSecrets::from_parts(chunk_key, index_key, u64::from_le_bytes(seed), audit_key);
+        audit_key.zeroize();
+        chunk_key.zeroize();
+        index_key.zeroize();
+        seed.zeroize();
+        Ok(out)
+    }
+
+    /// Same secrets? (upgrade and rotation check what they wrote before relying on it)
+    pub fn same_as(&self, other: &RepoSecrets) -> bool {
+        self.chunk_key == other.chunk_key
+            && self.index_key == other.index_key
+            && self.chunker_seed == other.chunker_seed
+            && self.audit_key == other.audit_key
+    }
+}
+
+/// One recipient epoch of a v2 repository (in `config`; public keys only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Epoch {
+    pub epoch: u32,
+    /// Unix seconds.
+    pub created: i64,
+    pub recipients: Vec<String>,
+}
+
+/// The keys a host reads metadata with (index files, manifests): the repository secrets
+/// and the age keys this host holds (identities first, then the writer key).
+#[derive(Clone, Copy)]
+pub struct MetadataKeys<'a> {
+    pub secrets: &'a RepoSecrets,
+    pub age_keys: &'a [x25519::Identity],
+}
+
+impl fmt::Debug for MetadataKeys<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MetadataKeys(<redacted>)")
+    }
+}
