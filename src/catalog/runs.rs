@@ -10,6 +10,7 @@ use sqlx::any::AnyRow;
 use super::{get_i64, get_opt_i64, get_opt_str, get_str, Catalog};
 use crate::host::{new_id, now_secs};
 
+/// What a run did. Drills are not runs: they have their own table and report objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunKind {
@@ -19,7 +20,6 @@ pub enum RunKind {
     Verify,
     Forget,
     Prune,
-    Drill,
 }
 
 impl RunKind {
@@ -31,7 +31,6 @@ impl RunKind {
             RunKind::Verify => "verify",
             RunKind::Forget => "forget",
             RunKind::Prune => "prune",
-            RunKind::Drill => "drill",
         }
     }
 }
