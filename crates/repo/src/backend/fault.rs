@@ -101,7 +101,7 @@ struct State {
 
 /// What to do with one call, decided under the lock.
 #[derive(Default)]
-struct Plan {
+struct Decision {
     delay: Duration,
     error: Option<BackendError>,
     corrupt: bool,
@@ -183,7 +183,7 @@ impl FaultInjector {
                 std::future::pending::<()>().await;
             }
         }
-        let plan = self.plan(op, name);
+        let plan = self.decide(op, name);
         if !plan.delay.is_zero() {
             tokio::time::sleep(plan.delay).await;
         }
@@ -193,8 +193,8 @@ impl FaultInjector {
         }
     }
 
-    fn plan(&self, op: Op, name: &str) -> Plan {
-        let mut plan = Plan::default();
+    fn decide(&self, op: Op, name: &str) -> Decision {
+        let mut plan = Decision::default();
         let mut faults = self.faults();
         for active in faults.iter_mut() {
             match &mut active.fault {
