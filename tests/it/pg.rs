@@ -58,16 +58,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn start(tag: &str) -> PgServer {
+/// `initdb` a trust-authenticated cluster in `dir/data` (`dir` is made if need be and given,
+/// with what it holds, to the postgres user); returns the data directory.
+pub fn initdb(dir: &Path) -> PathBuf {
     let bin = bin_dir();
-    let dir = std::env::temp_dir().join(format!("lifeboat-pg-{}{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
     let data = dir.join("data");
     // The postgres user owns the cluster directory.
     let owner = Command::new("chown")
         .args(["-R", "postgres:postgres"])
-        .arg(&dir)
+        .arg(dir)
         .status()
         .expect("chown");
     assert!(
@@ -95,18 +95,16 @@ fn start(tag: &str) -> PgServer {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // Members of PASSWORD_GROUP must give a password (tests of wrong passwords); everyone
-    // else is trusted. The group need not exist yet: membership is checked per connection.
-    let hba = data.join("pg_hba.conf");
-    let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
-    std::fs::write(
-        &hba,
-        format!("host all +{PASSWORD_GROUP} 127.0.0.1/32 scram-sha-256\n{rules}"),
-    )
-    .expect("write pg_hba.conf");
-    let port = free_port();
+    data
+}
+
+/// Start the cluster in `dir` on 127.0.0.1:`port` with extra server `options`, and arrange
+/// for it to be stopped and removed when this test process exits, however it exits.
+pub fn pg_ctl_start(dir: &Path, port: u16, options: &str) {
+    let bin = bin_dir();
+    let data = dir.join("data");
     let opts = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {options}",
         dir.display()
     );
     let out = as_postgres(&bin.join("pg_ctl"))
@@ -124,7 +122,6 @@ fn start(tag: &str) -> PgServer {
         String::from_utf8_lossy(&out.stderr),
         std::fs::read_to_string(dir.join("log")).unwrap_or_default()
     );
-    // Stop and remove the cluster when this test process exits, however it exits.
     let watchdog = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
          runuser -u postgres -- {pg_ctl} -D {data} -m immediate stop >/dev/null 2>&1 || \
@@ -143,6 +140,23 @@ fn start(tag: &str) -> PgServer {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn the PostgreSQL watchdog");
+}
+
+fn start(tag: &str) -> PgServer {
+    let dir = std::env::temp_dir().join(format!("lifeboat-pg-{}{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = initdb(&dir);
+    // Members of PASSWORD_GROUP must give a password (tests of wrong passwords); everyone
+    // else is trusted. The group need not exist yet: membership is checked per connection.
+    let hba = data.join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+    std::fs::write(
+        &hba,
+        format!("host all +{PASSWORD_GROUP} 127.0.0.1/32 scram-sha-256\n{rules}"),
+    )
+    .expect("write pg_hba.conf");
+    let port = free_port();
+    pg_ctl_start(&dir, port, "-c max_connections=200");
     PgServer { port }
 }
 

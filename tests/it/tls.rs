@@ -113,33 +113,7 @@ fn start() -> TlsServer {
             "server.crt",
         ],
     );
-    let data = dir.join("data");
-    let bin = pg::bin_dir();
-    let chown = Command::new("chown")
-        .args(["-R", "postgres:postgres"])
-        .arg(&dir)
-        .status()
-        .expect("chown");
-    assert!(chown.success());
-    let out = pg::as_postgres(&bin.join("initdb"))
-        .args([
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "-D",
-        ])
-        .arg(&data)
-        .output()
-        .expect("run initdb");
-    assert!(
-        out.status.success(),
-        "initdb: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let data = pg::initdb(&dir);
     // TLS or nothing: a client that does not negotiate TLS is rejected by the server.
     std::fs::write(
         data.join("pg_hba.conf"),
@@ -160,42 +134,11 @@ fn start() -> TlsServer {
         .unwrap();
     assert!(fix.success());
     let port = pg::free_port();
-    let opts = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c ssl=on \
-         -c ssl_cert_file=server.crt -c ssl_key_file=server.key",
-        dir.display()
+    pg::pg_ctl_start(
+        &dir,
+        port,
+        "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key",
     );
-    let out = pg::as_postgres(&bin.join("pg_ctl"))
-        .args(["-w", "-t", "60", "-D"])
-        .arg(&data)
-        .arg("-l")
-        .arg(dir.join("log"))
-        .args(["-o", &opts, "start"])
-        .output()
-        .expect("run pg_ctl");
-    assert!(
-        out.status.success(),
-        "pg_ctl start: {}\nlog: {}",
-        String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(dir.join("log")).unwrap_or_default()
-    );
-    // Stop and remove the cluster when this test process exits, however it exits.
-    let watchdog = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-         runuser -u postgres -- {pg_ctl} -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir}",
-        pid = std::process::id(),
-        pg_ctl = bin.join("pg_ctl").display(),
-        data = data.display(),
-        dir = dir.display(),
-    );
-    #[allow(clippy::zombie_processes)]
-    Command::new("sh")
-        .args(["-c", &watchdog])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn the watchdog");
     TlsServer {
         port,
         ca: dir.join("ca.pem"),
