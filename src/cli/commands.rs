@@ -22,6 +22,12 @@ use crate::engine::{self, KeyNeed, RestoreRequest};
 pub async fn run(cli: &Cli) -> Result<u8> {
     match &cli.command {
         Command::Keys(KeysCommand::Generate { dir, json }) => keys_generate(dir, *json),
+        Command::Keys(KeysCommand::List { json }) => super::keys::list(cli, *json).await,
+        Command::Keys(KeysCommand::Rotate {
+            dir,
+            recipient,
+            json,
+        }) => super::keys::rotate(cli, dir.as_deref(), recipient.as_deref(), *json).await,
         Command::Config(ConfigCommand::Example { dir }) => {
             print!("{}", crate::config::example(dir));
             Ok(exit::OK)
@@ -143,7 +149,7 @@ pub async fn run(cli: &Cli) -> Result<u8> {
     }
 }
 
-fn write_secret_file(path: &Path, text: &str, mode: u32) -> Result<()> {
+pub(super) fn write_secret_file(path: &Path, text: &str, mode: u32) -> Result<()> {
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -281,6 +281,26 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The repository's recipient epochs (creation date, age, recipients) and its writer.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a new recipient epoch: new packs, trees and manifests are encrypted to the new
+    /// recipient; old objects stay readable with the old identity (keep it in escrow, and
+    /// keep its line in the identity file of restore hosts until a rewrap). Chunk ids and
+    /// the repository secrets do not change, nothing is re-uploaded. Needs every region.
+    #[command(group(clap::ArgGroup::new("new_key").required(true).args(["dir", "recipient"])))]
+    Rotate {
+        /// Generate the new identity into DIR/identity-epoch-N.txt (mode 0600).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Use this recipient (age1…); its identity is kept elsewhere by the operator.
+        #[arg(long, value_name = "AGE1…")]
+        recipient: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -135,3 +135,109 @@ fn keys_generate_refuses_to_overwrite_and_writes_0600() {
     );
     assert!(!partial.join("identity.txt").exists());
 }
+
+/// `keys rotate` (#12.2): a new recipient epoch, nothing re-uploaded; the snapshot from
+/// before restores with the old identity alone; the one after, whose unchanged chunks still
+/// sit in old-epoch packs, needs both lines in the identity file, and the new identity alone
+/// is not enough for it (until a rewrap).
+#[test]
+fn rotate_starts_an_epoch_and_each_identity_reads_what_was_encrypted_to_it() {
+    let ws = Workspace::new();
+    small_source(&ws);
+    ws.init();
+    let first = ws.json(&["backup", "app-data"]);
+    let before = capture(&ws.path("data"));
+
+    let rotated = ws.json(&[
+        "keys",
+        "rotate",
+        "--dir",
+        ws.path("keys2").to_str().unwrap(),
+    ]);
+    assert_eq!(rotated["rotation"]["epoch"], 2, "{rotated}");
+    let new_identity = ws.path("keys2/identity-epoch-2.txt");
+    assert_eq!(mode(&new_identity), 0o600);
+    let list = ws.json(&["keys", "list"]);
+    let epochs = list["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 2, "{list}");
+    assert_eq!(epochs[1]["current"], true, "{list}");
+    assert_eq!(epochs[0]["current"], false, "{list}");
+    assert_ne!(epochs[0]["recipients"], epochs[1]["recipients"]);
+    write(&ws.path("data/new.txt"), b"written after the rotation\n");
+    let second = ws.json(&["backup", "app-data"]);
+    assert_eq!(
+        second["stats"]["new_chunks"], 2,
+        "only the new file and its tree are new: chunk ids survived the rotation: {second}"
+    );
+    let old_snap = first["snapshot"].as_str().unwrap();
+    let new_snap = second["snapshot"].as_str().unwrap();
+
+    // The old identity alone reads the snapshot from before the rotation…
+    let to = ws.path("restore-old");
+    ws.ok(&[
+        "restore",
+        "app-data",
+        "--snapshot",
+        old_snap,
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_same_tree(
+        &before,
+        &capture(&to),
+        "the snapshot from before the rotation",
+    );
+    // …but not the new one's tree and manifest.
+    let to = ws.path("restore-new-old-key");
+    ws.fails(
+        &[
+            "restore",
+            "app-data",
+            "--snapshot",
+            new_snap,
+            "--to",
+            to.to_str().unwrap(),
+        ],
+        5,
+    );
+
+    // The new identity alone cannot read the old-epoch packs the new snapshot shares.
+    ws.edit_config(|t| t.replace("keys/identity.txt", "keys2/identity-epoch-2.txt"));
+    let to = ws.path("restore-new-only");
+    ws.fails(
+        &[
+            "restore",
+            "app-data",
+            "--snapshot",
+            new_snap,
+            "--to",
+            to.to_str().unwrap(),
+        ],
+        5,
+    );
+
+    // Both lines in one identity file: everything restores.
+    let both = ws.path("keys2/both.txt");
+    let text = format!(
+        "{}{}",
+        std::fs::read_to_string(ws.path("keys/identity.txt")).unwrap(),
+        std::fs::read_to_string(&new_identity).unwrap()
+    );
+    write(&both, text.as_bytes());
+    std::fs::set_permissions(&both, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ws.edit_config(|t| t.replace("keys2/identity-epoch-2.txt", "keys2/both.txt"));
+    let to = ws.path("restore-new");
+    ws.ok(&[
+        "restore",
+        "app-data",
+        "--snapshot",
+        new_snap,
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_same_tree(
+        &capture(&ws.path("data")),
+        &capture(&to),
+        "the snapshot from after the rotation",
+    );
+}

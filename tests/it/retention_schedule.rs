@@ -42,6 +42,9 @@ fn history(ws: &Workspace) {
         }
         ws.ok(&["backup", "app-data"]);
     }
+    // Past the plan's RPO (1 s), which is a keep_within floor: four backups can end in the
+    // same second, and forget must not keep them all for being "within the RPO".
+    std::thread::sleep(Duration::from_millis(1100));
     ws.ok(&["forget", "--keep-last", "3"]);
     ws.ok(&["prune", "--grace", "0s", "--max-unused", "0"]);
     std::thread::sleep(Duration::from_millis(1100));
@@ -136,13 +139,8 @@ fn run_due_waits_for_a_backup_records_forget_and_prune_and_alerts_on_failure() {
         "{v}"
     );
     assert!(scheduled(&ws, "forget").is_empty() && scheduled(&ws, "prune").is_empty());
-    assert_eq!(
-        ws.json(&["snapshots", "--plan", "app-data"])
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
+    let snaps = ws.json(&["snapshots", "--plan", "app-data"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 3, "{snaps:#}\n{v:#}");
     assert!(slow.wait().unwrap().success(), "the slow backup");
     let slow_end = runs(&ws)
         .into_iter()

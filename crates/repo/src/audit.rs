@@ -25,13 +25,11 @@ use std::collections::BTreeMap;
 
 use crate::drills::DrillWrite;
 use crate::keys::age_decrypt;
+pub use crate::keys::chain_key_from;
 use crate::{RepoError, Repository, Result};
 
 /// The object prefix of audit checkpoints.
 pub const PREFIX: &str = "audit/";
-
-/// The BLAKE3 key-derivation context of the chain key.
-pub const CHAIN_KEY_CONTEXT: &str = "lifeboat audit chain v1";
 
 /// Hex digits of the MAC kept in an object's name.
 pub const NAME_MAC_LEN: usize = 32;
@@ -177,13 +175,6 @@ impl Repository {
             .await?;
         age_decrypt(ident, &bytes, &name)
     }
-}
-
-/// The chain key from the bytes it is derived from (see [`Repository::audit_chain_key`]);
-/// for hosts that hold the writer key but cannot open the repository (`init`, all regions
-/// down).
-pub fn chain_key_from(index_key: &[u8; 32]) -> [u8; 32] {
-    blake3::derive_key(CHAIN_KEY_CONTEXT, index_key)
 }
 
 #[cfg(test)]

@@ -9,11 +9,12 @@
 use bytes::Bytes;
 
 use crate::backend::BackendError;
+use crate::chunker::ChunkerParams;
 use crate::error::{RepoError, Result};
 use crate::keys::{age_encrypt, Keyring};
-use crate::repo::{
-    parse_config, ChunkerParams, Region, RepoConfig, CONFIG_OBJECT, FORMAT_NAME, FORMAT_V1,
-    FORMAT_VERSION, WRITER_KEY_OBJECT,
+use crate::repo_config::{
+    parse_config, Region, RepoConfig, CONFIG_OBJECT, FORMAT_NAME, FORMAT_V1, FORMAT_VERSION,
+    WRITER_KEY_OBJECT,
 };
 use crate::secrets::{secrets_object, Epoch, RepoSecrets};
 use crate::unlock::{check_writer, read_any};
@@ -121,7 +122,7 @@ pub async fn init(
             let id = hex::encode(rand::random::<[u8; 16]>());
             let created = crate::clock::now_secs();
             // The audit key a writer host derives on its own (before init, regions down).
-            let audit_key = crate::audit::chain_key_from(writer.v1_secrets().index_key());
+            let audit_key = crate::keys::chain_key_from(writer.v1_secrets().index_key());
             let secrets = RepoSecrets::generate(audit_key);
             let writer_rcpt = writer.recipient();
             let mut to = rcpts.clone();

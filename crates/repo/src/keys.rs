@@ -25,7 +25,6 @@ use age::secrecy::ExposeSecret;
 use age::x25519;
 
 use crate::error::{RepoError, Result};
-use crate::secrets::RepoSecrets;
 
 const CHUNK_ID_CONTEXT: &str = "lifeboat v1 chunk id";
 const INDEX_KEY_CONTEXT: &str = "lifeboat v1 index key";
@@ -52,17 +51,16 @@ impl WriterKey {
         WriterKey { identity }
     }
 
-    /// Format v1's repository secrets, derived from this key's text. Only for v1 repositories
-    /// (and `upgrade`, which keeps them so that chunk ids stay the same).
-    pub fn v1_secrets(&self) -> RepoSecrets {
+    /// Format v1's chunk-id key, index key and chunker seed, derived from this key's text
+    /// ([`crate::secrets`] makes them `RepoSecrets` through `WriterKey::v1_secrets`).
+    pub(crate) fn v1_derivation(&self) -> ([u8; 32], [u8; 32], u64) {
         let secret = self.identity.to_string();
         let bytes = secret.expose_secret().as_bytes();
         let chunk_key = blake3::derive_key(CHUNK_ID_CONTEXT, bytes);
         let index_key = blake3::derive_key(INDEX_KEY_CONTEXT, bytes);
         let k = blake3::derive_key(CHUNKER_SEED_CONTEXT, &chunk_key);
         let seed = u64::from_le_bytes(k[..8].try_into().expect("8 bytes"));
-        let audit_key = crate::audit::chain_key_from(&index_key);
-        RepoSecrets::from_parts(chunk_key, index_key, seed, audit_key)
+        (chunk_key, index_key, seed)
     }
 
     /// Parse a writer key file (age identity file format; `#` comments allowed).
@@ -284,4 +282,14 @@ pub fn open(key: &[u8; 32], sealed: &[u8], what: &str) -> Result<Vec<u8>> {
 /// Keyed BLAKE3 of a chunk's plaintext: its id.
 pub fn chunk_id(key: &[u8; 32], data: &[u8]) -> crate::Id {
     crate::Id(*blake3::keyed_hash(key, data).as_bytes())
+}
+
+/// The BLAKE3 key-derivation context of the audit chain key.
+pub const CHAIN_KEY_CONTEXT: &str = "lifeboat audit chain v1";
+
+/// The chain key from the bytes it is derived from (see `Repository::audit_chain_key`);
+/// for hosts that hold the writer key but cannot open the repository (`init`, all regions
+/// down).
+pub fn chain_key_from(index_key: &[u8; 32]) -> [u8; 32] {
+    blake3::derive_key(CHAIN_KEY_CONTEXT, index_key)
 }

@@ -28,6 +28,7 @@ pub mod reader;
 pub mod regions;
 pub mod replicate;
 pub mod repo;
+pub mod repo_config;
 pub mod restore;
 pub mod retention;
 pub mod secrets;

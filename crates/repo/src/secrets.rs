@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{RepoError, Result};
-use crate::keys::{age_decrypt, age_encrypt};
+use crate::keys::{age_decrypt, age_encrypt, chain_key_from, WriterKey};
 
 /// `format` of a secrets object's plaintext.
 pub const SECRETS_FORMAT: &str = "lifeboat-secrets";
@@ -202,5 +202,15 @@ pub struct MetadataKeys<'a> {
 impl fmt::Debug for MetadataKeys<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("MetadataKeys(<redacted>)")
+    }
+}
+
+impl WriterKey {
+    /// Format v1's repository secrets, derived from this key's text. Only for v1 repositories
+    /// (and `upgrade`, which keeps them so that chunk ids stay the same).
+    pub fn v1_secrets(&self) -> RepoSecrets {
+        let (chunk_key, index_key, seed) = self.v1_derivation();
+        let audit_key = chain_key_from(&index_key);
+        RepoSecrets::from_parts(chunk_key, index_key, seed, audit_key)
     }
 }

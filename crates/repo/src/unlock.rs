@@ -15,7 +15,7 @@ use bytes::Bytes;
 use crate::backend::BackendError;
 use crate::error::{RepoError, Result};
 use crate::keys::{age_decrypt, parse_recipient, Identity, Keyring, WriterKey};
-use crate::repo::{Region, RepoConfig, FORMAT_V1, WRITER_KEY_OBJECT};
+use crate::repo_config::{Region, RepoConfig, FORMAT_V1, WRITER_KEY_OBJECT};
 use crate::secrets::{secrets_object, RepoSecrets};
 
 /// The keys an open repository works with.
