@@ -353,6 +353,12 @@ impl Catalog {
                             seq = ev.seq,
                             "audit entry written without the chain key (the repository's keys were not available): it is not tamper-evident"
                         ),
+                        // `init`'s intent comes before the repository exists; it reaches
+                        // the regions with init's outcome.
+                        None if ev.command == "init" => tracing::debug!(
+                            seq = ev.seq,
+                            "init's intent: checkpointed with its outcome"
+                        ),
                         None => tracing::warn!(
                             seq = ev.seq,
                             "audit entry not checkpointed: the repository could not be opened"
