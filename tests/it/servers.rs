@@ -359,15 +359,7 @@ pub fn run(ws: &Workspace, args: &[&str]) -> Output {
 
 /// Run and require exit 0; returns stdout.
 pub fn ok(ws: &Workspace, args: &[&str]) -> String {
-    let out = run(ws, args);
-    assert!(
-        out.status.success(),
-        "lifeboat {args:?} exited {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    crate::common::succeeded(args, run(ws, args))
 }
 
 pub fn lifeboat_bin() -> PathBuf {
