@@ -80,12 +80,15 @@ def main():
             raise ValueError(f"chunk {cid}: wrong length")
         return data
 
-    # 2. Pick the snapshot: manifests are age files (JSON inside).
+    # 2. Pick the snapshot: manifests are age files (JSON inside; a signed one wraps the
+    #    manifest in {"format": "lifeboat-manifest-v2", "writer", "signature", "signed"}).
+    #    This script does not check signatures: run it on copies you trust.
     manifests = []
     for name in os.listdir(os.path.join(repo, "snapshots")):
         if want and not name.startswith(want):
             continue
         m = json.loads(age_decrypt(identity, os.path.join(repo, "snapshots", name)))
+        m = m.get("signed", m)
         manifests.append((m["time"], name, m))
     if not manifests:
         sys.exit("no matching snapshot")

@@ -36,7 +36,10 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         }
         if let Some(r) = cause.downcast_ref::<RepoError>() {
             return match r {
-                RepoError::NeedIdentity(_) | RepoError::WrongKey(_) | RepoError::Key(_) => KEYS,
+                RepoError::NeedIdentity(_)
+                | RepoError::WrongKey(_)
+                | RepoError::Key(_)
+                | RepoError::Untrusted(_) => KEYS,
                 // A failed hash or authentication is damage; an outage or timeout
                 // (`Unavailable`, `Backend`) is a failure naming the region and cause.
                 RepoError::Corrupt(_) => VERIFY_FAILED,

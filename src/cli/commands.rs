@@ -28,6 +28,12 @@ pub async fn run(cli: &Cli) -> Result<u8> {
             recipient,
             json,
         }) => super::keys::rotate(cli, dir.as_deref(), recipient.as_deref(), *json).await,
+        Command::Keys(KeysCommand::AddWriter { name, dir, json }) => {
+            super::writers::add(cli, name, dir, *json).await
+        }
+        Command::Keys(KeysCommand::RevokeWriter { name, json }) => {
+            super::writers::revoke(cli, name, *json).await
+        }
         Command::Config(ConfigCommand::Example { dir }) => {
             print!("{}", crate::config::example(dir));
             Ok(exit::OK)
@@ -215,10 +221,21 @@ async fn init(cli: &Cli, json: bool) -> Result<u8> {
     let keys = engine::keyring(&config, KeyNeed::Write)?;
     let regions = crate::storage::regions(&config)?;
     let (repo, created) = lifeboat_repo::repo::init(&regions, &keys, Default::default()).await?;
+    // The pins, from the repository as it now is (its secrets are in its key objects).
+    let pins = match engine::open(&config, KeyNeed::Write, None).await {
+        Ok(r) => Some(r.pin_lines()),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "could not reopen the repository to print its pins; the next command that opens it prints them in its 'not pinned' warning");
+            None
+        }
+    };
     if json {
-        print_json(&json!({ "repository": repo.id, "created_in": created }));
+        print_json(&json!({ "repository": repo.id, "created_in": created, "pin_lines": pins }));
     } else {
         println!("repository {} created in {}", repo.id, created.join(", "));
+        if let Some(p) = pins {
+            println!("\npin it: paste these lines into lifeboat.toml on every host:\n{p}");
+        }
     }
     Ok(exit::OK)
 }

@@ -26,6 +26,7 @@ mod render;
 mod restore_stream;
 mod status;
 pub mod verify_restore;
+mod writers;
 
 /// The exit codes, under the name the CLI uses (they live below, in [`crate::outcome`]).
 pub use crate::outcome as exit;
@@ -298,6 +299,29 @@ pub enum KeysCommand {
         /// Use this recipient (age1…); its identity is kept elsewhere by the operator.
         #[arg(long, value_name = "AGE1…")]
         recipient: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a writer (one backup host): run where the identity is. Generates the host's
+    /// writer key (it signs the host's manifests and index files with an Ed25519 key derived
+    /// from it), stores the repository secrets wrapped to it as keys/writer-NAME.age in every
+    /// region, lists it in config, and prints the lines every host's lifeboat.toml must pin.
+    /// Install DIR/writer-NAME.key on the host as keys.writer_key_file (mode 0600).
+    AddWriter {
+        /// The writer's name: 1-64 letters, digits, '-' or '_' (the host's name, say).
+        name: String,
+        /// Write the new writer key to DIR/writer-NAME.key (mode 0600).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a writer: run where the identity is. Nothing it signed is trusted any more:
+    /// its snapshots are refused (exit 5) and left out of listings, its index files no
+    /// longer count for deduplication (honest writers store those chunks again). Remove its
+    /// line from [keys.writers] on every host too.
+    RevokeWriter {
+        name: String,
         #[arg(long)]
         json: bool,
     },

@@ -27,6 +27,10 @@ pub struct KeysConfig {
     pub writer_key: Option<SecretRef>,
     /// Decrypts snapshots; configured only where restores run.
     pub identity: Option<SecretRef>,
+    /// The repository id, secrets fingerprint and writers this host trusts
+    /// (`repository_id`, `repository_secrets`, `[keys.writers]`, `allow_unsigned`); empty
+    /// when the host pins nothing (then it warns once per run).
+    pub pins: lifeboat_repo::sign::Pins,
 }
 
 impl KeysConfig {
@@ -385,6 +389,7 @@ mod tests {
             recipients: vec![RECIPIENT_A.to_string()],
             writer_key: Some(SecretRef::File(path.to_path_buf())),
             identity: None,
+            pins: Default::default(),
         }
     }
 
@@ -422,6 +427,7 @@ mod tests {
             recipients: vec![RECIPIENT_A.to_string()],
             writer_key: Some(SecretRef::File(dir.path().join("missing.key"))),
             identity: None,
+            pins: Default::default(),
         };
         let err = keys.load_writer_key().unwrap_err().to_string();
         assert!(err.starts_with("writer key file "), "{err}");

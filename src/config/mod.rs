@@ -271,6 +271,7 @@ impl Config {
                 recipients: Vec::new(),
                 writer_key: None,
                 identity,
+                pins: Default::default(),
             },
             regions,
             plans: Vec::new(),

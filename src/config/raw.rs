@@ -43,6 +43,11 @@ pub(super) struct RawKeys {
     pub writer_key_env: Text,
     pub identity_file: Text,
     pub identity_env: Text,
+    /// Pins (`docs/config.md`, "Pinning"): what this host trusts whatever the bucket says.
+    pub repository_id: Text,
+    pub repository_secrets: Text,
+    pub allow_unsigned: Option<Spanned<bool>>,
+    pub writers: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

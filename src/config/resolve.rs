@@ -234,11 +234,95 @@ impl Resolver<'_> {
                 "neither a writer key nor an identity: a backup host sets `recipients` (or `recipients_file`) and `writer_key_file` (or `writer_key_env`); a restore host needs only `identity_file` (or `identity_env`); see docs/config.md",
             ));
         }
+        let pins = self.pins(
+            keys.repository_id,
+            keys.repository_secrets,
+            keys.allow_unsigned,
+            keys.writers,
+        )?;
         Ok(KeysConfig {
             recipients,
             writer_key,
             identity,
+            pins,
         })
+    }
+
+    /// `repository_id`, `repository_secrets`, `allow_unsigned` and `[keys.writers]`: the
+    /// pins. Writers or a fingerprint without the repository id pin nothing, so they are
+    /// refused rather than silently ignored.
+    fn pins(
+        &self,
+        id: Option<Spanned<String>>,
+        secrets: Option<Spanned<String>>,
+        allow_unsigned: Option<Spanned<bool>>,
+        writers: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
+    ) -> Result<lifeboat_repo::sign::Pins> {
+        let mut pins = lifeboat_repo::sign::Pins::default();
+        if let Some(id) = &id {
+            let s = id.get_ref();
+            if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(self.err(
+                    id.span(),
+                    "keys.repository_id",
+                    format!("{s:?} is not a repository id (32 hex digits, as `lifeboat init` and `lifeboat keys list` print it)"),
+                ));
+            }
+        }
+        if let Some(f) = &secrets {
+            let s = f.get_ref();
+            let ok = s
+                .strip_prefix("blake3:")
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !ok {
+                return Err(self.err(
+                    f.span(),
+                    "keys.repository_secrets",
+                    format!("{s:?} is not a secrets fingerprint (\"blake3:\" and 64 hex digits, as `lifeboat init` prints it)"),
+                ));
+            }
+        }
+        if let Some(w) = &writers {
+            for (name, key) in w.get_ref() {
+                lifeboat_repo::sign::check_writer_name(name)
+                    .and_then(|_| lifeboat_repo::sign::parse_public(key.get_ref()).map(|_| ()))
+                    .map_err(|e| {
+                        self.err(key.span(), &format!("keys.writers.{name}"), e.to_string())
+                    })?;
+            }
+        }
+        let stray = secrets
+            .as_ref()
+            .map(|s| (s.span(), "keys.repository_secrets"))
+            .or(writers.as_ref().map(|w| (w.span(), "keys.writers")))
+            .or(allow_unsigned
+                .as_ref()
+                .map(|a| (a.span(), "keys.allow_unsigned")));
+        match (id, stray) {
+            (None, Some((span, key))) => {
+                return Err(self.err(
+                    span,
+                    key,
+                    "pins need keys.repository_id too (the lines `lifeboat init` and `lifeboat keys add-writer` print set both)",
+                ))
+            }
+            (None, None) => return Ok(pins),
+            (Some(id), _) => pins.repository_id = Some(id.into_inner()),
+        }
+        pins.secrets = secrets.map(|s| s.into_inner());
+        pins.allow_unsigned = allow_unsigned.is_some_and(|a| *a.get_ref());
+        pins.writers = writers
+            .map(|w| {
+                w.into_inner()
+                    .into_iter()
+                    .map(|(n, k)| (n, k.into_inner()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if pins.writers.is_empty() {
+            tracing::debug!("keys.repository_id pinned without [keys.writers]: every signed object will be refused");
+        }
+        Ok(pins)
     }
 
     fn recipients_file(&self, value: &Spanned<String>) -> Result<Vec<String>> {

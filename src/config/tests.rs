@@ -102,6 +102,7 @@ verify_schedule = "0 5 * * 0"
             identity: Some(SecretRef::File(PathBuf::from(
                 "/etc/lifeboat/keys/identity.txt",
             ))),
+            pins: Default::default(),
         },
         regions: vec![
             RegionConfig {

@@ -124,7 +124,7 @@ pub async fn open_with(
     let keys = keyring(config, need)?;
     let regions = crate::storage::regions_with(config, faults)?;
     let preferred = preferred.or_else(|| Some(config.preferred_region().name.as_str()));
-    let repo = Repository::open(regions, keys, preferred).await?;
+    let repo = Repository::open_pinned(regions, keys, preferred, &config.keys.pins).await?;
     tracing::info!(repository = %repo.config.id, preferred, "repository opened");
     Ok(Arc::new(repo))
 }

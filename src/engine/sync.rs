@@ -54,7 +54,7 @@ pub async fn sync(config: &Config, catalog: &Catalog, from: Option<&str>) -> Res
     };
     let keys = keyring(config, KeyNeed::Any)?;
     let repo = std::sync::Arc::new(
-        Repository::open(read_from, keys, from)
+        Repository::open_pinned(read_from, keys, from, &config.keys.pins)
             .await
             .context("open the repository")?,
     );

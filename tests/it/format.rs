@@ -201,7 +201,12 @@ fn manifests_decrypt_with_the_identity_and_with_the_writer_key() {
         let by_identity = age_decrypt(&ws.path("keys/identity.txt"), &m).unwrap();
         let by_writer = age_decrypt(&ws.path("keys/writer.key"), &m).unwrap();
         assert_eq!(by_identity, by_writer);
-        let v: serde_json::Value = serde_json::from_slice(&by_identity).unwrap();
+        let envelope: serde_json::Value = serde_json::from_slice(&by_identity).unwrap();
+        // Signed by writer `default` (the key init ran with), over the `signed` member.
+        assert_eq!(envelope["format"], "lifeboat-manifest-v2", "{envelope}");
+        assert_eq!(envelope["writer"], "default", "{envelope}");
+        assert_eq!(envelope["signature"].as_str().unwrap().len(), 128);
+        let v = &envelope["signed"];
         assert_eq!(v["plan"], "app-data", "{v}");
         let root = v["root"].as_str().unwrap();
         assert!(

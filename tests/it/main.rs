@@ -35,4 +35,5 @@ mod retention_schedule;
 mod roundtrip;
 mod s3;
 mod servers;
+mod signing;
 mod tls;

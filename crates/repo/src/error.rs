@@ -18,6 +18,11 @@ pub enum RepoError {
     /// The operation needs the age identity, which this host does not hold.
     #[error("{0} needs the age identity, which this host does not have: set keys.identity_file (or keys.identity_env) in lifeboat.toml on a host allowed to decrypt; backup hosts deliberately hold only recipients and the writer key")]
     NeedIdentity(String),
+    /// An object this host must not trust: signed by an unknown or revoked writer, unsigned
+    /// where writers are pinned, or a `config`/`keys/` object that does not match the pins.
+    /// The message names the object and the region.
+    #[error("untrusted: {0}")]
+    Untrusted(String),
     /// No region holding an object answered (outage, timeout, refused request): not damage.
     #[error("unavailable: {0}")]
     Unavailable(String),

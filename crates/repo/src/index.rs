@@ -1,16 +1,21 @@
 //! The index: chunk id → (pack, offset, length). A cache of the pack tables that lets a
 //! backup host deduplicate without decrypting packs and a restore find a chunk's pack.
 //!
-//! Index files (`index/<id>`) are sealed with the index key derived from the writer key.
-//! Plaintext (zstd-compressed) layout, little-endian:
+//! Index files (`index/<id>`) are sealed with the repository's index key. Plaintext
+//! (zstd-compressed) layout, little-endian:
 //!
 //! ```text
-//! "LBIDX002" | plan name length u16 | plan name (UTF-8) | pack count u32 |
+//! "LBIDX003" | writer name length u8 | writer name | plan name length u16 | plan name (UTF-8) |
+//!   pack count u32 |
 //!   per pack: pack id [32] | entry count u32 |
-//!   per entry: chunk id [32] | kind u8 | compression u8 | offset u32 | length u32 | raw length u32
+//!   per entry: chunk id [32] | kind u8 | compression u8 | offset u32 | length u32 | raw length u32 |
+//! signature [64]: the writer's Ed25519 signature (`crate::sign`) over every byte before it
 //! ```
 //!
-//! (`LBIDX001` files, written before index files named their plan, have no plan fields.)
+//! (`LBIDX002` files are unsigned, written where the repository has no writers: no writer
+//! name, no signature; `LBIDX001` files, written before index files named their plan, have
+//! no plan fields either.) The codec ([`encode`], [`open_file`]) is the one place index
+//! bytes become entries, and where the signature is judged: a loader calls it per file.
 //!
 //! An index file only ever names packs that were completely stored in that region before it
 //! was written (the write order), so loading any subset of index files is safe.
@@ -28,8 +33,10 @@ use crate::error::{RepoError, Result};
 use crate::keys::{open, seal};
 use crate::pack::{BlobKind, Compression, PackEntry};
 use crate::regions::RegionSet;
+use crate::sign::{SignedKind, Signer, Trust, Verdict};
 use crate::Id;
 
+const SIGNED_MAGIC: &[u8; 8] = b"LBIDX003";
 const INDEX_MAGIC: &[u8; 8] = b"LBIDX002";
 /// Index files written before they named their plan.
 const LEGACY_MAGIC: &[u8; 8] = b"LBIDX001";
@@ -195,21 +202,44 @@ impl Index {
 }
 
 /// One decoded index file: the plan whose backup wrote it (`None` for files written before
-/// index files named their plan) and the packs it names.
+/// index files named their plan), the packs it names, and how its signature was judged.
 #[derive(Debug, Clone)]
 pub struct IndexFile {
     pub plan: Option<String>,
     pub packs: Vec<(Id, Vec<PackEntry>)>,
+    /// Trusted (by writer), unsigned, or signed by a revoked writer: a backup does not
+    /// deduplicate against a revoked writer's entries.
+    pub verdict: Verdict,
+}
+
+/// How index files are signed on write: by `signer` for repository `repo_id`, or unsigned.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexSigning<'a> {
+    pub signer: Option<&'a Signer>,
+    pub repo_id: &'a str,
 }
 
 /// Serialize and seal an index file naming `packs`, written by a backup of `plan`.
-pub fn encode(index_key: &[u8; 32], plan: &str, packs: &[(Id, Vec<PackEntry>)]) -> Result<Vec<u8>> {
+pub fn encode(
+    index_key: &[u8; 32],
+    signing: IndexSigning<'_>,
+    plan: &str,
+    packs: &[(Id, Vec<PackEntry>)],
+) -> Result<Vec<u8>> {
     let n: usize = packs.iter().map(|(_, e)| e.len()).sum();
     let plan = plan.as_bytes();
     let plan_len = u16::try_from(plan.len())
         .map_err(|_| RepoError::Invalid("plan name longer than 65535 bytes".into()))?;
-    let mut buf = Vec::with_capacity(14 + plan.len() + packs.len() * 36 + n * ENTRY_LEN);
-    buf.extend_from_slice(INDEX_MAGIC);
+    let mut buf = Vec::with_capacity(144 + plan.len() + packs.len() * 36 + n * ENTRY_LEN);
+    match signing.signer {
+        Some(s) => {
+            buf.extend_from_slice(SIGNED_MAGIC);
+            // Writer names are at most 64 bytes (`sign::check_writer_name`).
+            buf.push(s.name().len() as u8);
+            buf.extend_from_slice(s.name().as_bytes());
+        }
+        None => buf.extend_from_slice(INDEX_MAGIC),
+    }
     buf.extend_from_slice(&plan_len.to_le_bytes());
     buf.extend_from_slice(plan);
     buf.extend_from_slice(&(packs.len() as u32).to_le_bytes());
@@ -225,27 +255,72 @@ pub fn encode(index_key: &[u8; 32], plan: &str, packs: &[(Id, Vec<PackEntry>)]) 
             buf.extend_from_slice(&e.raw_length.to_le_bytes());
         }
     }
+    if let Some(s) = signing.signer {
+        let sig = s.sign(SignedKind::Index, signing.repo_id, &buf);
+        buf.extend_from_slice(&sig);
+    }
     let z = zstd::bulk::compress(&buf, 3)?;
     seal(index_key, &z)
 }
 
-/// Check a stored index file `name` against the id in its name, then open and parse it: the
-/// one way every reader (open, verify, replicate) loads an index file.
-pub fn open_file(index_key: &[u8; 32], name: &str, sealed: &[u8]) -> Result<IndexFile> {
+/// Check a stored index file `name` (read from `region`) against the id in its name, open
+/// and parse it, and judge its signature: the one way every reader (open, verify,
+/// replicate, prune) loads an index file. A file this host must not trust is
+/// [`RepoError::Untrusted`]; one signed by a revoked writer comes back with that verdict.
+pub fn open_file(
+    index_key: &[u8; 32],
+    trust: &Trust,
+    name: &str,
+    region: &str,
+    sealed: &[u8],
+) -> Result<IndexFile> {
     let id = Id::from_object_name(name)?;
     crate::id::check_stored_id(sealed, &id, name)?;
-    decode(index_key, sealed, name)
+    let z = open(index_key, sealed, name)?;
+    let bad = |m: &str| RepoError::Corrupt(format!("{name}: {m}"));
+    let mut buf = zstd::stream::decode_all(&z[..]).map_err(|e| bad(&format!("zstd: {e}")))?;
+    let signed = if buf.starts_with(SIGNED_MAGIC) {
+        if buf.len() < 8 + 1 + 64 {
+            return Err(bad("truncated"));
+        }
+        let sig: [u8; 64] = buf[buf.len() - 64..].try_into().expect("64 bytes");
+        buf.truncate(buf.len() - 64);
+        let len = buf[8] as usize;
+        let writer = buf
+            .get(9..9 + len)
+            .and_then(|w| std::str::from_utf8(w).ok())
+            .ok_or_else(|| bad("malformed writer name"))?
+            .to_string();
+        Some((writer, sig))
+    } else {
+        None
+    };
+    let verdict = trust.judge(
+        SignedKind::Index,
+        name,
+        region,
+        signed.as_ref().map(|(w, s)| (w.as_str(), s)),
+        &buf,
+    )?;
+    let (plan, packs) = parse_body(&buf, name)?;
+    Ok(IndexFile {
+        plan,
+        packs,
+        verdict,
+    })
 }
 
-/// Open and parse an index file.
-pub fn decode(index_key: &[u8; 32], sealed: &[u8], what: &str) -> Result<IndexFile> {
-    let z = open(index_key, sealed, what)?;
+/// The plan and packs of an index file's body (signature removed).
+fn parse_body(buf: &[u8], what: &str) -> Result<(Option<String>, Vec<(Id, Vec<PackEntry>)>)> {
     let bad = |m: &str| RepoError::Corrupt(format!("{what}: {m}"));
-    let buf = zstd::stream::decode_all(&z[..]).map_err(|e| bad(&format!("zstd: {e}")))?;
-    let mut r = Reader { buf: &buf, pos: 0 };
+    let mut r = Reader { buf, pos: 0 };
     let plan = match r.take(8).ok_or_else(|| bad("truncated"))? {
         m if m == LEGACY_MAGIC => None,
-        m if m == INDEX_MAGIC => {
+        m if m == INDEX_MAGIC || m == SIGNED_MAGIC => {
+            if m == SIGNED_MAGIC {
+                let len = r.u8().ok_or_else(|| bad("truncated"))?;
+                r.take(len as usize).ok_or_else(|| bad("truncated"))?;
+            }
             let len = r.u16().ok_or_else(|| bad("truncated"))?;
             let name = r.take(len as usize).ok_or_else(|| bad("truncated"))?;
             Some(String::from_utf8(name.to_vec()).map_err(|_| bad("plan name is not UTF-8"))?)
@@ -285,7 +360,10 @@ pub fn decode(index_key: &[u8; 32], sealed: &[u8], what: &str) -> Result<IndexFi
         }
         out.push((id, entries));
     }
-    Ok(IndexFile { plan, packs: out })
+    if r.pos != buf.len() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok((plan, out))
 }
 
 struct Reader<'a> {

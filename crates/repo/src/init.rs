@@ -17,6 +17,7 @@ use crate::repo_config::{
     WRITER_KEY_OBJECT,
 };
 use crate::secrets::{secrets_object, Epoch, RepoSecrets};
+use crate::sign::{WriterEntry, DEFAULT_WRITER};
 use crate::unlock::{check_writer, read_any};
 
 /// Choices fixed at `init`.
@@ -115,6 +116,15 @@ pub async fn init(
                     .await?;
                     key_objects.push((name, bytes));
                 }
+                // Each added writer's own copy (only that writer opens it: copied as is).
+                for w in cfg.writers.iter().filter(|w| w.revoked.is_none()) {
+                    let name = crate::secrets::writer_object(&w.name);
+                    match read_any(regions, &holders, &name, |b| Ok(b.clone())).await {
+                        Ok(bytes) => key_objects.push((name, bytes)),
+                        Err(RepoError::Backend(BackendError::NotFound(_))) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
             }
             cfg
         }
@@ -143,6 +153,8 @@ pub async fn init(
                     created,
                     recipients: recipient_strings,
                 }],
+                // The key init runs with is writer `default` (`keys add-writer` adds others).
+                writers: vec![WriterEntry::of(DEFAULT_WRITER, writer, created)],
             }
         }
     };

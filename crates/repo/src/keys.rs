@@ -63,6 +63,12 @@ impl WriterKey {
         (chunk_key, index_key, seed)
     }
 
+    /// BLAKE3 `derive_key(context, key text)`: the writer's signing seed ([`crate::sign`]).
+    pub(crate) fn derive(&self, context: &str) -> [u8; 32] {
+        let secret = self.identity.to_string();
+        blake3::derive_key(context, secret.expose_secret().as_bytes())
+    }
+
     /// Parse a writer key file (age identity file format; `#` comments allowed).
     pub fn parse(text: &str) -> Result<WriterKey> {
         parse_identity_line(text, "writer key").map(Self::from_identity)

@@ -32,6 +32,7 @@ pub mod repo_config;
 pub mod restore;
 pub mod retention;
 pub mod secrets;
+pub mod sign;
 pub mod snapshot;
 pub mod stream;
 pub mod tree;
@@ -39,6 +40,7 @@ pub(crate) mod unlock;
 pub mod upgrade;
 pub mod verify;
 pub mod writer;
+pub mod writers;
 
 pub use error::{RepoError, Result};
 pub use id::Id;

@@ -39,7 +39,7 @@ use crate::lock::MaintenanceLock;
 use crate::pack::{OpenPack, PackEntry, PackWriter, SealedBlob};
 use crate::progress::Cancel;
 use crate::reader::BlobReader;
-use crate::repo::{check_stored_id, pack_name, Repository};
+use crate::repo::{pack_name, Repository};
 use crate::tree::{NodeKind, Tree};
 use crate::Id;
 
@@ -160,6 +160,10 @@ pub async fn prune(
     cancel: &Cancel,
 ) -> Result<PruneReport> {
     repo.identity("prune")?;
+    if !opts.dry_run {
+        // Consolidated index files are signed like a backup's.
+        repo.check_can_sign("prune")?;
+    }
     let lock = if opts.dry_run {
         None
     } else {
@@ -196,7 +200,7 @@ async fn prune_locked(
     let mut listings: HashMap<usize, Listing> = HashMap::new();
     for (i, region) in repo.regions.iter().enumerate() {
         if repo.is_available(i) && !failed_names.contains(&region.name) {
-            let l = list_region(repo, &region.backend, opts.now)
+            let l = list_region(repo, &region.backend, &region.name, opts.now)
                 .await
                 .map_err(|e| maintainer_hint(e, &region.name))?;
             listings.insert(i, l);
@@ -258,19 +262,18 @@ fn maintainer_hint(e: RepoError, region: &str) -> RepoError {
     }
 }
 
-async fn list_region(repo: &Repository, b: &DynBackend, now: i64) -> Result<Listing> {
+async fn list_region(repo: &Repository, b: &DynBackend, region: &str, now: i64) -> Result<Listing> {
     let key = *repo.secrets().index_key();
     // Index before data: a pack indexed between the two listings is merely young.
     let mut index_files = BTreeMap::new();
+    let mut revoked = HashSet::new();
     for o in b.list("index/").await? {
-        let id: Id = o
-            .name
-            .trim_start_matches("index/")
-            .parse()
-            .map_err(|_| RepoError::Corrupt(format!("unexpected object {}", o.name)))?;
         let bytes = b.get(&o.name, None).await?;
-        check_stored_id(&bytes, &id, &o.name)?;
-        index_files.insert(o.name.clone(), index::decode(&key, &bytes, &o.name)?.packs);
+        let file = index::open_file(&key, repo.trust(), &o.name, region, &bytes)?;
+        if matches!(file.verdict, crate::sign::Verdict::Revoked(_)) {
+            revoked.insert(o.name.clone());
+        }
+        index_files.insert(o.name.clone(), file.packs);
     }
     let mut packs = HashMap::new();
     for o in b.list("data/").await? {
@@ -294,6 +297,7 @@ async fn list_region(repo: &Repository, b: &DynBackend, now: i64) -> Result<List
     }
     Ok(Listing {
         index_files,
+        revoked,
         packs,
         marks,
     })
@@ -345,6 +349,10 @@ struct RegionCtx<'a> {
 struct Listing {
     /// Index file name → packs it names.
     index_files: BTreeMap<String, Vec<(Id, Vec<PackEntry>)>>,
+    /// Index files signed by a revoked writer: never rewritten (a consolidated file would
+    /// carry their entries under an honest signature), and their packs never deleted
+    /// (honest snapshots may have deduplicated against them before the revocation).
+    revoked: HashSet<String>,
     /// Pack id → (size, modified).
     packs: HashMap<Id, (u64, Option<i64>)>,
     /// Pack id → marked at.
@@ -481,7 +489,7 @@ impl RegionCtx<'_> {
             l.marks.remove(&p);
         }
         // Object Lock: neither a locked pack nor a pack named by a locked index file goes.
-        let mut locked_index: HashSet<String> = HashSet::new();
+        let mut locked_index: HashSet<String> = l.revoked.clone();
         for name in l.index_files.keys() {
             if let Some(until) = self.locked_until(name).await? {
                 locked_index.insert(name.clone());
@@ -654,7 +662,12 @@ impl RegionCtx<'_> {
             named.push((pack.id, pack.entries));
         }
         if !named.is_empty() {
-            let sealed = index::encode(self.repo.secrets().index_key(), PRUNE_PLAN, &named)?;
+            let sealed = index::encode(
+                self.repo.secrets().index_key(),
+                self.repo.index_signing(),
+                PRUNE_PLAN,
+                &named,
+            )?;
             let id = Id::of_stored(&sealed);
             self.backend
                 .put(&format!("index/{id}"), Bytes::from(sealed))
@@ -691,7 +704,12 @@ impl RegionCtx<'_> {
         let all: Vec<(Id, Vec<PackEntry>)> = packs.into_iter().collect();
         let mut written = HashSet::new();
         for chunk in all.chunks(PACKS_PER_INDEX) {
-            let sealed = index::encode(self.repo.secrets().index_key(), PRUNE_PLAN, chunk)?;
+            let sealed = index::encode(
+                self.repo.secrets().index_key(),
+                self.repo.index_signing(),
+                PRUNE_PLAN,
+                chunk,
+            )?;
             let name = format!("index/{}", Id::of_stored(&sealed));
             self.report.written_index_files += 1;
             if !self.opts.dry_run {

@@ -652,13 +652,16 @@ async fn read_contents(
                 continue;
             };
             if kind == Some(ObjectKind::Index) {
-                if let Ok(f) = index::open_file(keys.secrets.index_key(), name, &bytes) {
+                // An index file this host does not trust is not spread to other regions.
+                if let Ok(f) =
+                    index::open_file(keys.secrets.index_key(), keys.trust, name, &r.name, &bytes)
+                {
                     let packs = f.packs.iter().map(|(p, _)| pack_name(p)).collect();
                     c.index.insert(name.clone(), (f.plan, packs));
                     break;
                 }
             } else if let Ok(plain) = age_decrypt(keys.age_keys, &bytes, name) {
-                if let Ok(m) = serde_json::from_slice::<Manifest>(&plain) {
+                if let Some(m) = trusted_manifest(keys.trust, &plain, name, &r.name) {
                     c.snapshot_plan.insert(name.clone(), m.plan);
                     break;
                 }
@@ -666,4 +669,27 @@ async fn read_contents(
         }
     }
     c
+}
+
+/// A manifest's plaintext parsed, when its signature is one this host trusts.
+fn trusted_manifest(
+    trust: &crate::sign::Trust,
+    plain: &[u8],
+    name: &str,
+    region: &str,
+) -> Option<Manifest> {
+    let (signed, json) = crate::sign::open_manifest_plain(plain, name).ok()?;
+    let verdict = trust
+        .judge(
+            crate::sign::SignedKind::Manifest,
+            name,
+            region,
+            signed.as_ref().map(|(w, s)| (w.as_str(), s)),
+            json,
+        )
+        .ok()?;
+    if matches!(verdict, crate::sign::Verdict::Revoked(_)) {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
 }

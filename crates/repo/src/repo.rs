@@ -18,14 +18,18 @@ use crate::backend::BackendError;
 pub use crate::chunker::ChunkerParams;
 use crate::error::{RepoError, Result};
 pub use crate::id::check_stored_id;
+use crate::index::IndexSigning;
 pub use crate::init::{init, InitOptions};
-use crate::keys::{age_decrypt, Identity, Keyring, WriterKey};
+use crate::keys::{age_decrypt, age_encrypt, Identity, Keyring, WriterKey};
 use crate::regions::{check_region_count, RegionSet};
 pub(crate) use crate::repo_config::parse_config;
 pub use crate::repo_config::{
     Region, RepoConfig, CONFIG_OBJECT, FORMAT_NAME, FORMAT_V1, FORMAT_VERSION, WRITER_KEY_OBJECT,
 };
 use crate::secrets::{MetadataKeys, RepoSecrets};
+use crate::sign::{
+    open_manifest_plain, seal_manifest_plain, Pins, SignedKind, Signer, Trust, Verdict,
+};
 use crate::snapshot::{Manifest, SnapshotEntry};
 use crate::{index, Id, Index};
 
@@ -74,6 +78,9 @@ pub struct Repository {
     pub read_log: Mutex<ReadLog>,
     /// Per region: reads in a row that failed there (the circuit breaker's count).
     failures: Vec<AtomicU32>,
+    /// Snapshots the last listing left out as signed by a revoked writer (id, writer,
+    /// region): naming one is refused rather than "not found".
+    revoked: Mutex<Vec<(Id, String, String)>>,
 }
 
 impl Repository {
@@ -83,6 +90,18 @@ impl Repository {
         regions: Vec<Region>,
         keys: Keyring,
         preferred: Option<&str>,
+    ) -> Result<Repository> {
+        Self::open_pinned(regions, keys, preferred, &Pins::default()).await
+    }
+
+    /// [`open`](Self::open) on a host with `pins` (`lifeboat.toml`): a region whose `config`
+    /// names another repository id is refused, and so is everything `crate::sign` says this
+    /// host must not trust. An unpinned host is warned once per process, with the lines to pin.
+    pub async fn open_pinned(
+        regions: Vec<Region>,
+        keys: Keyring,
+        preferred: Option<&str>,
+        pins: &Pins,
     ) -> Result<Repository> {
         check_region_count(regions.len())?;
         let mut futs = Vec::new();
@@ -102,6 +121,12 @@ impl Repository {
             match res {
                 Ok(b) => {
                     let cfg = parse_config(&b, &r.name)?;
+                    if let Some(pin) = pins.repository_id.as_ref().filter(|p| **p != cfg.id) {
+                        return Err(RepoError::Untrusted(format!(
+                            "config in region {}: repository {}, but lifeboat.toml pins repository_id = {pin:?}: a substituted config, or a region pointing at another repository",
+                            r.name, cfg.id
+                        )));
+                    }
                     if let Some(c) = &config {
                         if c.id != cfg.id {
                             return Err(RepoError::Invalid(format!(
@@ -148,7 +173,10 @@ impl Repository {
             None => 0,
         };
         let order = read_order_of(preferred, &states);
-        let unlocked = crate::unlock::unlock(&config, &regions, &order, keys).await?;
+        let unlocked = crate::unlock::unlock(&config, &regions, &order, keys, pins).await?;
+        if !pins.is_pinned() {
+            warn_unpinned(&config, &unlocked.secrets);
+        }
         let failures = regions.iter().map(|_| AtomicU32::new(0)).collect();
         Ok(Repository {
             config,
@@ -158,6 +186,7 @@ impl Repository {
             preferred,
             read_log: Mutex::new(ReadLog::default()),
             failures,
+            revoked: Mutex::new(Vec::new()),
         })
     }
 
@@ -165,6 +194,69 @@ impl Repository {
     /// from `keys/writer.age`).
     pub fn writer(&self) -> Option<&WriterKey> {
         self.keys.writer.as_ref()
+    }
+
+    /// The `lifeboat.toml` lines that pin this repository as it is now.
+    pub fn pin_lines(&self) -> String {
+        crate::sign::pin_lines(
+            &self.config.id,
+            &self.secrets().fingerprint(),
+            &self.config.writers,
+        )
+    }
+
+    /// Which writers this host trusts, and its signer.
+    pub fn trust(&self) -> &Trust {
+        &self.keys.trust
+    }
+
+    /// How index files written here are signed.
+    pub fn index_signing(&self) -> IndexSigning<'_> {
+        IndexSigning {
+            signer: self.signer_for_writes(),
+            repo_id: &self.config.id,
+        }
+    }
+
+    /// This host's signer when it may sign (never in a v1 repository, whose layout has no
+    /// signatures).
+    fn signer_for_writes(&self) -> Option<&Signer> {
+        self.keys.trust.signer()
+    }
+
+    /// Refuse to write a manifest or index file this host cannot sign where signatures are
+    /// expected (a restore host without a writer key, in a repository with writers).
+    pub fn check_can_sign(&self, what: &str) -> Result<()> {
+        if self.config.version >= 2
+            && self.keys.trust.wants_signatures()
+            && self.signer_for_writes().is_none()
+        {
+            return Err(RepoError::Key(format!(
+                "{what} writes objects that writers sign, and this host holds no trusted writer key: run it on a backup host (keys.writer_key_file)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The recipients a manifest is encrypted to: the current epoch's, the repository's
+    /// writer recipient and every active writer's (so each writer lists snapshots).
+    pub fn manifest_recipients(&self) -> Vec<&age::x25519::Recipient> {
+        let mut r = self.recipients();
+        r.push(&self.keys.writer_recipient);
+        r.extend(self.keys.writer_recipients.iter());
+        r
+    }
+
+    /// Seal a manifest: JSON, signed by this host's writer (see `crate::sign`), in one age
+    /// file to [`manifest_recipients`](Self::manifest_recipients). Returns the object bytes.
+    pub fn seal_manifest(&self, manifest: &Manifest) -> Result<Bytes> {
+        self.check_can_sign("writing a snapshot manifest")?;
+        let json = serde_json::to_vec(manifest).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let plain = seal_manifest_plain(self.signer_for_writes(), &self.config.id, &json);
+        Ok(Bytes::from(age_encrypt(
+            &self.manifest_recipients(),
+            &plain,
+        )?))
     }
 
     /// The writer's public key: manifests are also encrypted to it.
@@ -182,6 +274,7 @@ impl Repository {
         MetadataKeys {
             secrets: &self.keys.secrets,
             age_keys: &self.keys.read_keys,
+            trust: &self.keys.trust,
         }
     }
 
@@ -353,21 +446,33 @@ impl Repository {
     /// in [`Index::unlisted`] so that a backup treats it as down instead of re-uploading
     /// everything to it.
     pub async fn load_index(&self) -> Result<Index> {
-        self.load_index_excluding(&std::collections::HashSet::new())
+        self.load_index_with(&std::collections::HashSet::new(), false)
             .await
     }
 
     /// [`load_index`](Self::load_index) without the packs in `skip`: a backup leaves out
     /// packs prune has marked for deletion, so it never makes them needed again.
+    ///
+    /// It also leaves out index files signed by a revoked writer: their entries may claim
+    /// chunks that were never stored, so a backup stores those chunks again. (Readers keep
+    /// them: a chunk found through them is verified against its id anyway.)
     pub async fn load_index_excluding(
         &self,
         skip: &std::collections::HashSet<Id>,
+    ) -> Result<Index> {
+        self.load_index_with(skip, true).await
+    }
+
+    async fn load_index_with(
+        &self,
+        skip: &std::collections::HashSet<Id>,
+        for_dedup: bool,
     ) -> Result<Index> {
         // Prune consolidates index files (writes the new one, then deletes the old ones): a
         // file listed a moment ago may be gone. Its packs are in a newer file, so list again.
         let mut attempt = 0;
         loop {
-            match self.load_index_once(skip).await {
+            match self.load_index_once(skip, for_dedup).await {
                 Err(RepoError::Backend(BackendError::NotFound(name))) if attempt < 5 => {
                     tracing::debug!(object = %name, "index file removed while loading (prune); listing again");
                     attempt += 1;
@@ -377,7 +482,11 @@ impl Repository {
         }
     }
 
-    async fn load_index_once(&self, skip: &std::collections::HashSet<Id>) -> Result<Index> {
+    async fn load_index_once(
+        &self,
+        skip: &std::collections::HashSet<Id>,
+        for_dedup: bool,
+    ) -> Result<Index> {
         let mut names: BTreeMap<String, RegionSet> = BTreeMap::new();
         let (listed, failed) = self.list_everywhere("index/").await?;
         for (i, objects) in listed {
@@ -392,26 +501,63 @@ impl Repository {
             }
         }
         let key = *self.secrets().index_key();
+        let mut revoked: BTreeMap<String, usize> = BTreeMap::new();
         for (name, regions) in names {
-            let (bytes, _) = self
+            let (bytes, from) = self
                 .get_checked(&name, |b| {
                     check_stored_id(b, &Id::from_object_name(&name)?, &name)
                 })
                 .await?;
-            let file = index::open_file(&key, &name, &bytes)?;
+            let file =
+                index::open_file(&key, self.trust(), &name, &self.regions[from].name, &bytes)?;
+            if let Verdict::Revoked(w) = &file.verdict {
+                *revoked.entry(w.clone()).or_default() += 1;
+                if for_dedup {
+                    continue;
+                }
+            }
             for region in regions.iter() {
                 for (pack, entries) in file.packs.iter().filter(|(p, _)| !skip.contains(p)) {
                     index.add_pack(*pack, entries, region);
                 }
             }
         }
+        for (w, n) in revoked {
+            if for_dedup {
+                tracing::warn!(writer = %w, index_files = n, "index files signed by a revoked writer are not trusted for deduplication: their chunks are stored again");
+            }
+        }
         Ok(index)
     }
 
-    /// Decrypt a manifest with whatever key this host has (identity or writer).
-    pub fn decrypt_manifest(&self, bytes: &[u8], what: &str) -> Result<Manifest> {
+    /// Decrypt a manifest (read from `region`) with whatever key this host has (identity or
+    /// writer) and judge its signature; one signed by a revoked writer is refused too.
+    pub fn decrypt_manifest(&self, bytes: &[u8], what: &str, region: &str) -> Result<Manifest> {
+        match self.judge_manifest(bytes, what, region)? {
+            (_, Verdict::Revoked(w)) => Err(revoked_manifest(what, region, &w)),
+            (m, _) => Ok(m),
+        }
+    }
+
+    /// Decrypt and parse a manifest and judge its signature ([`Trust::judge`]).
+    fn judge_manifest(
+        &self,
+        bytes: &[u8],
+        what: &str,
+        region: &str,
+    ) -> Result<(Manifest, Verdict)> {
         let plain = age_decrypt(&self.keys.read_keys, bytes, what)?;
-        serde_json::from_slice(&plain).map_err(|e| RepoError::Corrupt(format!("{what}: {e}")))
+        let (signed, json) = open_manifest_plain(&plain, what)?;
+        let verdict = self.trust().judge(
+            SignedKind::Manifest,
+            what,
+            region,
+            signed.as_ref().map(|(w, s)| (w.as_str(), s)),
+            json,
+        )?;
+        let m =
+            serde_json::from_slice(json).map_err(|e| RepoError::Corrupt(format!("{what}: {e}")))?;
+        Ok((m, verdict))
     }
 
     /// Every snapshot in any available region, oldest first, with the regions holding it.
@@ -435,9 +581,10 @@ impl Repository {
             }
         }
         let mut out = Vec::new();
+        let mut revoked = Vec::new();
         for (name, mut regions) in names {
             let id = Id::from_object_name(&name)?;
-            let (bytes, _) = match self
+            let (bytes, from) = match self
                 .get_checked(&name, |b| check_stored_id(b, &id, &name))
                 .await
             {
@@ -446,7 +593,20 @@ impl Repository {
                 Err(RepoError::Backend(BackendError::NotFound(_))) => continue,
                 Err(e) => return Err(e),
             };
-            let manifest = self.decrypt_manifest(&bytes, &name)?;
+            let manifest = match self.judge_manifest(&bytes, &name, &self.regions[from].name) {
+                Ok((_, Verdict::Revoked(w))) => {
+                    revoked.push((id, w, self.regions[from].name.clone()));
+                    continue;
+                }
+                Ok((m, _)) => m,
+                // A writer added after this manifest was written cannot open it (it was not
+                // a recipient then): not this host's to list.
+                Err(RepoError::WrongKey(_)) if !self.has_identity() => {
+                    tracing::debug!(object = %name, "manifest not readable with this writer key (written before this writer was added)");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             regions.sort_by_key(|r| self.region_index(r));
             out.push(SnapshotEntry {
                 id,
@@ -461,6 +621,14 @@ impl Repository {
                 s.manifest.end_time,
             )
         });
+        if !revoked.is_empty() {
+            tracing::warn!(
+                snapshots = revoked.len(),
+                writers = %revoked.iter().map(|(_, w, _)| w.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", "),
+                "snapshots signed by a revoked writer are not trusted: left out (restoring one is refused)"
+            );
+        }
+        *self.revoked.lock().unwrap_or_else(|p| p.into_inner()) = revoked;
         Ok((out, failed))
     }
 
@@ -483,6 +651,15 @@ impl Repository {
             .into_iter()
             .filter(|s| s.id.to_hex().starts_with(spec))
             .collect();
+        if hits.is_empty() {
+            let revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((id, w, region)) = revoked
+                .iter()
+                .find(|(id, _, _)| id.to_hex().starts_with(spec))
+            {
+                return Err(revoked_manifest(&format!("snapshots/{id}"), region, w));
+            }
+        }
         match hits.len() {
             1 => Ok(hits.into_iter().next().expect("one")),
             0 => Err(RepoError::Invalid(format!(
@@ -529,6 +706,24 @@ fn no_good_copy(name: &str, regions: &[Region], errors: Vec<(usize, RepoError)>)
     } else {
         RepoError::Corrupt(format!("{name}: no region has a good copy ({detail})"))
     }
+}
+
+fn revoked_manifest(what: &str, region: &str, writer: &str) -> RepoError {
+    RepoError::Untrusted(format!(
+        "{what} in region {region}: signed by writer {writer}, which has been revoked; refusing it (restore an older snapshot of another writer, or forget it)"
+    ))
+}
+
+/// Warn, once per process, that this host pins nothing, with the lines that would pin it.
+fn warn_unpinned(config: &RepoConfig, secrets: &RepoSecrets) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            repository = %config.id,
+            "repository not pinned: this host trusts whatever the bucket says it is; paste these lines into lifeboat.toml:\n{}",
+            crate::sign::pin_lines(&config.id, &secrets.fingerprint(), &config.writers)
+        );
+    });
 }
 
 /// Regions that answered at open, `preferred` first.

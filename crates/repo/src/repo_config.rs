@@ -8,6 +8,7 @@ use crate::backend::DynBackend;
 use crate::chunker::ChunkerParams;
 use crate::error::{RepoError, Result};
 use crate::secrets::Epoch;
+use crate::sign::WriterEntry;
 
 pub const FORMAT_NAME: &str = "lifeboat-repository";
 /// The format this lifeboat writes. It reads [`FORMAT_V1`] too (see `docs/FORMAT.md`).
@@ -43,6 +44,10 @@ pub struct RepoConfig {
     /// v2: every recipient epoch, oldest first; the last is current. Absent in v1.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub epochs: Vec<Epoch>,
+    /// v2: the writers (backup hosts) that sign manifests and index files, revoked ones
+    /// included. Absent in v1 and in v2 repositories made before writers signed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writers: Vec<WriterEntry>,
 }
 
 impl RepoConfig {

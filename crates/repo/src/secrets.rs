@@ -29,6 +29,12 @@ pub fn secrets_object(epoch: u32) -> String {
     format!("keys/secrets-{epoch:04}.age")
 }
 
+/// Object name of writer `name`'s own copy of the secrets (writers added by
+/// `keys add-writer`): wrapped to that writer's recipient and the recipients.
+pub fn writer_object(name: &str) -> String {
+    format!("keys/writer-{name}.age")
+}
+
 /// The three repository secrets.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct RepoSecrets {
@@ -58,6 +64,9 @@ struct SecretsFile {
     index_key: String,
     chunker_seed: String,
     audit_chain_key: String,
+    /// Set in a writer's object (`keys/writer-NAME.age`, epoch 0): whose it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    writer: Option<String>,
 }
 
 impl Drop for SecretsFile {
@@ -121,7 +130,28 @@ impl RepoSecrets {
         epoch: u32,
         recipients: &[&x25519::Recipient],
     ) -> Result<Vec<u8>> {
+        self.seal_as(repo_id, epoch, None, recipients)
+    }
+
+    /// Writer `name`'s object ([`writer_object`]), encrypted to `recipients`.
+    pub fn seal_for_writer(
+        &self,
+        repo_id: &str,
+        name: &str,
+        recipients: &[&x25519::Recipient],
+    ) -> Result<Vec<u8>> {
+        self.seal_as(repo_id, 0, Some(name), recipients)
+    }
+
+    fn seal_as(
+        &self,
+        repo_id: &str,
+        epoch: u32,
+        writer: Option<&str>,
+        recipients: &[&x25519::Recipient],
+    ) -> Result<Vec<u8>> {
         let file = SecretsFile {
+            writer: writer.map(str::to_string),
             format: SECRETS_FORMAT.into(),
             repository: repo_id.into(),
             epoch,
@@ -137,21 +167,52 @@ impl RepoSecrets {
     }
 
     /// Open a secrets object with any of `keys`, checking that it belongs to `repo_id` and
-    /// `epoch`. A key that is no recipient is `WrongKey`; anything malformed is `Corrupt`.
+    /// `epoch`. A key that is no recipient is `WrongKey`; one that belongs elsewhere (another
+    /// repository or epoch: substituted) is `Untrusted`; anything malformed is `Corrupt`.
     pub fn unseal(
         bytes: &[u8],
         keys: &[x25519::Identity],
         repo_id: &str,
         epoch: u32,
     ) -> Result<RepoSecrets> {
-        let what = secrets_object(epoch);
+        Self::unseal_as(bytes, keys, repo_id, epoch, None)
+    }
+
+    /// Open writer `name`'s object ([`writer_object`]).
+    pub fn unseal_writer(
+        bytes: &[u8],
+        keys: &[x25519::Identity],
+        repo_id: &str,
+        name: &str,
+    ) -> Result<RepoSecrets> {
+        Self::unseal_as(bytes, keys, repo_id, 0, Some(name))
+    }
+
+    fn unseal_as(
+        bytes: &[u8],
+        keys: &[x25519::Identity],
+        repo_id: &str,
+        epoch: u32,
+        writer: Option<&str>,
+    ) -> Result<RepoSecrets> {
+        let what = match writer {
+            Some(n) => writer_object(n),
+            None => secrets_object(epoch),
+        };
         let plain = Zeroizing::new(age_decrypt(keys, bytes, &what)?);
         let file: SecretsFile = serde_json::from_slice(&plain)
             .map_err(|_| RepoError::Corrupt(format!("{what}: not a lifeboat secrets object")))?;
-        if file.format != SECRETS_FORMAT || file.repository != repo_id || file.epoch != epoch {
+        if file.format != SECRETS_FORMAT {
             return Err(RepoError::Corrupt(format!(
-                "{what}: belongs to repository {} epoch {}, not {repo_id} epoch {epoch}",
-                file.repository, file.epoch
+                "{what}: not a lifeboat secrets object"
+            )));
+        }
+        if file.repository != repo_id || file.epoch != epoch || file.writer.as_deref() != writer {
+            return Err(RepoError::Untrusted(format!(
+                "{what}: belongs to repository {} epoch {}{}, not {repo_id} epoch {epoch}: a substituted key object",
+                file.repository,
+                file.epoch,
+                file.writer.as_deref().map(|w| format!(" writer {w}")).unwrap_or_default()
             )));
         }
         let bad = || RepoError::Corrupt(format!("{what}: malformed key material"));
@@ -170,6 +231,19 @@ impl RepoSecrets {
         index_key.zeroize();
         seed.zeroize();
         Ok(out)
+    }
+
+    /// The fingerprint that pins these secrets (`[keys] repository_secrets`): BLAKE3
+    /// `derive_key("lifeboat v2 secrets fingerprint", chunk-id key || index key || chunker
+    /// seed (u64 LE) || audit chain key)`, as `blake3:<64 hex>`. One-way: it reveals nothing.
+    pub fn fingerprint(&self) -> String {
+        let mut buf = Zeroizing::new(Vec::with_capacity(104));
+        buf.extend_from_slice(&self.chunk_key);
+        buf.extend_from_slice(&self.index_key);
+        buf.extend_from_slice(&self.chunker_seed.to_le_bytes());
+        buf.extend_from_slice(&self.audit_key);
+        let h = blake3::derive_key("lifeboat v2 secrets fingerprint", &buf);
+        format!("blake3:{}", hex::encode(h))
     }
 
     /// Same secrets? (upgrade and rotation check what they wrote before relying on it)
@@ -197,6 +271,8 @@ pub struct Epoch {
 pub struct MetadataKeys<'a> {
     pub secrets: &'a RepoSecrets,
     pub age_keys: &'a [x25519::Identity],
+    /// Which writers' signatures this host accepts.
+    pub trust: &'a crate::sign::Trust,
 }
 
 impl fmt::Debug for MetadataKeys<'_> {

@@ -8,6 +8,9 @@
 //!   to read. New objects go to the current epoch's recipients from `config`; a host whose
 //!   `keys.recipients` still name an older epoch is told to update them, and writes to the
 //!   current epoch anyway (a rotation must not need every backup host edited first).
+//!   A writer added by `keys add-writer` opens its own `keys/writer-NAME.age` instead.
+//! * Pins (`lifeboat.toml`): the secrets must match the pinned fingerprint, and the host's
+//!   [`Trust`] (which writers' signatures it accepts, and whether it signs) is fixed here.
 
 use age::x25519;
 use bytes::Bytes;
@@ -16,7 +19,8 @@ use crate::backend::BackendError;
 use crate::error::{RepoError, Result};
 use crate::keys::{age_decrypt, parse_recipient, Identity, Keyring, WriterKey};
 use crate::repo_config::{Region, RepoConfig, FORMAT_V1, WRITER_KEY_OBJECT};
-use crate::secrets::{secrets_object, RepoSecrets};
+use crate::secrets::{secrets_object, writer_object, RepoSecrets};
+use crate::sign::{Pins, Trust};
 
 /// The keys an open repository works with.
 pub(crate) struct Unlocked {
@@ -29,6 +33,10 @@ pub(crate) struct Unlocked {
     /// Every age key this host holds (identities, then the writer key): manifests, drill
     /// reports and secrets objects are opened with them.
     pub read_keys: Vec<x25519::Identity>,
+    /// Which writers this host trusts, and its own signer.
+    pub trust: Trust,
+    /// Recipients of the writers `config` lists as active (manifests are encrypted to them).
+    pub writer_recipients: Vec<x25519::Recipient>,
 }
 
 impl std::fmt::Debug for Unlocked {
@@ -58,6 +66,13 @@ pub(crate) async fn read_any<T>(
             Ok(v) => return Ok(v),
             // A key that opens nothing is the answer, not a damaged copy.
             Err(e @ RepoError::WrongKey(_)) => return Err(e),
+            // A substituted object is refused where it was found, not passed over.
+            Err(RepoError::Untrusted(m)) => {
+                return Err(RepoError::Untrusted(format!(
+                    "{m} (read from region {})",
+                    regions[i].name
+                )))
+            }
             Err(e) => errors.push(format!("{}: {e}", regions[i].name)),
         }
     }
@@ -76,6 +91,7 @@ pub(crate) async fn unlock(
     regions: &[Region],
     order: &[usize],
     keys: Keyring,
+    pins: &Pins,
 ) -> Result<Unlocked> {
     let Keyring {
         recipients,
@@ -128,9 +144,46 @@ pub(crate) async fn unlock(
                 "opening the repository without a writer key".into(),
             ));
         }
-        let secrets = unwrap_secrets(config, regions, order, &age_keys).await?;
+        let secrets = match unwrap_secrets(config, regions, order, &age_keys, pins).await {
+            Err(RepoError::WrongKey(m)) => match writer.as_ref().and_then(|w| {
+                let mine = w.recipient().to_string();
+                config.writers.iter().find(|e| e.recipient == mine)
+            }) {
+                Some(entry) if entry.revoked.is_some() => {
+                    return Err(RepoError::Untrusted(format!(
+                        "this host's writer key is writer {} of repository {}, which has been revoked: it may not write (install a new writer from `lifeboat keys add-writer`)",
+                        entry.name, config.id
+                    )))
+                }
+                // A writer added by `keys add-writer`: its own copy of the secrets.
+                Some(entry) => {
+                    let name = writer_object(&entry.name);
+                    let w = writer.as_ref().expect("matched above");
+                    read_any(regions, order, &name, |b| {
+                        let s = RepoSecrets::unseal_writer(b, w.keys(), &config.id, &entry.name)?;
+                        check_fingerprint(&s, pins, &name)?;
+                        Ok(s)
+                    })
+                    .await?
+                }
+                None => return Err(RepoError::WrongKey(m)),
+            },
+            other => other?,
+        };
         (writer, secrets)
     };
+    let trust = Trust::new(
+        &config.id,
+        pins,
+        &config.writers,
+        writer.as_ref().filter(|_| config.version != FORMAT_V1),
+    )?;
+    let writer_recipients = config
+        .writers
+        .iter()
+        .filter(|w| w.revoked.is_none() && w.recipient != config.writer_recipient)
+        .map(|w| parse_recipient(&w.recipient))
+        .collect::<Result<_>>()?;
     let recipients = choose_recipients(config, recipients)?;
     let read_keys = host_keys(identity.as_ref(), writer.as_ref());
     Ok(Unlocked {
@@ -140,6 +193,8 @@ pub(crate) async fn unlock(
         identity,
         secrets,
         read_keys,
+        trust,
+        writer_recipients,
     })
 }
 
@@ -154,7 +209,8 @@ fn host_keys(identity: Option<&Identity>, writer: Option<&WriterKey>) -> Vec<x25
 }
 
 pub(crate) fn check_writer(config: &RepoConfig, writer: &WriterKey) -> Result<()> {
-    if writer.recipient().to_string() != config.writer_recipient {
+    let mine = writer.recipient().to_string();
+    if mine != config.writer_recipient && !config.writers.iter().any(|w| w.recipient == mine) {
         return Err(RepoError::WrongKey(format!(
             "the writer key does not belong to repository {} (its writer is {})",
             config.id, config.writer_recipient
@@ -169,12 +225,15 @@ pub(crate) async fn unwrap_secrets(
     regions: &[Region],
     order: &[usize],
     keys: &[x25519::Identity],
+    pins: &Pins,
 ) -> Result<RepoSecrets> {
     let mut tried = Vec::new();
     for e in config.epochs.iter().rev() {
         let name = secrets_object(e.epoch);
         match read_any(regions, order, &name, |b| {
-            RepoSecrets::unseal(b, keys, &config.id, e.epoch)
+            let s = RepoSecrets::unseal(b, keys, &config.id, e.epoch)?;
+            check_fingerprint(&s, pins, &name)?;
+            Ok(s)
         })
         .await
         {
@@ -188,6 +247,16 @@ pub(crate) async fn unwrap_secrets(
         config.id,
         tried.join(", ")
     )))
+}
+
+/// Pinned secrets: `name` must hold exactly them.
+fn check_fingerprint(s: &RepoSecrets, pins: &Pins, name: &str) -> Result<()> {
+    match &pins.secrets {
+        Some(pin) if *pin != s.fingerprint() => Err(RepoError::Untrusted(format!(
+            "{name}: its repository secrets are not the ones lifeboat.toml pins (keys.repository_secrets = {pin:?}): a substituted key object"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The recipients new objects go to: the repository's current epoch. The host's configured

@@ -82,7 +82,7 @@ pub async fn upgrade(
         return Ok(report);
     };
     let order: Vec<usize> = (0..regions.len()).collect();
-    let unlocked = unlock(&v1, regions, &order, keys).await?;
+    let unlocked = unlock(&v1, regions, &order, keys, &crate::sign::Pins::default()).await?;
     let writer = unlocked.writer.as_ref().ok_or_else(|| {
         RepoError::Key(
             "upgrade needs the writer key (or the identity, to read keys/writer.age)".into(),
@@ -133,6 +133,12 @@ pub async fn upgrade(
             created: v1.created,
             recipients: v1.recipients.clone(),
         }],
+        // The v1 writer key becomes writer `default`: from now on it signs.
+        writers: vec![crate::sign::WriterEntry::of(
+            crate::sign::DEFAULT_WRITER,
+            writer,
+            v1.created,
+        )],
         ..v1.clone()
     };
     let bytes =

@@ -161,7 +161,7 @@ pub async fn verify(
             summary.index_files += 1;
             let res = async {
                 let bytes = b.get(&o.name, None).await?;
-                index::open_file(&key, &o.name, &bytes)
+                index::open_file(&key, repo.trust(), &o.name, &rname, &bytes)
             }
             .await;
             match res {
@@ -218,7 +218,7 @@ pub async fn verify(
             let res = async {
                 let bytes = b.get(s, None).await?;
                 crate::repo::check_stored_id(&bytes, &Id::from_object_name(s)?, s)?;
-                repo.decrypt_manifest(&bytes, s)
+                repo.decrypt_manifest(&bytes, s, &rname)
             }
             .await;
             match res {
@@ -384,9 +384,11 @@ fn is_outage(e: &RepoError) -> bool {
 /// The plan of the snapshot object `name`, read from any region; `None` when unreadable.
 async fn snapshot_plan(repo: &Repository, name: &str) -> Option<String> {
     let id = Id::from_object_name(name).ok()?;
-    let (bytes, _) = repo
+    let (bytes, from) = repo
         .get_checked(name, |b| crate::repo::check_stored_id(b, &id, name))
         .await
         .ok()?;
-    repo.decrypt_manifest(&bytes, name).ok().map(|m| m.plan)
+    repo.decrypt_manifest(&bytes, name, &repo.regions[from].name)
+        .ok()
+        .map(|m| m.plan)
 }

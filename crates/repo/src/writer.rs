@@ -37,7 +37,7 @@ use tokio::runtime::Handle;
 
 use crate::error::{RepoError, Result};
 use crate::id::IdRule;
-use crate::keys::{age_encrypt, chunk_id};
+use crate::keys::chunk_id;
 use crate::pack::{compress, BlobKind, FinishedPack, PackEntry, PackWriter, SealedBlob};
 use crate::progress::{Cancel, Progress};
 use crate::regions::RegionSet;
@@ -347,10 +347,7 @@ impl BackupWriter {
         manifest.stats.packs = sh.packs;
         manifest.stats.stored_bytes = sh.stored_bytes;
         manifest.committed_ns = crate::clock::now_nanos();
-        let plain = serde_json::to_vec(&manifest).map_err(|e| RepoError::Invalid(e.to_string()))?;
-        let mut rcpts = self.repo.recipients();
-        rcpts.push(self.repo.writer_recipient());
-        let sealed = Bytes::from(age_encrypt(&rcpts, &plain)?);
+        let sealed = self.repo.seal_manifest(&manifest)?;
         let id = self.repo.id_rule().id_of(&sealed)?;
         let name = format!("snapshots/{id}");
         let mut failed: Vec<(String, String)> = (0..self.repo.regions.len())
@@ -645,7 +642,7 @@ async fn write_index(
     regions: RegionSet,
     packs: Vec<(Id, Vec<PackEntry>)>,
 ) {
-    match index::encode(key, plan, &packs) {
+    match index::encode(key, repo.index_signing(), plan, &packs) {
         Ok(sealed) => {
             let id = Id::of_stored(&sealed);
             put_to(
