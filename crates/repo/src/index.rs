@@ -310,8 +310,11 @@ pub fn open_file(
     })
 }
 
+/// Packs with their entries, as an index file names them.
+type PackList = Vec<(Id, Vec<PackEntry>)>;
+
 /// The plan and packs of an index file's body (signature removed).
-fn parse_body(buf: &[u8], what: &str) -> Result<(Option<String>, Vec<(Id, Vec<PackEntry>)>)> {
+fn parse_body(buf: &[u8], what: &str) -> Result<(Option<String>, PackList)> {
     let bad = |m: &str| RepoError::Corrupt(format!("{what}: {m}"));
     let mut r = Reader { buf, pos: 0 };
     let plan = match r.take(8).ok_or_else(|| bad("truncated"))? {

@@ -369,6 +369,9 @@ pub fn pin_lines(repo_id: &str, fingerprint: &str, writers: &[WriterEntry]) -> S
     s
 }
 
+/// A writer name and the signature it made.
+pub type Signature64 = (String, [u8; 64]);
+
 /// The `format` of a signed manifest's envelope.
 pub const MANIFEST_ENVELOPE: &str = "lifeboat-manifest-v2";
 
@@ -397,7 +400,7 @@ pub fn seal_manifest_plain(signer: Option<&Signer>, repo_id: &str, manifest: &[u
 pub fn open_manifest_plain<'a>(
     plain: &'a [u8],
     what: &str,
-) -> Result<(Option<(String, [u8; 64])>, &'a [u8])> {
+) -> Result<(Option<Signature64>, &'a [u8])> {
     let head = format!("{{\"format\":\"{MANIFEST_ENVELOPE}\",\"writer\":\"");
     let Some(rest) = plain.strip_prefix(head.as_bytes()) else {
         return Ok((None, plain));
