@@ -167,7 +167,7 @@ pub async fn verify(
             match res {
                 Ok(file) => {
                     for (pack, entries) in file.packs {
-                        region_index.add_pack(pack, &entries, 0);
+                        region_index.add_pack(pack, &entries, 0)?;
                         let name = pack_name(&pack);
                         match data.get(&name) {
                             None => report.problem(
