@@ -9,5 +9,6 @@ mod integrity;
 mod malicious;
 mod pipeline;
 mod replicate;
+mod rewrap;
 mod stream;
 mod upgrade;
