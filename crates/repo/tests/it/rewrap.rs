@@ -97,7 +97,9 @@ async fn corrupt_reads_and_damaged_headers_leave_objects_as_they_were() {
     };
     assert_eq!(failed("r0").len(), packs as usize, "{:?}", report.failed);
     assert!(
-        failed("r0").iter().all(|f| f.contains("do not match their id")),
+        failed("r0")
+            .iter()
+            .all(|f| f.contains("do not match their id")),
         "{:?}",
         failed("r0")
     );
