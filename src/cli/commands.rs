@@ -28,6 +28,9 @@ pub async fn run(cli: &Cli) -> Result<u8> {
             recipient,
             json,
         }) => super::keys::rotate(cli, dir.as_deref(), recipient.as_deref(), *json).await,
+        Command::Keys(KeysCommand::Rewrap { epoch, json }) => {
+            super::keys::rewrap(cli, *epoch, *json).await
+        }
         Command::Config(ConfigCommand::Example { dir }) => {
             print!("{}", crate::config::example(dir));
             Ok(exit::OK)

@@ -7,6 +7,7 @@
 //! knows nothing of AWS, SQL, CLIs or schedules.
 #![forbid(unsafe_code)]
 
+pub mod age_header;
 pub mod attrs;
 pub mod audit;
 pub mod backend;
@@ -34,6 +35,7 @@ pub mod repo;
 pub mod repo_config;
 pub mod restore;
 pub mod retention;
+pub mod rewrap;
 pub mod secrets;
 pub mod snapshot;
 pub mod stream;
@@ -41,6 +43,7 @@ pub mod tree;
 pub(crate) mod unlock;
 pub mod upgrade;
 pub mod verify;
+pub mod verify_data;
 pub mod writer;
 
 pub use error::{RepoError, Result};

@@ -10,5 +10,6 @@ mod malicious;
 mod meta_cache;
 mod pipeline;
 mod replicate;
+mod rewrap;
 mod stream;
 mod upgrade;
