@@ -165,6 +165,17 @@ async fn the_metadata_cache_serves_verified_stored_bytes_and_refetches_damage() 
     assert_eq!(after.list_snapshots().await.unwrap().len(), 2);
     assert!(!entries(&cache, "snapshots").contains(&snap[0]));
     assert_eq!(entries(&cache, "snapshots").len(), 2);
+
+    // A backup through a cached repository leaves its own index files and manifest there.
+    let writer = Arc::new(open_cached(&t, &cache).await);
+    let files = vec![("new".to_string(), random_bytes(99, 40_000))];
+    let out = backup(&writer, &[0, 1], files_tree(files, Chunking::of(&writer)))
+        .await
+        .unwrap();
+    let mut listed = t.names(0, "index/");
+    listed.sort();
+    assert_eq!(entries(&cache, "index"), listed);
+    assert!(entries(&cache, "snapshots").contains(&format!("snapshots/{}", out.snapshot)));
 }
 
 /// A backend that counts the gets in flight at once, each taking a little while.
