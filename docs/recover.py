@@ -17,9 +17,11 @@ security.* need root), FIFOs and device nodes (os.mkfifo, os.mknod; devices need
 owners by id (as root), and the times of files, directories (after their contents) and
 symlinks. What the running user may not set is skipped and counted.
 """
+import atexit
 import errno
 import json
 import os
+import shutil
 import stat
 import struct
 import subprocess
@@ -55,7 +57,12 @@ def main():
         sys.exit(__doc__)
     repo, identity, target = sys.argv[1], sys.argv[2], sys.argv[3]
     want = sys.argv[4] if len(sys.argv) > 4 else None
-    scratch = tempfile.mkdtemp(prefix="lifeboat-recover-")
+    # Decrypted packs are plaintext backup data: keep them next to TARGET_DIR (same
+    # filesystem and owner as the restored files, mode 0700) and remove them on every exit.
+    parent = os.path.dirname(os.path.abspath(target))
+    os.makedirs(parent, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix=".lifeboat-recover-", dir=parent)
+    atexit.register(shutil.rmtree, scratch, True)
 
     # 1. Decrypt every pack once; remember where each chunk lives.
     chunks = {}

@@ -15,8 +15,12 @@
 //! - **Drill** = days since the newest passed drill. Breach: older than `drill_every`, or no
 //!   drill although the plan's first snapshot is older than that. Warning: no drill yet, or
 //!   one due within 30 days.
+//! - **Key age** ([`key_age`]): per repository, not per plan: the current recipient epoch's
+//!   age against the yearly rotation.
 
 use serde::Serialize;
+
+pub mod key_age;
 
 use crate::catalog::evidence::{Drill, DrillSummary, RestoreTest};
 use crate::catalog::{Catalog, Phase, RunKind, RunRecord, SnapshotRow};

@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::render::{table, time};
-use super::{exit, load_config, Cli, Command};
+use super::{exit, load_config, Cli, Command, KeysCommand};
 use crate::catalog::audit::{AuditEntry, AuditEvent, AuditPhase};
 use crate::catalog::Catalog;
 
@@ -132,13 +132,14 @@ enum Audited {
 }
 
 /// What to audit for a command. Commands that only read the catalog or configuration
-/// (status, audit, keys, config, catalog listings) are not audited; scheduled runs are
+/// (status, audit, `keys generate`/`keys list`, config, catalog listings) are not audited
+/// (`keys rotate` and `keys rewrap` change the repository's keys and are); scheduled runs are
 /// audited per backup by the executor. Anything else — including commands added later — is.
 fn describe(command: &Command) -> Audited {
     use super::catalog::CatalogCommand;
     use super::drill::DrillCommand;
     let target = match command {
-        Command::Keys(_)
+        Command::Keys(KeysCommand::Generate { .. } | KeysCommand::List { .. })
         | Command::Config(_)
         | Command::Status { .. }
         | Command::Audit { .. }

@@ -34,6 +34,9 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         Command::Keys(KeysCommand::RevokeWriter { name, json }) => {
             super::writers::revoke(cli, name, *json).await
         }
+        Command::Keys(KeysCommand::Rewrap { epoch, json }) => {
+            super::keys::rewrap(cli, *epoch, *json).await
+        }
         Command::Config(ConfigCommand::Example { dir }) => {
             print!("{}", crate::config::example(dir));
             Ok(exit::OK)

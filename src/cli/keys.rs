@@ -2,18 +2,22 @@
 //! `keys rewrap`): the CLI over `lifeboat_repo::{upgrade, epochs}`. Key material itself is
 //! created by `keys generate` (`commands.rs`).
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::output::print_json;
+use super::output::{cancel_on_signals, print_json};
+use super::progress::Bar;
 use super::{exit, load_config, Cli};
 use crate::engine::{self, KeyNeed};
 use lifeboat_repo::clock::now_secs;
-use lifeboat_repo::epochs;
 use lifeboat_repo::keys::{parse_recipient, Identity};
+use lifeboat_repo::rewrap::{self, RewrapOptions};
 use lifeboat_repo::upgrade::{upgrade as upgrade_repo, UpgradeStep};
+use lifeboat_repo::{epochs, Progress};
 
 /// Convert a format v1 repository to v2 in every region (key objects first, config last).
 pub async fn upgrade(cli: &Cli, json: bool) -> Result<u8> {
@@ -39,13 +43,44 @@ pub async fn upgrade(cli: &Cli, json: bool) -> Result<u8> {
     Ok(exit::OK)
 }
 
-/// `keys list`: epochs with their age, the writer recipient.
+/// `keys list`: epochs with their age, the writer recipient, and (with the identity) how
+/// many objects of each region still depend on each epoch.
 pub async fn list(cli: &Cli, json: bool) -> Result<u8> {
     let config = load_config(cli)?;
     let repo = engine::open(&config, KeyNeed::Any, None).await?;
     let list = epochs::list(&repo, now_secs());
+    let census = if repo.has_identity() {
+        Some(rewrap::census(&repo).await?)
+    } else {
+        None
+    };
+    let depends = |epoch: u32| -> Option<BTreeMap<String, u64>> {
+        census.as_ref().map(|c| {
+            c.iter()
+                .map(|r| {
+                    (
+                        r.region.clone(),
+                        r.per_epoch.get(&epoch).copied().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+    };
+    // Objects still of an older epoch need its identity until a rewrap (`None`: unknown
+    // on this host, which holds no identity).
+    let rewrap_needed = |epoch: u32, current: bool| -> Option<bool> {
+        depends(epoch).map(|d| !current && d.values().any(|&n| n > 0))
+    };
     if json {
-        print_json(&json!(list));
+        let mut value = json!(list);
+        if let Some(epochs) = value["epochs"].as_array_mut() {
+            for (v, e) in epochs.iter_mut().zip(&list.epochs) {
+                v["objects"] = json!(depends(e.epoch));
+                v["rewrap_needed"] = json!(rewrap_needed(e.epoch, e.current));
+            }
+        }
+        value["regions"] = json!(census);
+        print_json(&value);
         return Ok(exit::OK);
     }
     println!(
@@ -61,8 +96,100 @@ pub async fn list(cli: &Cli, json: bool) -> Result<u8> {
             e.age_days,
             e.recipients.join(", ")
         );
+        match (depends(e.epoch), rewrap_needed(e.epoch, e.current)) {
+            (Some(d), needed) => {
+                let counts: Vec<String> = d.iter().map(|(r, n)| format!("{r} {n}")).collect();
+                println!(
+                    "  objects: {}{}",
+                    counts.join(", "),
+                    match needed {
+                        Some(true) => " — rewrap needed (`lifeboat keys rewrap`)",
+                        _ if e.current => "",
+                        _ => " — nothing depends on it any more",
+                    }
+                );
+            }
+            (None, _) if !e.current => println!(
+                "  objects: unknown here (run `keys list` where the identity is); until a rewrap, its identity is still needed"
+            ),
+            (None, _) => {}
+        }
+    }
+    for r in census.iter().flatten() {
+        if r.unknown > 0 {
+            println!(
+                "region {}: {} objects no identity here opens",
+                r.region, r.unknown
+            );
+        }
+        if let Some(e) = &r.error {
+            println!("region {}: counts incomplete: {e}", r.region);
+        }
     }
     Ok(exit::OK)
+}
+
+/// `keys rewrap`: older epochs' objects re-wrapped to the current epoch, in place.
+pub async fn rewrap(cli: &Cli, epoch: Option<u32>, json: bool) -> Result<u8> {
+    let config = load_config(cli)?;
+    let repo = engine::open(&config, KeyNeed::Read, None).await?;
+    let progress = Arc::new(Progress::default());
+    let bar = Bar::start("rewrap", progress.clone(), !json);
+    let cancel = cancel_on_signals();
+    let opts = RewrapOptions {
+        epoch,
+        holder: format!("{} pid {}", crate::host::hostname(), std::process::id()),
+        now: now_secs(),
+    };
+    let report = rewrap::rewrap(&repo, &opts, progress, &cancel).await;
+    bar.finish();
+    let report = report?;
+    let code = if report.complete() {
+        exit::OK
+    } else {
+        exit::DEGRADED
+    };
+    if json {
+        print_json(&json!(report));
+        return Ok(code);
+    }
+    let per_region: Vec<String> = report
+        .regions
+        .iter()
+        .map(|r| match &r.unavailable {
+            Some(why) => format!("{} not done ({why})", r.region),
+            None => format!(
+                "{} {} rewrapped, {} skipped",
+                r.region, r.rewrapped, r.skipped
+            ),
+        })
+        .collect();
+    println!(
+        "repository {}: {} objects rewrapped to epoch {}, {} already current or not selected ({})",
+        report.repository,
+        report.rewrapped,
+        report.epoch,
+        report.skipped,
+        per_region.join("; ")
+    );
+    for l in &report.locked {
+        println!(
+            "locked: {} in {}: its previous version (old header) is kept by Object Lock until {}",
+            l.object,
+            l.region,
+            super::render::time(l.retain_until)
+        );
+    }
+    for k in &report.kept {
+        println!("kept: {} in {}: {}", k.object, k.region, k.reason);
+    }
+    for f in &report.failed {
+        println!("FAILED: {} in {}: {}", f.object, f.region, f.reason);
+    }
+    if !report.complete() {
+        println!("not complete: run `lifeboat keys rewrap` again once the problems above are fixed (objects done are skipped)");
+    }
+    Ok(code)
 }
 
 /// `keys rotate`: a new recipient epoch, with a generated identity (`--dir`) or the

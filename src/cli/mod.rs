@@ -282,7 +282,11 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
-    /// The repository's recipient epochs (creation date, age, recipients) and its writer.
+    /// The repository's recipient epochs (creation date, age, recipients), its writer, and
+    /// what still depends on each epoch: on a host with the identity, the number of objects
+    /// per epoch in each region (one ranged read of each object's header); elsewhere, which
+    /// older epochs may still be needed. Epochs other than the current one that objects
+    /// still depend on say "rewrap needed".
     List {
         #[arg(long)]
         json: bool,
@@ -322,6 +326,24 @@ pub enum KeysCommand {
     /// line from [keys.writers] on every host too.
     RevokeWriter {
         name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-encrypt the age headers of older epochs' objects (packs, manifests, drill reports,
+    /// audit checkpoints, erasure receipts) to the current epoch's recipients, in every
+    /// region: the file key and payload stay, so ids, names and chunk ids stay and nothing is
+    /// re-uploaded. Afterwards the current identity alone reads everything. Each object is
+    /// decrypted with the current identity before it is put and again after it is read back;
+    /// objects already at the current epoch are skipped, so an interrupted run finishes when
+    /// run again. In buckets with Object Lock the previous version (old header) stays until
+    /// its retain-until: those objects are listed. Needs the identities of the current epoch
+    /// and of the epochs being rewrapped (one identity file with several key lines). Exit 0
+    /// when done, 3 when a region was unavailable or an object failed (run again), 5 when
+    /// an identity is missing.
+    Rewrap {
+        /// Only objects of this older epoch (default: every epoch older than the current).
+        #[arg(long, value_name = "N")]
+        epoch: Option<u32>,
         #[arg(long)]
         json: bool,
     },

@@ -1,5 +1,6 @@
-//! `lifeboat status`: every plan's objectives, as a table or JSON; the exit code says the
-//! worst level (0 ok, 10 warning, 11 breach) so monitoring can call it.
+//! `lifeboat status`: every plan's objectives and the repository's key age, as a table or
+//! JSON; the exit code says the worst level (0 ok, 10 warning, 11 breach) so monitoring can
+//! call it.
 
 use anyhow::Result;
 use serde_json::json;
@@ -14,15 +15,23 @@ pub async fn run(cli: &Cli, json: bool) -> Result<u8> {
     let catalog = Catalog::open(config.catalog_url()?).await?;
     let now = crate::host::now_secs();
     let statuses = crate::objectives::status(&config, &catalog, now).await?;
-    let worst = statuses.iter().map(|s| s.level).max().unwrap_or(Level::Ok);
+    let keys = crate::objectives::key_age::key_age(&config, now).await;
+    let worst = statuses
+        .iter()
+        .map(|s| s.level)
+        .chain([keys.level])
+        .max()
+        .unwrap_or(Level::Ok);
     if json {
         super::output::print_json(&json!({
             "at": now,
             "level": worst,
             "plans": statuses,
+            "keys": keys,
         }));
     } else {
         print!("{}", render(&statuses));
+        print!("{}", render_keys(&keys));
     }
     Ok(match worst {
         Level::Ok => exit::OK,
@@ -130,6 +139,23 @@ fn render(statuses: &[PlanStatus]) -> String {
                 time(t)
             ));
         }
+    }
+    out
+}
+
+/// The key-age line: epoch, age against the year, and what to do.
+fn render_keys(k: &crate::objectives::key_age::KeyAge) -> String {
+    let mut out = match (&k.repository, k.epoch, k.age_seconds) {
+        (Some(repo), Some(epoch), Some(age)) => format!(
+            "{} keys: repository {repo}, recipient epoch {epoch} is {} old / rotate every {}\n",
+            mark(k.level),
+            human(age),
+            human(k.breach_seconds)
+        ),
+        _ => String::new(),
+    };
+    if let Some(note) = &k.note {
+        out.push_str(&format!("{} keys: {note}\n", k.level.as_str()));
     }
     out
 }

@@ -160,6 +160,7 @@ pub(super) struct RawSource {
     pub parameter_group: Text,
     pub tags: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
     pub endpoint: Text,
+    pub allow_insecure: Option<Spanned<bool>>,
     pub probe_url: Text,
     pub timeout: Text,
     pub poll_interval: Text,
@@ -181,6 +182,7 @@ impl RawSource {
             ("one_file_system", &self.one_file_system),
             ("allow_scratch_on_source", &self.allow_scratch_on_source),
             ("globals_with_passwords", &self.globals_with_passwords),
+            ("allow_insecure", &self.allow_insecure),
         ];
         for (name, v) in flags {
             if let Some(v) = v {
@@ -279,6 +281,7 @@ impl<'de> Visitor<'de> for RawSourceVisitor {
                 "parameter_group" => source.parameter_group = Some(map.next_value()?),
                 "tags" => source.tags = Some(map.next_value()?),
                 "endpoint" => source.endpoint = Some(map.next_value()?),
+                "allow_insecure" => source.allow_insecure = Some(map.next_value()?),
                 "probe_url" => source.probe_url = Some(map.next_value()?),
                 "timeout" => source.timeout = Some(map.next_value()?),
                 "poll_interval" => source.poll_interval = Some(map.next_value()?),

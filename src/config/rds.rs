@@ -85,6 +85,7 @@ const RDS_KEYS: &[&str] = &[
     "parameter_group",
     "tags",
     "endpoint",
+    "allow_insecure",
     "probe_url",
     "password_env",
     "password_file",
@@ -259,7 +260,16 @@ impl Resolver<'_> {
             Some(v) if !(v.get_ref().starts_with("http://") || v.get_ref().starts_with("https://")) => {
                 return Err(self.err(v.span(), &format!("{key}.endpoint"), format!("{:?} is not a URL (expected e.g. \"http://127.0.0.1:5000\"; leave it out for AWS)", v.get_ref())))
             }
-            v => v.as_ref().map(|v| v.get_ref().clone()),
+            Some(v) => {
+                let allow = raw.allow_insecure.as_ref().is_some_and(|a| *a.get_ref());
+                if let Some(problem) =
+                    super::transport::plain_http_refusal(v.get_ref(), allow, "endpoint")
+                {
+                    return Err(self.err(v.span(), &format!("{key}.endpoint"), problem));
+                }
+                Some(v.get_ref().clone())
+            }
+            None => None,
         };
         let probe_url = match &raw.probe_url {
             Some(v) => {

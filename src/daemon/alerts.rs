@@ -1,5 +1,6 @@
 //! Alerts: webhook notifications when a plan's promise is at risk — a failed run, a
-//! degraded snapshot, an RPO breach, an RTO projection breach, an overdue drill — once when
+//! degraded snapshot, an RPO breach, an RTO projection breach, an overdue drill, a
+//! repository key due for its yearly rotation or past it — once when
 //! the incident opens and once when it clears.
 //!
 //! Incidents are rows of the catalog's `incidents` table, claimed with an atomic insert, so
@@ -95,7 +96,8 @@ fn host_of(url: &str) -> String {
 pub struct Condition {
     pub key: String,
     pub plan: String,
-    /// `run_failed`, `degraded_snapshot`, `rpo_breach`, `rto_breach`, `drill_overdue`.
+    /// `run_failed`, `degraded_snapshot`, `rpo_breach`, `rto_breach`, `drill_overdue`,
+    /// `key_rotation_due`, `key_age_breach`.
     pub kind: String,
     pub message: String,
 }
@@ -150,6 +152,31 @@ pub fn conditions(statuses: &[PlanStatus]) -> Vec<Condition> {
         if st.drill.level == Level::Breach {
             add("drill_overdue", st.drill.note.clone().unwrap_or_default());
         }
+    }
+    out
+}
+
+/// The key-rotation conditions: `key_rotation_due` from the warning (335 days), and also
+/// `key_age_breach` past 365 days. Repository-wide: the plan field is empty. Pure.
+pub fn key_conditions(key_age: Option<&crate::objectives::key_age::KeyAge>) -> Vec<Condition> {
+    let Some(k) = key_age.filter(|k| k.age_seconds.is_some()) else {
+        return Vec::new();
+    };
+    let repo = k.repository.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    let mut add = |kind: &str| {
+        out.push(Condition {
+            key: format!("repository {repo}/{kind}"),
+            plan: String::new(),
+            kind: kind.into(),
+            message: format!("repository {repo}: {}", k.note.clone().unwrap_or_default()),
+        })
+    };
+    if k.level >= Level::Warning {
+        add("key_rotation_due");
+    }
+    if k.level == Level::Breach {
+        add("key_age_breach");
     }
     out
 }

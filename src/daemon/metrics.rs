@@ -3,8 +3,8 @@
 //! accept error is logged and the server goes on), exposed through `prometheus-client`
 //! (OpenMetrics text: escaping, `HELP`/`TYPE`, counters' `_total`).
 //!
-//! Gauges come from the objectives status the daemon refreshes every tick (so they match
-//! `lifeboat status`); counters count runs of this process. Names and labels are documented
+//! Gauges come from the objectives status and the key age the daemon refreshes every tick
+//! (so they match `lifeboat status`); counters count runs of this process. Names and labels are documented
 //! in docs/operations.md and used by deploy/prometheus/alerts.yml.
 
 use std::collections::BTreeMap;
@@ -59,6 +59,8 @@ struct State {
     refreshed_at: i64,
     /// Scheduled prunes: (bytes freed, objects deleted, runs failed) totals, last duration.
     prune: (u64, u64, u64, Option<f64>),
+    /// The repository's key age at the last refresh.
+    key_age: Option<crate::objectives::key_age::KeyAge>,
 }
 
 impl Metrics {
@@ -119,7 +121,9 @@ impl Metrics {
                 drills.insert(d.runbook.clone(), (d.ended_at.unwrap_or(d.started_at), rto));
             }
         }
+        let key_age = crate::objectives::key_age::key_age(config, now).await;
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.key_age = Some(key_age);
         s.statuses = statuses.clone();
         s.drills = drills;
         s.last_success = last_success;
@@ -131,6 +135,12 @@ impl Metrics {
         }
         s.refreshed_at = now;
         Ok(statuses)
+    }
+
+    /// The repository's key age at the last refresh (for alerts).
+    pub fn key_age(&self) -> Option<crate::objectives::key_age::KeyAge> {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.key_age.clone()
     }
 
     /// True when the last refresh is younger than `max_age`.
@@ -256,6 +266,29 @@ impl Metrics {
             s.last_bytes
                 .iter()
                 .map(|(k, v)| (plan(k), i64::try_from(*v).unwrap_or(i64::MAX)))
+                .collect(),
+        );
+        let repository: Vec<(Labels, &crate::objectives::key_age::KeyAge)> = s
+            .key_age
+            .iter()
+            .filter_map(|k| Some((vec![("repository", k.repository.clone()?)], k)))
+            .collect();
+        int(
+            r,
+            "lifeboat_key_age_seconds",
+            "Age of the repository's current recipient epoch (warning from 335 days, breach past 365: rotate yearly)",
+            repository
+                .iter()
+                .filter_map(|(l, k)| Some((l.clone(), k.age_seconds?)))
+                .collect(),
+        );
+        int(
+            r,
+            "lifeboat_key_epoch",
+            "The repository's current recipient epoch",
+            repository
+                .iter()
+                .filter_map(|(l, k)| Some((l.clone(), i64::from(k.epoch?))))
                 .collect(),
         );
         let runbook = |name: &str| -> Labels { vec![("runbook", name.to_string())] };

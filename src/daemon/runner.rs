@@ -11,7 +11,7 @@ use anyhow::Result;
 use lifeboat_repo::Cancel;
 use tokio::task::JoinSet;
 
-use super::alerts::{conditions, Alerter};
+use super::alerts::{conditions, key_conditions, Alerter};
 use super::{due_plans, metrics, Executor, PlanRun};
 
 pub struct DaemonOptions {
@@ -85,6 +85,7 @@ pub async fn run_daemon(
             Ok(statuses) => {
                 if let Some(alerter) = &opts.alerter {
                     let mut current = conditions(&statuses);
+                    current.extend(key_conditions(exec.metrics.key_age().as_ref()));
                     match super::maintenance::conditions(&exec.config, &exec.catalog).await {
                         Ok(more) => current.extend(more),
                         Err(e) => {
@@ -261,6 +262,7 @@ pub async fn alert_once(exec: &Executor, alerter: &Alerter) -> Result<()> {
         .refresh(&exec.config, &exec.catalog, now)
         .await?;
     let mut current = conditions(&statuses);
+    current.extend(key_conditions(exec.metrics.key_age().as_ref()));
     current.extend(super::maintenance::conditions(&exec.config, &exec.catalog).await?);
     current.extend(super::drills::gated_conditions(
         &exec.due_drills(now).await?,

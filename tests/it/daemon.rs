@@ -15,7 +15,7 @@ use crate::common::Workspace;
 use crate::ops::{catalog_url, json, ready, rt, set_catalog, set_schedule};
 use crate::pg;
 
-fn spawn_daemon(ws: &Workspace, extra: &[&str]) -> Child {
+pub fn spawn_daemon(ws: &Workspace, extra: &[&str]) -> Child {
     let mut args = vec!["daemon", "--tick", "200ms", "--backoff", "100ms"];
     args.extend_from_slice(extra);
     ws.cmd(&args)
@@ -25,7 +25,7 @@ fn spawn_daemon(ws: &Workspace, extra: &[&str]) -> Child {
         .expect("spawn daemon")
 }
 
-fn terminate(child: &mut Child) -> (Option<i32>, String) {
+pub fn terminate(child: &mut Child) -> (Option<i32>, String) {
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -169,7 +169,7 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     (code, body)
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -8,7 +8,11 @@ use crate::common::{write, Workspace};
 /// Run docs/recover.py on the workspace's us-east-2 region into `out`, requiring success.
 pub fn recover_py(ws: &Workspace, out: &std::path::Path) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/recover.py");
+    // Decrypted packs must not outlive the script, in TMPDIR or next to the target.
+    let tmp = ws.path("recover-tmpdir");
+    std::fs::create_dir_all(&tmp).unwrap();
     let res = Command::new("python3")
+        .env("TMPDIR", &tmp)
         .arg(script)
         .arg(ws.path("us-east-2"))
         .arg(ws.path("keys/identity.txt"))
@@ -20,6 +24,20 @@ pub fn recover_py(ws: &Workspace, out: &std::path::Path) {
         "recover.py failed: {}",
         String::from_utf8_lossy(&res.stderr)
     );
+    let parent = out.parent().unwrap();
+    for dir in [tmp.as_path(), parent] {
+        let left: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("lifeboat-recover-"))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "recover.py left decrypted packs in {}: {left:?}",
+            dir.display()
+        );
+    }
 }
 
 pub fn require(tool: &str) {

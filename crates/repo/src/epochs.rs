@@ -143,10 +143,41 @@ pub fn list(repo: &Repository, now: i64) -> KeyList {
 /// How long the current recipient epoch has been in use (seconds): the key age `status`
 /// holds against the yearly rotation objective.
 pub fn key_age_secs(repo: &Repository, now: i64) -> i64 {
-    let created = repo
-        .config
-        .epochs
-        .last()
-        .map_or(repo.config.created, |e| e.created);
+    key_age_of(&repo.config, now)
+}
+
+/// [`key_age_secs`] from a `config` alone (v1: since the repository's creation).
+pub fn key_age_of(config: &crate::RepoConfig, now: i64) -> i64 {
+    let created = config.epochs.last().map_or(config.created, |e| e.created);
     (now - created).max(0)
+}
+
+/// The plaintext `config` object from whichever region answers first (no keys needed):
+/// what `status` reads the key age from. `Ok(None)`: no region holds a repository yet.
+pub async fn read_config(regions: &[crate::Region]) -> Result<Option<crate::RepoConfig>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in regions {
+        let r = r.clone();
+        tasks.spawn(async move {
+            let got = r.backend.get(CONFIG_OBJECT, None).await;
+            (r.name, got)
+        });
+    }
+    let mut problems = Vec::new();
+    let mut missing = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (name, got) = done.map_err(|e| RepoError::Invalid(format!("task: {e}")))?;
+        match got {
+            Ok(bytes) => return crate::repo::parse_config(&bytes, &name).map(Some),
+            Err(e) if e.is_not_found() => missing += 1,
+            Err(e) => problems.push(format!("{name}: {e}")),
+        }
+    }
+    if missing == regions.len() {
+        return Ok(None);
+    }
+    Err(RepoError::Unavailable(format!(
+        "no region returned the repository's config ({})",
+        problems.join("; ")
+    )))
 }

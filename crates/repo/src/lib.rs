@@ -7,6 +7,7 @@
 //! knows nothing of AWS, SQL, CLIs or schedules.
 #![forbid(unsafe_code)]
 
+pub mod age_header;
 pub mod attrs;
 pub mod audit;
 pub mod backend;
@@ -18,9 +19,12 @@ pub mod erase;
 pub mod error;
 pub mod id;
 pub mod index;
+pub mod index_load;
+pub mod index_mem;
 pub mod init;
 pub mod keys;
 pub mod lock;
+pub mod meta_cache;
 pub mod pack;
 pub mod progress;
 pub mod prune;
@@ -31,6 +35,7 @@ pub mod repo;
 pub mod repo_config;
 pub mod restore;
 pub mod retention;
+pub mod rewrap;
 pub mod secrets;
 pub mod sign;
 pub mod snapshot;
@@ -39,6 +44,7 @@ pub mod tree;
 pub(crate) mod unlock;
 pub mod upgrade;
 pub mod verify;
+pub mod verify_data;
 pub mod writer;
 pub mod writers;
 

@@ -21,7 +21,8 @@ pub use crate::id::check_stored_id;
 use crate::index::IndexSigning;
 pub use crate::init::{init, InitOptions};
 use crate::keys::{age_decrypt, age_encrypt, Identity, Keyring, WriterKey};
-use crate::regions::{check_region_count, RegionSet};
+use crate::meta_cache::MetaCache;
+use crate::regions::check_region_count;
 pub(crate) use crate::repo_config::parse_config;
 pub use crate::repo_config::{
     Region, RepoConfig, CONFIG_OBJECT, FORMAT_NAME, FORMAT_V1, FORMAT_VERSION, WRITER_KEY_OBJECT,
@@ -31,7 +32,7 @@ use crate::sign::{
     open_manifest_plain, seal_manifest_plain, Pins, SignedKind, Signer, Trust, Verdict,
 };
 use crate::snapshot::{Manifest, SnapshotEntry};
-use crate::{index, Id, Index};
+use crate::{Id, Index};
 
 /// Failed reads in a row after which a region is demoted for the rest of the operation.
 pub const BREAKER_FAILURES: u32 = 2;
@@ -80,7 +81,9 @@ pub struct Repository {
     failures: Vec<AtomicU32>,
     /// Snapshots the last listing left out as signed by a revoked writer (id, writer,
     /// region): naming one is refused rather than "not found".
-    revoked: Mutex<Vec<(Id, String, String)>>,
+    pub(crate) revoked: Mutex<Vec<(Id, String, String)>>,
+    /// Where index files and manifests are kept between commands, if anywhere.
+    meta_cache: Option<MetaCache>,
 }
 
 impl Repository {
@@ -187,7 +190,18 @@ impl Repository {
             read_log: Mutex::new(ReadLog::default()),
             failures,
             revoked: Mutex::new(Vec::new()),
+            meta_cache: None,
         })
+    }
+
+    /// Keep index files and manifests in `dir` between commands (see [`crate::meta_cache`]).
+    pub fn set_meta_cache(&mut self, dir: std::path::PathBuf) {
+        self.meta_cache = Some(MetaCache::new(dir));
+    }
+
+    /// The metadata cache, when one was set.
+    pub fn meta_cache(&self) -> Option<&MetaCache> {
+        self.meta_cache.as_ref()
     }
 
     /// The writer key, when this host holds one (backup hosts; v1 restore hosts read it
@@ -487,47 +501,7 @@ impl Repository {
         skip: &std::collections::HashSet<Id>,
         for_dedup: bool,
     ) -> Result<Index> {
-        let mut names: BTreeMap<String, RegionSet> = BTreeMap::new();
-        let (listed, failed) = self.list_everywhere("index/").await?;
-        for (i, objects) in listed {
-            for o in objects {
-                names.entry(o.name).or_default().insert(i);
-            }
-        }
-        let mut index = Index::new();
-        for (region, why) in failed {
-            if let Some(i) = self.region_index(&region) {
-                index.mark_unlisted(i, why);
-            }
-        }
-        let key = *self.secrets().index_key();
-        let mut revoked: BTreeMap<String, usize> = BTreeMap::new();
-        for (name, regions) in names {
-            let (bytes, from) = self
-                .get_checked(&name, |b| {
-                    check_stored_id(b, &Id::from_object_name(&name)?, &name)
-                })
-                .await?;
-            let file =
-                index::open_file(&key, self.trust(), &name, &self.regions[from].name, &bytes)?;
-            if let Verdict::Revoked(w) = &file.verdict {
-                *revoked.entry(w.clone()).or_default() += 1;
-                if for_dedup {
-                    continue;
-                }
-            }
-            for region in regions.iter() {
-                for (pack, entries) in file.packs.iter().filter(|(p, _)| !skip.contains(p)) {
-                    index.add_pack(*pack, entries, region);
-                }
-            }
-        }
-        for (w, n) in revoked {
-            if for_dedup {
-                tracing::warn!(writer = %w, index_files = n, "index files signed by a revoked writer are not trusted for deduplication: their chunks are stored again");
-            }
-        }
-        Ok(index)
+        crate::index_load::load_index(self, skip, for_dedup).await
     }
 
     /// Decrypt a manifest (read from `region`) with whatever key this host has (identity or
@@ -540,7 +514,7 @@ impl Repository {
     }
 
     /// Decrypt and parse a manifest and judge its signature ([`Trust::judge`]).
-    fn judge_manifest(
+    pub(crate) fn judge_manifest(
         &self,
         bytes: &[u8],
         what: &str,
@@ -570,66 +544,7 @@ impl Repository {
     pub async fn list_snapshots_detailed(
         &self,
     ) -> Result<(Vec<SnapshotEntry>, Vec<(String, String)>)> {
-        let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let (listed, failed) = self.list_everywhere("snapshots/").await?;
-        for (i, objects) in listed {
-            for o in objects {
-                names
-                    .entry(o.name)
-                    .or_default()
-                    .push(self.regions[i].name.clone());
-            }
-        }
-        let mut out = Vec::new();
-        let mut revoked = Vec::new();
-        for (name, mut regions) in names {
-            let id = Id::from_object_name(&name)?;
-            let (bytes, from) = match self
-                .get_checked(&name, |b| check_stored_id(b, &id, &name))
-                .await
-            {
-                Ok(got) => got,
-                // Forgotten between the listing and the read: it is simply not a snapshot.
-                Err(RepoError::Backend(BackendError::NotFound(_))) => continue,
-                Err(e) => return Err(e),
-            };
-            let manifest = match self.judge_manifest(&bytes, &name, &self.regions[from].name) {
-                Ok((_, Verdict::Revoked(w))) => {
-                    revoked.push((id, w, self.regions[from].name.clone()));
-                    continue;
-                }
-                Ok((m, _)) => m,
-                // A writer added after this manifest was written cannot open it (it was not
-                // a recipient then): not this host's to list.
-                Err(RepoError::WrongKey(_)) if !self.has_identity() => {
-                    tracing::debug!(object = %name, "manifest not readable with this writer key (written before this writer was added)");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            regions.sort_by_key(|r| self.region_index(r));
-            out.push(SnapshotEntry {
-                id,
-                manifest,
-                regions,
-            });
-        }
-        out.sort_by_key(|s| {
-            (
-                s.manifest.time,
-                s.manifest.committed_ns,
-                s.manifest.end_time,
-            )
-        });
-        if !revoked.is_empty() {
-            tracing::warn!(
-                snapshots = revoked.len(),
-                writers = %revoked.iter().map(|(_, w, _)| w.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", "),
-                "snapshots signed by a revoked writer are not trusted: left out (restoring one is refused)"
-            );
-        }
-        *self.revoked.lock().unwrap_or_else(|p| p.into_inner()) = revoked;
-        Ok((out, failed))
+        crate::index_load::list_snapshots(self).await
     }
 
     /// Find a snapshot by full id, unique id prefix, or `latest` (of `plan` when given).

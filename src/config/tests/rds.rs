@@ -64,6 +64,7 @@ fn bad_rds_values_are_located() {
         ("instance = \"db\", region = \"us-west-2\", security_groups = [\"default\"]".into(), "plans[0].source.security_groups[0]", "not a VPC security group id"),
         ("instance = \"db\", region = \"us-west-2\", tags = { \"lifeboat:plan\" = \"x\" }".into(), "plans[0].source.tags.lifeboat:plan", "never start with `lifeboat:`"),
         ("instance = \"db\", region = \"us-west-2\", endpoint = \"localhost:5000\"".into(), "plans[0].source.endpoint", "not a URL"),
+        ("instance = \"db\", region = \"us-west-2\", endpoint = \"http://rds.example.com\"".into(), "plans[0].source.endpoint", "plain http:// to rds.example.com"),
         ("instance = \"db\", region = \"us-west-2\", probe_url = \"postgres://probe@/app\"".into(), "plans[0].source.probe_url", "needs the password"),
         ("instance = \"db\", region = \"us-west-2\", probe_url = \"postgres://probe:pw@db.internal/app\", password_env = \"X\"".into(), "plans[0].source.probe_url", "contains a password"),
         ("instance = \"db\", region = \"us-west-2\", probes = [{ name = \"a\", sql = \"select 1\" }]".into(), "plans[0].source.probes", "set probe_url"),
@@ -104,4 +105,23 @@ fn a_probe_url_without_a_host_takes_the_restored_instance_endpoint() {
     .unwrap();
     let src = config.plans[0].source.as_rds().unwrap();
     assert_eq!(src.probe_url.as_deref(), Some("postgres://probe@/app"));
+}
+
+#[test]
+fn a_plain_http_rds_endpoint_needs_loopback_or_allow_insecure() {
+    for (endpoint, extra) in [
+        ("http://127.0.0.1:5000", ""),
+        ("https://rds.example.com", ""),
+        ("http://rds.example.com", ", allow_insecure = true"),
+    ] {
+        let config = parse(&with_plan(
+            "db",
+            &format!(
+                "instance = \"db1\", region = \"us-west-2\", endpoint = \"{endpoint}\"{extra}"
+            ),
+        ))
+        .unwrap_or_else(|e| panic!("{endpoint}{extra}: {e}"));
+        let src = config.plans[0].source.as_rds().unwrap();
+        assert_eq!(src.endpoint.as_deref(), Some(endpoint));
+    }
 }
