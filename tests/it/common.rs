@@ -216,12 +216,20 @@ pub fn write_random(path: &Path, len: u64, rng: &mut XorShift) {
 /// What a restore must reproduce of one entry: type, content, permission bits, mtime (ns).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
-    File { size: u64, blake3: String },
+    File {
+        size: u64,
+        blake3: String,
+    },
     Dir,
-    Symlink { target: Vec<u8> },
+    Symlink {
+        target: Vec<u8>,
+    },
     /// A FIFO, socket or device node: compared by type and device number, never opened
     /// (opening a FIFO would block the test).
-    Special { file_type: u32, rdev: u64 },
+    Special {
+        file_type: u32,
+        rdev: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
