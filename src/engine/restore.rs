@@ -75,6 +75,11 @@ pub async fn restore(
         no_setuid: req.no_setuid,
         no_owner: req.no_owner,
         no_xattrs: req.no_xattrs,
+        // Entries per restore batch: only tests and the bench set it (docs/bench.md).
+        batch_entries: std::env::var("LIFEBOAT_RESTORE_BATCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
     };
     let report = restore_tree(
         reader,

@@ -14,6 +14,7 @@ use lifeboat_repo::Region;
 use crate::config::{Config, RegionConfig, RegionKind};
 
 pub mod s3;
+mod s3_get;
 
 pub use s3::{S3Backend, S3Settings};
 

@@ -166,7 +166,7 @@ impl S3Backend {
             .await
     }
 
-    fn key(&self, name: &str) -> String {
+    pub(super) fn key(&self, name: &str) -> String {
         if self.settings.prefix.is_empty() {
             name.to_string()
         } else {
@@ -321,130 +321,7 @@ impl S3Backend {
     }
 }
 
-/// Whole-object reads are split into ranges of this size, fetched [`PARTS_IN_FLIGHT`] at a
-/// time: one HTTP stream rarely fills the link (restores read ~16 MiB packs, a few at once).
-pub const GET_PART: u64 = 8 << 20;
-const PARTS_IN_FLIGHT: usize = 4;
-
-impl S3Backend {
-    /// One GET, of a range or of the whole object: the bytes, the object's total size (from
-    /// `Content-Range`, when the server sent one) and its ETag.
-    async fn get_one(
-        &self,
-        name: &str,
-        range: Option<Range<u64>>,
-    ) -> BackendResult<(Bytes, Option<u64>, Option<String>)> {
-        let mut req = self
-            .client()
-            .await
-            .get_object()
-            .bucket(&self.settings.bucket)
-            .key(self.key(name));
-        if let Some(r) = &range {
-            if r.start >= r.end {
-                // HTTP cannot ask for zero bytes; the object must still exist.
-                self.head(name).await?;
-                return Ok((Bytes::new(), None, None));
-            }
-            req = req.range(format!("bytes={}-{}", r.start, r.end - 1));
-        }
-        let out = match req.send().await {
-            Ok(out) => out,
-            Err(e) => {
-                let unsatisfiable = range.is_some()
-                    && matches!(&e, SdkError::ServiceError(s) if s.raw().status().as_u16() == 416);
-                if unsatisfiable {
-                    // The range starts at or past the end: clamped, that is no bytes.
-                    let size = self.head(name).await?;
-                    return Ok((Bytes::new(), Some(size), None));
-                }
-                return Err(classify("get", name, e));
-            }
-        };
-        let total = out
-            .content_range()
-            .and_then(|r| r.rsplit('/').next())
-            .and_then(|t| t.parse::<u64>().ok());
-        let etag = out.e_tag().map(str::to_string);
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| BackendError::transient("get", name, DisplayErrorContext(&e)))?;
-        Ok((body.into_bytes(), total, etag))
-    }
-
-    /// The whole object: its first [`GET_PART`] bytes, then, for a larger object, the other
-    /// parts concurrently (pinned to the first part's ETag), assembled in order.
-    async fn get_whole(&self, name: &str) -> BackendResult<Bytes> {
-        let (first, total, etag) = self.get_one(name, Some(0..GET_PART)).await?;
-        let total = match total {
-            Some(t) if t > first.len() as u64 => t,
-            // Smaller than one part (or a server that ignores ranges): that was all of it.
-            _ => return Ok(first),
-        };
-        let mut parts = tokio::task::JoinSet::new();
-        let mut ranges = (1..total.div_ceil(GET_PART))
-            .map(|i| i * GET_PART..((i + 1) * GET_PART).min(total))
-            .enumerate();
-        let mut got: Vec<Option<Bytes>> = vec![None; total.div_ceil(GET_PART) as usize - 1];
-        loop {
-            while parts.len() < PARTS_IN_FLIGHT {
-                let Some((i, r)) = ranges.next() else { break };
-                let (client, key, bucket, etag) = (
-                    self.client().await.clone(),
-                    self.key(name),
-                    self.settings.bucket.clone(),
-                    etag.clone(),
-                );
-                let name = name.to_string();
-                parts.spawn(async move {
-                    let mut req = client.get_object().bucket(bucket).key(key).range(format!(
-                        "bytes={}-{}",
-                        r.start,
-                        r.end - 1
-                    ));
-                    if let Some(etag) = etag {
-                        // Every part from the same version of the object as the first.
-                        req = req.if_match(etag);
-                    }
-                    let out = req.send().await.map_err(|e| classify("get", &name, e))?;
-                    let body = out.body.collect().await.map_err(|e| {
-                        BackendError::transient("get", &name, DisplayErrorContext(&e))
-                    })?;
-                    let bytes = body.into_bytes();
-                    if bytes.len() as u64 != r.end - r.start {
-                        return Err(BackendError::transient(
-                            "get",
-                            &name,
-                            format!("range {r:?}: got {} bytes", bytes.len()),
-                        ));
-                    }
-                    Ok::<_, BackendError>((i, bytes))
-                });
-            }
-            match parts.join_next().await {
-                Some(Ok(Ok((i, bytes)))) => got[i] = Some(bytes),
-                Some(Ok(Err(e))) => return Err(e),
-                Some(Err(e)) => return Err(BackendError::transient("get", name, e)),
-                None => break,
-            }
-        }
-        let mut whole = bytes::BytesMut::with_capacity(total as usize);
-        whole.extend_from_slice(&first);
-        for part in got.into_iter().flatten() {
-            whole.extend_from_slice(&part);
-        }
-        if whole.len() as u64 != total {
-            return Err(BackendError::transient(
-                "get",
-                name,
-                format!("assembled {} bytes of {total}", whole.len()),
-            ));
-        }
-        Ok(whole.freeze())
-    }
-}
+pub use super::s3_get::GET_PART;
 
 /// The SDK error with its whole chain of causes (the top level alone is often just
 /// "service error" or "dispatch failure").
@@ -457,7 +334,7 @@ where
 }
 
 /// Map an SDK error onto the backend contract: `NotFound`, permanent or transient.
-fn classify<E, R>(op: &'static str, name: &str, e: SdkError<E, R>) -> BackendError
+pub(super) fn classify<E, R>(op: &'static str, name: &str, e: SdkError<E, R>) -> BackendError
 where
     E: std::error::Error + ProvideErrorMetadata + 'static,
     R: std::fmt::Debug + HttpStatus,
@@ -498,7 +375,7 @@ where
 }
 
 /// The HTTP status of a raw response, for [`classify`].
-trait HttpStatus {
+pub(super) trait HttpStatus {
     fn status(&self) -> u16;
 }
 
@@ -529,13 +406,21 @@ impl Backend for S3Backend {
                 .object_lock_mode(mode)
                 .object_lock_retain_until_date(until);
         }
-        req.send().await.map_err(|e| classify("put", name, e))?;
+        // The payload is not signed (SigV4 would hash every pack with SHA-256 before sending
+        // it, a core's worth of CPU at backup speed on two cores): the upload's CRC32
+        // checksum, which the server checks before storing, covers transport, and every
+        // object is named by the hash of its bytes, which every reader checks.
+        req.customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|e| classify("put", name, e))?;
         Ok(())
     }
 
     async fn get(&self, name: &str, range: Option<Range<u64>>) -> BackendResult<Bytes> {
         match range {
-            Some(r) => Ok(self.get_one(name, Some(r)).await?.0),
+            Some(r) => self.get_one(name, Some(r)).await,
             None => self.get_whole(name).await,
         }
     }

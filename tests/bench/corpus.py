@@ -3,6 +3,8 @@
 
   corpus.py tree DIR --size-mb N [--seed S]   a directory tree shaped like application data
   corpus.py dump FILE --size-mb N [--seed S]  one large CSV file, like a database dump
+  corpus.py small DIR --files N [--seed S]    N small files (100-3000 B, one chunk each),
+                                              1000 per directory: the metadata scale case
   corpus.py mutate DIR --stash STASH          change every 100th file (day 2); saves originals
   corpus.py unmutate DIR --stash STASH        put the originals back
 
@@ -187,6 +189,24 @@ def gen_dump(path, size_mb, seed):
     print("generated %s: %d MiB, %d rows" % (path, size_mb, row), file=sys.stderr)
 
 
+def gen_small(root, files, seed):
+    """`files` files of 100-3000 bytes of text (distinct, so each is its own chunk), 1000 per
+    directory, in directories of 100 (`d000/d000/f000000`)."""
+    rng = random.Random(seed)
+    pool = TextPool(rng, size=4 * MIB)
+    tmp = root + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for i in range(files):
+        d = os.path.join(tmp, "d%03d" % (i // 100000), "d%03d" % (i // 1000 % 100))
+        if i % 1000 == 0:
+            os.makedirs(d, exist_ok=True)
+        body = ("%d\n" % i).encode() + pool.take(rng.randint(100, 3000))
+        with open(os.path.join(d, "f%06d" % i), "wb") as f:
+            f.write(body)
+    os.rename(tmp, root)
+    print("generated %s: %d files" % (root, files), file=sys.stderr)
+
+
 def every_100th(root):
     """Every 100th regular file in sorted walk order (symlinks are not followed or counted)."""
     files = []
@@ -233,16 +253,19 @@ def unmutate(root, stash):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["tree", "dump", "mutate", "unmutate"])
+    ap.add_argument("what", choices=["tree", "dump", "small", "mutate", "unmutate"])
     ap.add_argument("path")
     ap.add_argument("--size-mb", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=20261)
+    ap.add_argument("--files", type=int, default=300000)
     ap.add_argument("--stash")
     a = ap.parse_args()
     if a.what == "tree":
         gen_tree(a.path, a.size_mb, a.seed)
     elif a.what == "dump":
         gen_dump(a.path, a.size_mb, a.seed)
+    elif a.what == "small":
+        gen_small(a.path, a.files, a.seed)
     elif a.what == "mutate":
         mutate(a.path, a.stash)
     else:

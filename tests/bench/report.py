@@ -16,7 +16,10 @@ import json
 import statistics
 import sys
 
-OPS = [("backup_day1", "backup day 1"), ("backup_day2", "backup day 2"), ("restore", "restore")]
+OPS = [("backup_day1", "backup day 1"), ("backup_day2", "backup day 2"), ("restore", "restore"),
+       ("index_load", "index load (restore of a missing path)")]
+
+RTO_SECONDS = 2 * 3600
 
 # The issue's targets, as restic time / lifeboat time (> 1: lifeboat faster).
 TARGETS = {
@@ -25,6 +28,9 @@ TARGETS = {
     ("tree", "restore"): 1.0,
     ("file", "restore"): 1.5,
 }
+
+# Peak RSS targets of the scale case, as lifeboat / restic (issue 13.3).
+RSS_TARGETS = {("scale", "restore"): 0.6}
 
 
 def median(xs):
@@ -89,7 +95,10 @@ def main():
             verdict = "-"
             if target is not None and ratio is not None:
                 verdict = "≥ %.1f× %s" % (target, "met" if ratio >= target else "MISSED")
-            rss_ok = lb and rc and lb["rss_mb"] <= rc["rss_mb"]
+            rss_ok = lb and rc and lb["rss_mb"] <= rc["rss_mb"] * RSS_TARGETS.get((kind, op), 1.0)
+            if (kind, op) in RSS_TARGETS and lb and rc:
+                verdict += "; RSS ≤ %.1f× restic's %s" % (
+                    RSS_TARGETS[(kind, op)], "met" if rss_ok else "MISSED")
             # Ratios of the runs taken side by side: the spread shows how noisy the machine was.
             per_run = []
             for run in sorted({r["run"] for r in mine}):
@@ -124,6 +133,14 @@ def main():
                       after, fmt(lb_total and lb_total / 2e6, ".0f"),
                       fmt(lb_total and lb_total / 1e6, ".0f"),
                       fmt(rc_total and rc_total / 1e6, ".0f"), size / 1e6))
+        restore = out["ops"].get("restore", {}).get("lifeboat")
+        if restore and restore["seconds"] > 0:
+            rate = size / restore["seconds"]
+            out["rto_bytes_local"] = rate * RTO_SECONDS
+            print()
+            print("RTO: at the measured restore rate (%.0f MB/s), %.0f GB restore within the 2 h "
+                  "RTO from local directories (this shape of data)." % (
+                      rate / 1e6, rate * RTO_SECONDS / 1e9))
         results["corpora"].append(out)
     print()
     if out_path is None:

@@ -8,10 +8,17 @@
 #   linux  the Linux source tree from Debian's linux-source package, when installed
 #          (BENCH_LINUX=1 installs it)
 #   dump   one BENCH_DUMP_MB MiB (default 500) CSV file like a database dump: backup + restore
+#   scale  BENCH_SCALE_FILES small files (default 300000; 100-3000 B, one chunk each, 1000 per
+#          directory): the metadata scale case. BENCH_SCALE_BIG=1 adds 1,200,000 files (long:
+#          generating and backing up 1.2M files takes most of an hour here)
+#
+# Every case also times an "index load": a restore of a path the snapshot does not have, which
+# pays the listing, the index and manifest load and the root tree, and writes nothing.
 #
 # Knobs (environment):
 #   BENCH_SIZE_MB=1000  BENCH_DUMP_MB=500  BENCH_RUNS=1 (medians; use 3 for numbers to quote)
-#   BENCH_CORPORA="tree linux dump"  BENCH_LINUX=0|1  BENCH_SEED=20261
+#   BENCH_CORPORA="tree linux dump scale"  BENCH_LINUX=0|1  BENCH_SEED=20261
+#   BENCH_SCALE_FILES=300000  BENCH_SCALE_BIG=0|1
 #   BENCH_COLD_RESTORE=1 (sync + drop the page cache before each restore, when writable)
 #   BENCH_DIR=target/bench  BENCH_KEEP=0 (1 keeps the repositories of the last case)
 #   BENCH_LIFEBOAT=PATH (benchmark this binary instead of building target/release/lifeboat)
@@ -32,7 +39,9 @@ cd "$ROOT"
 SIZE_MB=${BENCH_SIZE_MB:-1000}
 DUMP_MB=${BENCH_DUMP_MB:-500}
 RUNS=${BENCH_RUNS:-1}
-CORPORA=${BENCH_CORPORA:-tree linux dump}
+CORPORA=${BENCH_CORPORA:-tree linux dump scale}
+SCALE_FILES=${BENCH_SCALE_FILES:-300000}
+if [[ ${BENCH_SCALE_BIG:-0} == 1 ]]; then SCALE_FILES="$SCALE_FILES 1200000"; fi
 SEED=${BENCH_SEED:-20261}
 COLD=${BENCH_COLD_RESTORE:-1}
 KEEP=${BENCH_KEEP:-0}
@@ -96,6 +105,16 @@ prepare_tree() {
     [[ -d $TREE ]] && return
     log "generating the $SIZE_MB MiB tree corpus into $TREE (once)"
     python3 "$HERE/corpus.py" tree "$TREE" --size-mb "$SIZE_MB" --seed "$SEED"
+}
+
+scale_dir() { echo "$BENCH/small-$1-s$SEED"; }
+
+prepare_scale() { # FILES
+    local dir
+    dir=$(scale_dir "$1")
+    [[ -d $dir ]] && return
+    log "generating $1 small files into $dir (once)"
+    python3 "$HERE/corpus.py" small "$dir" --files "$1" --seed "$SEED"
 }
 
 prepare_dump() {
@@ -240,6 +259,22 @@ bench_case() {
     record_size "$name" lifeboat "$run" "$lb_bytes"
     record_size "$name" restic "$run" "$(du_bytes "$repo")"
 
+    # Index load: a restore of a path that is not in the snapshot (nothing is written).
+    for tool in "${order[@]}"; do
+        case $tool in
+        lifeboat)
+            measure "$name" lifeboat index_load "$run" bash -c \
+                '"$@" 2>&1 | grep -q "no such path in the snapshot"' _ \
+                "$LB" restore app-data --from us-west-2 --include .bench-no-such-path --to "$WORK/restore-none"
+            ;;
+        restic)
+            measure "$name" restic index_load "$run" restic -r "$repo" restore latest -q \
+                --include /.bench-no-such-path --target "$WORK/restore-none"
+            ;;
+        esac
+        rm -rf "$WORK/restore-none"
+    done
+
     for tool in "${order[@]}"; do
         rm -rf "$WORK/restore"
         settle_cold
@@ -288,7 +323,13 @@ for c in $CORPORA; do
         prepare_dump
         corpora_json+=("$(corpus_meta "dump-$DUMP_MB" "$DUMP_DIR" file)")
         ;;
-    *) die "unknown corpus $c in BENCH_CORPORA (tree, linux, dump)" ;;
+    scale)
+        for n in $SCALE_FILES; do
+            prepare_scale "$n"
+            corpora_json+=("$(corpus_meta "small-$n" "$(scale_dir "$n")" scale)")
+        done
+        ;;
+    *) die "unknown corpus $c in BENCH_CORPORA (tree, linux, dump, scale)" ;;
     esac
 done
 
@@ -308,6 +349,12 @@ for run in $(seq 1 "$RUNS"); do
         dump)
             log "dump-$DUMP_MB, run $run/$RUNS"
             bench_case "dump-$DUMP_MB" "$DUMP_DIR" 0 "$run"
+            ;;
+        scale)
+            for n in $SCALE_FILES; do
+                log "small-$n, run $run/$RUNS"
+                bench_case "small-$n" "$(scale_dir "$n")" 1 "$run"
+            done
             ;;
         esac
     done

@@ -40,6 +40,7 @@ pub mod tree;
 pub(crate) mod unlock;
 pub mod upgrade;
 pub mod verify;
+pub mod verify_data;
 pub mod writer;
 
 pub use error::{RepoError, Result};

@@ -1,42 +1,51 @@
-//! Restoring a snapshot's tree into a directory, proven as it goes.
+//! Restoring a snapshot's tree into a directory, proven as it goes, in bounded batches.
 //!
-//! 1. Read every tree blob under the root (or under `--include`), checking each name is one
-//!    safe path component and unique in its directory ([`Tree::parse`]).
-//! 2. Create directories and empty files of the right size. Never through a symlink: files
-//!    are created with `O_CREAT|O_EXCL` (which does not follow links) and opened for writing
-//!    with `O_NOFOLLOW`; an existing symlink where a directory belongs is replaced only when
-//!    overwriting was asked for, never followed.
-//! 3. Fetch each needed pack once (preferred region first, per-object fallback), verify every
-//!    chunk (age authentication, keyed hash, length) and write it at its offsets.
-//! 4. Re-read every file and compare its BLAKE3 with the manifest's; then set owners (as
-//!    root), modes and times through the open file descriptor (`fchown`, `fchmod`,
-//!    `futimens`: a symlink swapped in meanwhile cannot redirect them), and only then rename
-//!    the file to its name. Until that rename a file is `.lifeboat-partial-…`, so a restore
-//!    that fails (disk full, cancelled, a corrupt pack) leaves nothing that looks complete;
-//!    the partial files it made are removed on the way out. Directories come last, deepest
-//!    first, so read-only ones can still be filled and their times stay as restored.
+//! 1. Check every name first, keeping nothing: each is one safe path component, unique in
+//!    its directory ([`Tree::parse`]), so a crafted tree is refused before anything is made.
+//!    Then walk the trees depth first from the root (or down the `--include` path).
+//!    Directories are made as they are met; files, symlinks and special files go into a
+//!    batch of at most [`DEFAULT_BATCH_ENTRIES`] entries (or [`BATCH_CHUNKS`] chunks), so
+//!    memory does not grow with the number of files.
+//! 2. Per batch ([`fill`]): create the files, empty and of the right size, never through a
+//!    symlink (`O_CREAT|O_EXCL`, which does not follow links, then `O_NOFOLLOW`; an existing
+//!    symlink where a directory belongs is replaced only when overwriting was asked for).
+//! 3. Fetch each pack the batch needs once (preferred region first, per-object fallback, a
+//!    chunk's other packs when one is bad everywhere), verify every chunk (age
+//!    authentication, keyed hash, length), write it at its offsets and hash it on the way.
+//!    A pack whose chunks are needed by two batches is fetched by each: with the walk in the
+//!    snapshot's order (the order backup wrote the packs in), that is a pack at each batch
+//!    boundary, and at most once per batch for data deduplicated from far away.
+//! 4. Compare every file's BLAKE3 with the manifest's; then set owners (as root), modes and
+//!    times through the open file descriptor (`fchown`, `fchmod`, `futimens`: a symlink
+//!    swapped in meanwhile cannot redirect them), and only then rename the file to its name.
+//!    Until that rename a file is `.lifeboat-partial-…`, so a restore that fails (disk full,
+//!    cancelled, a corrupt pack) leaves nothing that looks complete; the partial files of
+//!    the batch are removed on the way out. A directory gets its metadata once everything
+//!    under it is written, deepest first, so read-only ones can still be filled and their
+//!    times stay as restored.
 //!
 //! Format v2 attributes ([`crate::attrs`]): a hardlink group's first file is written and
-//! its other paths are hard-linked to that file (only ever to a file this restore made,
-//! inside the target, before it is renamed into place); a sparse file gets its size with
+//! its other paths are hard-linked to that file (only ever to a file this restore made and
+//! renamed into place, its inode checked; the groups met so far are the only per-file
+//! state kept across batches); a sparse file gets its size with
 //! `ftruncate` and only its data extents are written, so its holes stay holes; extended
 //! attributes (ACLs, capabilities) are set through the descriptor; FIFOs and device nodes
 //! are made with `mknod` (device nodes need root, else they are skipped and counted).
 //!
 //! Every I/O error names the path it concerns.
 
-use std::collections::HashMap;
+mod fill;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use crate::attrs::{self, Apply, Handle, Skipped};
 use crate::error::{RepoError, Result};
-use crate::pack::PackEntry;
 use crate::progress::{Cancel, Progress};
-use crate::reader::{fetch_pack, BlobReader};
+use crate::reader::BlobReader;
 use crate::tree::{Node, NodeKind, Tree};
 use crate::Id;
 
@@ -52,6 +61,9 @@ pub struct RestoreOptions {
     pub no_owner: bool,
     /// Do not restore extended attributes (ACLs and file capabilities included).
     pub no_xattrs: bool,
+    /// Entries per batch; 0 is [`DEFAULT_BATCH_ENTRIES`]. Small values are for tests and
+    /// the bench (many batches from a small tree).
+    pub batch_entries: usize,
 }
 
 impl RestoreOptions {
@@ -80,26 +92,6 @@ pub struct RestoreReport {
     pub skipped: Skipped,
     /// One line per kind of thing skipped (see [`Skipped::warnings`]).
     pub warnings: Vec<String>,
-}
-
-/// One chunk to write: where it is in its pack, which file (index into
-/// [`Layout::files`]) and at which offset.
-type ChunkWrite = (PackEntry, usize, u64);
-
-/// A tree node and where it goes, relative to the target.
-struct Placed {
-    path: PathBuf,
-    node: Node,
-}
-
-/// What a restore creates, by kind: the snapshot's tree flattened under the target.
-#[derive(Default)]
-struct Layout {
-    dirs: Vec<Placed>,
-    files: Vec<Placed>,
-    symlinks: Vec<Placed>,
-    /// FIFOs and device nodes.
-    specials: Vec<Placed>,
 }
 
 /// Where a file's data goes: the chunks' bytes, back to back, are its data extents
@@ -141,50 +133,6 @@ fn write_data(file: &File, ext: &Extents, raw: &[u8], at: u64) -> std::io::Resul
     Ok(())
 }
 
-/// Collect the nodes to restore under `dir` (a path relative to the target).
-async fn collect_layout(
-    reader: &BlobReader,
-    tree_id: Id,
-    dir: PathBuf,
-    include: &[std::ffi::OsString],
-    layout: &mut Layout,
-) -> Result<()> {
-    let mut stack = vec![(tree_id, dir, 0usize)];
-    while let Some((id, dir, depth)) = stack.pop() {
-        let bytes = reader.read(&id).await?;
-        let tree = Tree::parse(&bytes, &format!("tree {} ({})", id.short(), dir.display()))?;
-        for node in tree.nodes {
-            let name = node.safe_name()?;
-            if let Some(want) = include.get(depth) {
-                if &name != want {
-                    continue;
-                }
-            }
-            let path = dir.join(&name);
-            match node.kind {
-                NodeKind::Dir => {
-                    let sub = node.subtree.expect("checked by Tree::parse");
-                    stack.push((sub, path.clone(), depth + 1));
-                    layout.dirs.push(Placed { path, node });
-                }
-                NodeKind::File if depth + 1 >= include.len() => {
-                    layout.files.push(Placed { path, node })
-                }
-                NodeKind::Symlink if depth + 1 >= include.len() => {
-                    layout.symlinks.push(Placed { path, node })
-                }
-                NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev
-                    if depth + 1 >= include.len() =>
-                {
-                    layout.specials.push(Placed { path, node })
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok(())
-}
-
 fn include_components(include: &Path) -> Result<Vec<std::ffi::OsString>> {
     let mut out = Vec::new();
     for c in include.components() {
@@ -220,37 +168,6 @@ fn is_empty_dir(p: &Path) -> Result<bool> {
     }
 }
 
-/// The files a restore is still writing, under names that do not look finished
-/// (`.lifeboat-partial-<run>-<n>` beside their final name). Dropping it removes those that
-/// were not renamed into place, so a failed or cancelled restore leaves none behind.
-struct PartialFiles(Arc<Vec<PathBuf>>);
-
-impl PartialFiles {
-    fn beside(finals: &[PathBuf]) -> PartialFiles {
-        let run = format!("{:08x}", rand::random::<u32>());
-        PartialFiles(Arc::new(
-            finals
-                .iter()
-                .enumerate()
-                .map(|(i, f)| {
-                    f.parent()
-                        .unwrap_or(Path::new("."))
-                        .join(format!(".lifeboat-partial-{run}-{i}"))
-                })
-                .collect(),
-        ))
-    }
-}
-
-impl Drop for PartialFiles {
-    fn drop(&mut self) {
-        for p in self.0.iter() {
-            // Renamed into place already, or never created: nothing to do.
-            let _ = fs::remove_file(p);
-        }
-    }
-}
-
 /// Make `path` a real directory, never following or keeping a symlink there.
 fn make_dir(path: &Path, overwrite: bool) -> Result<()> {
     match fs::symlink_metadata(path) {
@@ -279,25 +196,8 @@ fn remove_existing(path: &Path) -> Result<()> {
     }
 }
 
-/// Fill `writes` from the other locations of their chunks, avoiding pack `bad`.
-async fn from_other_packs(
-    reader: &BlobReader,
-    bad: Id,
-    writes: &[ChunkWrite],
-    (paths, finals, exts): (&[PathBuf], &[PathBuf], &[Extents]),
-    progress: &Progress,
-) -> Result<()> {
-    for (entry, fi, offset) in writes {
-        let raw = reader.read_avoiding(&entry.id, Some(bad)).await?;
-        let file = open_for_write(&paths[*fi], &finals[*fi])?;
-        write_data(&file, &exts[*fi], &raw, *offset).map_err(at("write", &finals[*fi]))?;
-        progress.add_done(raw.len() as u64);
-    }
-    Ok(())
-}
-
 /// Open the partial file `path` (never through a symlink); errors name `shown`.
-fn open_for_write(path: &Path, shown: &Path) -> Result<File> {
+pub(crate) fn open_for_write(path: &Path, shown: &Path) -> Result<File> {
     OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -305,7 +205,35 @@ fn open_for_write(path: &Path, shown: &Path) -> Result<File> {
         .map_err(at("open", shown))
 }
 
+/// Entries (files, symlinks, special files, finished directories) per batch unless
+/// [`RestoreOptions::batch_entries`] says otherwise.
+pub const DEFAULT_BATCH_ENTRIES: usize = 8192;
+/// Chunk references per batch at most (a batch of few, large files).
+const BATCH_CHUNKS: usize = 65_536;
+
+/// A tree node and where it goes, relative to the target.
+struct Placed {
+    path: PathBuf,
+    node: Node,
+}
+
+/// A directory being walked: its entries not yet visited.
+struct Frame {
+    path: PathBuf,
+    depth: usize,
+    entries: std::vec::IntoIter<Node>,
+    /// `None` for the target itself and the parents of an `--include` path's top.
+    node: Option<Node>,
+}
+
 /// Restore `root` into `target`. Needs the identity.
+///
+/// The tree is walked depth first in the snapshot's order; directories are made as they are
+/// met, and entries go into batches of [`DEFAULT_BATCH_ENTRIES`] (see [`fill`]). A
+/// directory's metadata is applied once its whole subtree is written (after the batch
+/// holding its last entry), so deeper directories come first and read-only ones can still be
+/// filled. Memory is one batch, the directories on the path being walked (with their tree
+/// blobs) and the hardlinked inodes met so far — not the number of files.
 pub async fn restore_tree(
     reader: Arc<BlobReader>,
     root: Id,
@@ -314,8 +242,7 @@ pub async fn restore_tree(
     progress: Arc<Progress>,
     cancel: Cancel,
 ) -> Result<RestoreReport> {
-    let repo = reader.repo().clone();
-    repo.identity("restore")?;
+    reader.repo().identity("restore")?;
     if !opts.overwrite && !is_empty_dir(target)? {
         return Err(RepoError::Invalid(format!(
             "restore target {} is not empty; choose an empty or new directory, or pass --overwrite to replace what is there",
@@ -330,21 +257,94 @@ pub async fn restore_tree(
             )));
         }
     }
-    fs::create_dir_all(target).map_err(at("create directory", target))?;
     let include = match &opts.include {
         Some(p) => include_components(p)?,
         None => Vec::new(),
     };
-    let mut layout = Layout::default();
-    collect_layout(&reader, root, PathBuf::new(), &include, &mut layout).await?;
-    // The tree packs' plaintext is not needed while data is written: free it now.
-    reader.clear_cache();
-    if !include.is_empty()
-        && layout.dirs.is_empty()
-        && layout.files.is_empty()
-        && layout.symlinks.is_empty()
-        && layout.specials.is_empty()
-    {
+    fs::create_dir_all(target).map_err(at("create directory", target))?;
+    let limit = match opts.batch_entries {
+        0 => DEFAULT_BATCH_ENTRIES,
+        n => n,
+    };
+    let read_tree = |id: Id, dir: PathBuf| {
+        let reader = reader.clone();
+        async move {
+            let bytes = reader.read(&id).await?;
+            let tree = Tree::parse(&bytes, &format!("tree {} ({})", id.short(), dir.display()))?;
+            Ok::<_, RepoError>(tree.nodes.into_iter())
+        }
+    };
+    // Every name is checked before anything is written: a crafted tree is refused whole.
+    check_names(&reader, root, &include).await?;
+    let mut stack = vec![Frame {
+        entries: read_tree(root, PathBuf::new()).await?,
+        path: PathBuf::new(),
+        depth: 0,
+        node: None,
+    }];
+    let ctx = fill::Ctx {
+        reader: &reader,
+        target,
+        opts,
+        progress: &progress,
+        cancel: &cancel,
+    };
+    let mut report = RestoreReport::default();
+    let mut skipped = Skipped::default();
+    let mut links = fill::Links::new();
+    let mut batch = fill::Batch::default();
+    // Directories whose subtree is all in batches, deepest first: their metadata is set
+    // once those batches are written.
+    let mut finished: Vec<Placed> = Vec::new();
+    let mut matched = false;
+    while let Some(top) = stack.last_mut() {
+        cancel.check()?;
+        let Some(node) = top.entries.next() else {
+            let done = stack.pop().expect("a frame is on the stack");
+            if let Some(node) = done.node {
+                finished.push(Placed {
+                    path: done.path,
+                    node,
+                });
+            }
+            continue;
+        };
+        let name = node.safe_name()?;
+        let depth = top.depth;
+        if include.get(depth).is_some_and(|want| &name != want) {
+            continue;
+        }
+        let path = top.path.join(&name);
+        let leaf = depth + 1 >= include.len();
+        matched |= leaf || node.kind == NodeKind::Dir;
+        match node.kind {
+            NodeKind::Dir => {
+                make_dir(&target.join(&path), opts.overwrite)?;
+                let sub = node.subtree.expect("checked by Tree::parse");
+                stack.push(Frame {
+                    entries: read_tree(sub, path.clone()).await?,
+                    path,
+                    depth: depth + 1,
+                    node: Some(node),
+                });
+            }
+            NodeKind::File if leaf => {
+                batch.chunks += node.chunks.len();
+                batch.files.push(Placed { path, node });
+            }
+            NodeKind::Symlink if leaf => batch.symlinks.push(Placed { path, node }),
+            NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev if leaf => {
+                batch.specials.push(Placed { path, node })
+            }
+            _ => {}
+        }
+        if batch.entries() + finished.len() >= limit || batch.chunks >= BATCH_CHUNKS {
+            let full = std::mem::take(&mut batch);
+            fill::restore_batch(&ctx, full, &mut links, &mut report, &mut skipped).await?;
+            finish_dirs(target, &mut finished, opts, &mut report, &mut skipped)?;
+        }
+    }
+    if !matched && !include.is_empty() {
         return Err(RepoError::Invalid(format!(
             "--include {}: no such path in the snapshot",
             opts.include
@@ -353,235 +353,8 @@ pub async fn restore_tree(
                 .unwrap_or_default()
         )));
     }
-    // Parents of an --include path that are not restored themselves.
-    for i in 1..include.len() {
-        let p: PathBuf = include[..i].iter().collect();
-        make_dir(&target.join(p), opts.overwrite)?;
-    }
-    layout.dirs.sort_by(|a, b| a.path.cmp(&b.path));
-    for d in &layout.dirs {
-        make_dir(&target.join(&d.path), opts.overwrite)?;
-    }
-
-    // Files: create under partial names, size, and group every chunk by its pack.
-    let finals: Arc<Vec<PathBuf>> =
-        Arc::new(layout.files.iter().map(|f| target.join(&f.path)).collect());
-    let partial = PartialFiles::beside(&finals);
-    let paths = partial.0.clone();
-    let links = hardlink_groups(&layout.files)?;
-    let exts: Arc<Vec<Extents>> = Arc::new(layout.files.iter().map(|f| extents(&f.node)).collect());
-    let mut by_pack: HashMap<Id, Vec<ChunkWrite>> = HashMap::new();
-    let mut total = 0u64;
-    for (fi, f) in layout.files.iter().enumerate() {
-        cancel.check()?;
-        if links.member[fi] {
-            continue; // linked to its group's first file once that is complete
-        }
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&paths[fi])
-            .map_err(at("create", &finals[fi]))?;
-        file.set_len(f.node.size)
-            .map_err(at("allocate", &finals[fi]))?;
-        let mut offset = 0u64;
-        for c in &f.node.chunks {
-            let (pack, entry) = reader.index().get(c).ok_or_else(|| {
-                RepoError::Corrupt(format!(
-                    "{}: chunk {} is in no region's index (run `lifeboat verify`)",
-                    f.path.display(),
-                    c.short()
-                ))
-            })?;
-            by_pack.entry(pack).or_default().push((entry, fi, offset));
-            offset += entry.raw_length as u64;
-        }
-        let data = f.node.check_sparse()?;
-        if offset != data {
-            return Err(RepoError::Corrupt(format!(
-                "{}: chunks add up to {offset} bytes, manifest says {data}",
-                f.path.display(),
-            )));
-        }
-        total += f.node.size;
-    }
-    progress.add_total(total);
-
-    let names: Arc<Vec<PathBuf>> = Arc::new(layout.files.iter().map(|f| f.path.clone()).collect());
-    let chunk_key = *repo.secrets().chunk_key();
-    let workers = crate::worker_threads();
-    let mut packs: Vec<(Id, Vec<ChunkWrite>)> = by_pack.into_iter().collect();
-    packs.sort_by_key(|(id, _)| *id);
-    let n_packs = packs.len() as u64;
-    let mut queue = packs.into_iter();
-    let mut set = tokio::task::JoinSet::new();
-    loop {
-        while set.len() < workers {
-            let Some((pack_id, writes)) = queue.next() else {
-                break;
-            };
-            let (repo, reader, paths, finals, exts, names, progress, cancel) = (
-                repo.clone(),
-                reader.clone(),
-                paths.clone(),
-                finals.clone(),
-                exts.clone(),
-                names.clone(),
-                progress.clone(),
-                cancel.clone(),
-            );
-            set.spawn(async move {
-                cancel.check()?;
-                // A pack bad in every region: its chunks may be stored in other packs too.
-                // Otherwise it is reported with the files it would have filled.
-                let pack = match fetch_pack(&repo, pack_id).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        return from_other_packs(
-                            &reader,
-                            pack_id,
-                            &writes,
-                            (&paths, &finals, &exts),
-                            &progress,
-                        )
-                        .await
-                        .map_err(|_| name_files(e, &writes, &names))
-                    }
-                };
-                progress.add_transferred(pack.plain.len() as u64);
-                tokio::task::spawn_blocking(move || -> Result<()> {
-                    let mut open: Option<(usize, File)> = None;
-                    for (entry, fi, offset) in writes {
-                        let raw = pack.blob(&chunk_key, &entry).map_err(|e| match e {
-                            RepoError::Corrupt(m) => {
-                                RepoError::Corrupt(format!("{}: {m}", names[fi].display()))
-                            }
-                            other => other,
-                        })?;
-                        if open.as_ref().is_none_or(|(i, _)| *i != fi) {
-                            open = Some((fi, open_for_write(&paths[fi], &finals[fi])?));
-                        }
-                        let (_, file) = open.as_ref().expect("just opened");
-                        write_data(file, &exts[fi], &raw, offset)
-                            .map_err(at("write", &finals[fi]))?;
-                        progress.add_done(raw.len() as u64);
-                    }
-                    Ok(())
-                })
-                .await
-                .map_err(|e| RepoError::Invalid(format!("restore task: {e}")))?
-            });
-        }
-        match set.join_next().await {
-            Some(r) => r.map_err(|e| RepoError::Invalid(format!("restore task: {e}")))??,
-            None => break,
-        }
-    }
-
-    // Prove every file, then apply metadata (directories deepest first).
-    let mut report = RestoreReport {
-        packs: n_packs,
-        ..Default::default()
-    };
-    let mut hash_buf = vec![0u8; 1 << 20];
-    let mut skipped = Skipped::default();
-    for (fi, f) in layout.files.iter().enumerate() {
-        cancel.check()?;
-        if links.member[fi] {
-            continue;
-        }
-        let got = hash_file(&paths[fi], &mut hash_buf).map_err(|e| match e {
-            RepoError::Io(io) => at("read back", &finals[fi])(io),
-            other => other,
-        })?;
-        if f.node.hash.as_deref() != Some(got.as_str()) {
-            return Err(RepoError::Corrupt(format!(
-                "{}: restored content hash {got} differs from the snapshot's {}",
-                f.path.display(),
-                f.node.hash.as_deref().unwrap_or("(none)")
-            )));
-        }
-        report.verified_files += 1;
-        report.files += 1;
-        report.bytes += f.node.size;
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&paths[fi])
-            .map_err(at("open", &finals[fi]))?;
-        attrs::apply(&Handle::Fd(&file), &f.node, opts.apply(), &mut skipped)
-            .map_err(at("set metadata of", &finals[fi]))?;
-        // The group's other paths: links to this very file (its inode checked), each renamed
-        // into place like the file itself.
-        let ino = file.metadata().map_err(at("inspect", &finals[fi]))?.ino();
-        for &mi in links.of.get(&fi).map(Vec::as_slice).unwrap_or_default() {
-            fs::hard_link(&paths[fi], &paths[mi]).map_err(at("hard-link", &finals[mi]))?;
-            let m = fs::symlink_metadata(&paths[mi]).map_err(at("inspect", &finals[mi]))?;
-            if !m.is_file() || m.ino() != ino {
-                return Err(RepoError::Invalid(format!(
-                    "{}: replaced during the restore; not linked",
-                    finals[mi].display()
-                )));
-            }
-            if opts.overwrite {
-                remove_existing(&finals[mi])?;
-            }
-            fs::rename(&paths[mi], &finals[mi]).map_err(at("rename into place", &finals[mi]))?;
-            report.files += 1;
-            report.verified_files += 1;
-            report.hardlinks += 1;
-            report.bytes += layout.files[mi].node.size;
-            progress.add_file();
-        }
-        drop(file);
-        if opts.overwrite {
-            remove_existing(&finals[fi])?;
-        }
-        // Only now does the file get its name: it is complete, verified, with its metadata.
-        fs::rename(&paths[fi], &finals[fi]).map_err(at("rename into place", &finals[fi]))?;
-        progress.add_file();
-    }
-    for s in &layout.symlinks {
-        let path = target.join(&s.path);
-        if opts.overwrite {
-            remove_existing(&path)?;
-        }
-        let t = s.node.target_bytes()?;
-        std::os::unix::fs::symlink(
-            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&t),
-            &path,
-        )
-        .map_err(at("create symlink", &path))?;
-        // A symlink has no descriptor to set these through; lchown, lsetxattr and lutimes
-        // never follow it.
-        attrs::apply(&Handle::Symlink(&path), &s.node, opts.apply(), &mut skipped)
-            .map_err(at("set metadata of", &path))?;
-        report.symlinks += 1;
-    }
-    for s in &layout.specials {
-        cancel.check()?;
-        let path = target.join(&s.path);
-        if opts.overwrite {
-            remove_existing(&path)?;
-        }
-        if attrs::make_special(&path, &s.node, opts.apply(), &mut skipped)
-            .map_err(at("create", &path))?
-        {
-            report.specials += 1;
-        }
-    }
-    for d in layout.dirs.iter().rev() {
-        let path = target.join(&d.path);
-        let dir = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(at("open directory", &path))?;
-        attrs::apply(&Handle::Fd(&dir), &d.node, opts.apply(), &mut skipped)
-            .map_err(at("set metadata of", &path))?;
-        report.dirs += 1;
-    }
+    fill::restore_batch(&ctx, batch, &mut links, &mut report, &mut skipped).await?;
+    finish_dirs(target, &mut finished, opts, &mut report, &mut skipped)?;
     if opts.no_owner {
         skipped.owners = 0;
     }
@@ -590,23 +363,49 @@ pub async fn restore_tree(
     Ok(report)
 }
 
-/// `e`, when it says data is corrupt, with the files that needed the pack's chunks.
-fn name_files(e: RepoError, writes: &[ChunkWrite], names: &[PathBuf]) -> RepoError {
-    let RepoError::Corrupt(m) = e else {
-        return e;
-    };
-    let mut files: Vec<usize> = writes.iter().map(|(_, fi, _)| *fi).collect();
-    files.dedup();
-    let shown: Vec<String> = files
-        .iter()
-        .take(5)
-        .map(|&fi| names[fi].display().to_string())
-        .collect();
-    let more = match files.len().saturating_sub(shown.len()) {
-        0 => String::new(),
-        n => format!(" and {n} more"),
-    };
-    RepoError::Corrupt(format!("files {}{more}: {m}", shown.join(", ")))
+/// Walk the trees to restore (as the restore will) and check every name, keeping nothing:
+/// a name that is not one safe path component, or twice in a directory, refuses the restore
+/// before it makes anything. Costs a second read of the tree blobs (their packs are few and
+/// cached by the reader), not memory.
+async fn check_names(reader: &BlobReader, root: Id, include: &[std::ffi::OsString]) -> Result<()> {
+    let mut stack = vec![(root, PathBuf::new(), 0usize)];
+    while let Some((id, dir, depth)) = stack.pop() {
+        let bytes = reader.read(&id).await?;
+        let tree = Tree::parse(&bytes, &format!("tree {} ({})", id.short(), dir.display()))?;
+        for node in tree.nodes {
+            let name = node.safe_name()?;
+            if include.get(depth).is_some_and(|want| &name != want) {
+                continue;
+            }
+            if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
+                stack.push((sub, dir.join(&name), depth + 1));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Apply the metadata of directories whose contents are all written, in the order they
+/// finished (deepest first).
+fn finish_dirs(
+    target: &Path,
+    finished: &mut Vec<Placed>,
+    opts: &RestoreOptions,
+    report: &mut RestoreReport,
+    skipped: &mut Skipped,
+) -> Result<()> {
+    for d in finished.drain(..) {
+        let path = target.join(&d.path);
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(at("open directory", &path))?;
+        attrs::apply(&Handle::Fd(&dir), &d.node, opts.apply(), skipped)
+            .map_err(at("set metadata of", &path))?;
+        report.dirs += 1;
+    }
+    Ok(())
 }
 
 /// BLAKE3 of a file, reading through `buf` (reused across files: allocating and zeroing a
@@ -625,42 +424,4 @@ pub(crate) fn hash_file(path: &Path, buf: &mut [u8]) -> Result<String> {
         h.update(&buf[..n]);
     }
     Ok(h.finalize().to_hex().to_string())
-}
-
-/// Hardlink groups among the files to restore: the first file of each group (in restore
-/// order) is written, the others (`member`) are linked to it (`of`: first → the others).
-struct Links {
-    member: Vec<bool>,
-    of: HashMap<usize, Vec<usize>>,
-}
-
-/// Group files by their `hardlink` key. Files of one group must agree on content, else the
-/// tree is corrupt: a link must not stand in for different data.
-fn hardlink_groups(files: &[Placed]) -> Result<Links> {
-    let mut first: HashMap<(u64, u64), usize> = HashMap::new();
-    let mut links = Links {
-        member: vec![false; files.len()],
-        of: HashMap::new(),
-    };
-    for (fi, f) in files.iter().enumerate() {
-        let Some(key) = f.node.hardlink else { continue };
-        match first.get(&key) {
-            None => {
-                first.insert(key, fi);
-            }
-            Some(&head) => {
-                let h = &files[head].node;
-                if h.hash != f.node.hash || h.size != f.node.size {
-                    return Err(RepoError::Corrupt(format!(
-                        "{} and {} are one hardlinked file in the snapshot but their contents differ",
-                        files[head].path.display(),
-                        f.path.display()
-                    )));
-                }
-                links.member[fi] = true;
-                links.of.entry(head).or_default().push(fi);
-            }
-        }
-    }
-    Ok(links)
 }

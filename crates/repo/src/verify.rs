@@ -5,8 +5,10 @@
 //! in that region with a plausible size, and every region holds every snapshot. With the
 //! identity, also: every tree of every snapshot is readable and every chunk it references
 //! is indexed in each region holding the snapshot. With `read_data`: download packs (all,
-//! or a random percentage) from each region separately — no fallback, since the point is to
-//! find the bad copy — and check hash, authentication, table and every chunk's keyed hash.
+//! or a random percentage) from each region separately, a few at a time — no fallback,
+//! since the point is to find the bad copy — and check hash, authentication, table, every
+//! chunk's keyed hash, and every index entry naming the pack against its table
+//! ([`crate::verify_data`]).
 //!
 //! Each region is listed in the reverse of the write order — `snapshots/`, then `index/`,
 //! then `data/` — so a backup running meanwhile cannot make a pack look missing: anything an
@@ -20,13 +22,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::error::{RepoError, Result};
-use crate::pack::OpenPack;
 use crate::progress::{Cancel, Progress};
 use crate::reader::BlobReader;
 use crate::regions::RegionSet;
 use crate::repo::{pack_name, Repository};
 use crate::tree::{NodeKind, Tree};
-use crate::{index, Id, Index};
+use crate::{index, verify_data, Id, Index};
 
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
@@ -155,7 +156,8 @@ pub async fn verify(
         };
         let data: BTreeMap<String, u64> = data.into_iter().map(|o| (o.name, o.size)).collect();
         summary.packs = data.len() as u64;
-        let mut region_index = Index::new();
+        // What every index file says about each pack, for `--read-data` to check it against.
+        let mut named = verify_data::Named::new();
         for o in index_files {
             cancel.check()?;
             summary.index_files += 1;
@@ -166,8 +168,8 @@ pub async fn verify(
             .await;
             match res {
                 Ok(file) => {
+                    let from: Arc<str> = o.name.as_str().into();
                     for (pack, entries) in file.packs {
-                        region_index.add_pack(pack, &entries, 0);
                         let name = pack_name(&pack);
                         match data.get(&name) {
                             None => report.problem(
@@ -181,6 +183,9 @@ pub async fn verify(
                                     report.problem(&rname, &name, format!("pack is {size} bytes, smaller than its {plain} bytes of chunks"));
                                 }
                             }
+                        }
+                        if opts.read_data_percent.is_some() {
+                            named.entry(pack).or_default().push((from.clone(), entries));
                         }
                     }
                 }
@@ -244,41 +249,38 @@ pub async fn verify(
                 let n = ((names.len() as f64) * pct / 100.0).ceil() as usize;
                 names.truncate(n.max(1).min(names.len()));
             }
-            for name in names {
-                cancel.check()?;
-                let Ok(id) = Id::from_object_name(name) else {
-                    report.problem(&rname, name, "unexpected object name under data/");
-                    continue;
-                };
-                let bytes = match b.get(name, None).await {
-                    Ok(bytes) => bytes,
-                    Err(e) => {
-                        report.problem_from(&rname, name, &e.into());
-                        continue;
-                    }
-                };
-                summary.packs_read += 1;
-                summary.bytes_read += bytes.len() as u64;
-                progress.add_transferred(bytes.len() as u64);
-                let identity = identity.clone();
-                let check = tokio::task::spawn_blocking(move || -> Result<usize> {
-                    let pack = OpenPack::open(&identity, id, &bytes)?;
-                    for e in &pack.entries {
-                        pack.blob(&chunk_key, e)?;
-                    }
-                    Ok(pack.entries.len())
-                })
-                .await
-                .map_err(|e| RepoError::Invalid(format!("verify task: {e}")))?;
-                match check {
-                    Ok(_) => {
-                        if region_index.pack_regions(&id).is_empty() {
-                            report.warnings.push(format!("{rname}: {name} is not named by any index file (left by an interrupted backup; prune removes it)"));
+            let names: Vec<String> = names.into_iter().cloned().collect();
+            let named = Arc::new(named);
+            let (rn, summary) = (&rname, &mut summary);
+            let report = &mut report;
+            verify_data::read_packs(
+                b,
+                names,
+                &named,
+                identity,
+                chunk_key,
+                &progress,
+                &cancel,
+                |name, outcome| match outcome {
+                    verify_data::PackOutcome::Intact { bytes, indexed } => {
+                        summary.packs_read += 1;
+                        summary.bytes_read += bytes;
+                        if !indexed {
+                            report.warnings.push(format!("{rn}: {name} is not named by any index file (left by an interrupted backup; prune removes it)"));
                         }
                     }
-                    Err(e) => report.problem_from(&rname, name, &e),
-                }
-            }
+                    verify_data::PackOutcome::Failed { bytes, errors } => {
+                        if bytes > 0 {
+                            summary.packs_read += 1;
+                            summary.bytes_read += bytes;
+                        }
+                        for e in &errors {
+                            report.problem_from(rn, name, e);
+                        }
+                    }
+                },
+            )
+            .await?;
         }
         report.regions.insert(rname, summary);
     }

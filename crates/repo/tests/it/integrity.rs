@@ -434,3 +434,66 @@ async fn a_panicked_pipeline_thread_fails_the_backup_before_any_manifest() {
     assert!(err.to_string().contains("panic"), "{err}");
     assert!(t.names(0, "snapshots/").is_empty());
 }
+
+/// `verify --read-data` checks every index entry against the pack's own table: an index
+/// file that puts a chunk at the wrong offset, or gives it the wrong length, is damage (the
+/// CLI exits 4 on damage) named by pack and chunk, though the pack itself is intact.
+#[tokio::test]
+async fn read_data_finds_an_index_entry_whose_offset_or_length_is_not_the_packs() {
+    use lifeboat_repo::{index, repo::pack_name, Id};
+    for field in ["offset", "length"] {
+        let t = TestRepo::new(1).await;
+        let repo = t.open().await;
+        let c = Chunking::of(&repo);
+        backup(&repo, &[0], files_tree(source(7), c))
+            .await
+            .expect("backup");
+        let clean = verify_with(&repo, PlanRegions::new()).await;
+        assert!(clean.ok(), "{:?}", clean.problems);
+        assert!(clean.regions["r0"].packs_read >= 3, "{:?}", clean.regions);
+
+        // Rewrite one index file with one entry moved (sealed with the real key, so only the
+        // comparison with the pack's table can catch it).
+        let b = repo.regions[0].backend.clone();
+        let key = *repo.secrets().index_key();
+        let name = t.names(0, "index/").remove(0);
+        let sealed = b.get(&name, None).await.expect("index file");
+        let mut file = index::open_file(&key, &name, &sealed).expect("opens");
+        let (pack, entries) = file
+            .packs
+            .iter_mut()
+            .find(|(_, e)| !e.is_empty())
+            .expect("a pack with chunks");
+        let e = &mut entries[0];
+        match field {
+            "offset" => e.offset += 1,
+            _ => e.length -= 1,
+        }
+        let (pack, chunk) = (*pack, e.id);
+        let said = format!("is at offset {} length {}", e.offset, e.length);
+        let plan = file.plan.clone().unwrap_or_else(|| "test".into());
+        let resealed = index::encode(&key, &plan, &file.packs).expect("encode");
+        let new_name = format!("index/{}", Id::of_stored(&resealed));
+        b.put(&new_name, Bytes::from(resealed)).await.expect("put");
+        b.delete(&name).await.expect("delete");
+
+        let repo = t.open().await;
+        let report = verify_with(&repo, PlanRegions::new()).await;
+        assert!(report.damaged(), "{field}: {:?}", report.problems);
+        let p = report
+            .problems
+            .iter()
+            .find(|p| p.message.contains(&format!("chunk {}", chunk.short())))
+            .unwrap_or_else(|| {
+                panic!("{field}: no problem names the chunk: {:?}", report.problems)
+            });
+        assert_eq!(p.object, pack_name(&pack), "{p:?}");
+        assert!(
+            p.message.contains(&format!("pack {}", pack.short()))
+                && p.message.contains(&new_name)
+                && p.message.contains(&said),
+            "{p:?}"
+        );
+        assert!(!p.unreachable);
+    }
+}

@@ -1,0 +1,233 @@
+//! A bench-only S3 server over memory, built on the `s3s` crate (the same request parsing
+//! and SigV4 checks as the tests' s3s-fs servers), so that `tests/bench/s3.sh` measures
+//! lifeboat's S3 path, not a server that re-reads files in 4 KiB pieces and hashes them.
+//!
+//! `lifeboat-bench-s3mem --access-key AK --secret-key SK --bucket NAME [--port P]` listens
+//! on 127.0.0.1 (port 0 picks a free one), prints the port on stdout and serves until
+//! killed. Objects live in one map per bucket; GET bodies are the stored `Bytes` (no copy),
+//! ranges are slices of them. Implemented: Head/Create bucket, Put/Get (ranges, If-Match)/
+//! Head/Delete object, ListObjectsV2 with prefix and continuation. Everything else answers
+//! NotImplemented, which lifeboat treats like a server without versioning or Object Lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
+
+#[derive(Clone)]
+struct Object {
+    data: Bytes,
+    etag: String,
+    modified: SystemTime,
+}
+
+type Bucket = BTreeMap<String, Object>;
+
+#[derive(Default)]
+struct Memory {
+    buckets: Mutex<HashMap<String, Bucket>>,
+    version: AtomicU64,
+}
+
+impl Memory {
+    fn with_bucket<T>(&self, name: &str, f: impl FnOnce(&mut Bucket) -> S3Result<T>) -> S3Result<T> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        match buckets.get_mut(name) {
+            Some(b) => f(b),
+            None => Err(s3_error!(NoSuchBucket)),
+        }
+    }
+}
+
+fn matches(cond: &Option<ETagCondition>, etag: &str) -> bool {
+    match cond {
+        None | Some(ETagCondition::Any) => true,
+        Some(ETagCondition::ETag(t)) => t.value() == etag,
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for Memory {
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        buckets.entry(req.input.bucket).or_default();
+        Ok(S3Response::new(CreateBucketOutput::default()))
+    }
+
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.with_bucket(&req.input.bucket, |_| Ok(()))?;
+        Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let input = req.input;
+        let Some(body) = input.body else {
+            return Err(s3_error!(IncompleteBody));
+        };
+        let parts: Vec<Bytes> = body
+            .try_collect()
+            .await
+            .map_err(|e| s3_error!(IncompleteBody, "reading the body: {e}"))?;
+        let data = match parts.len() {
+            1 => parts.into_iter().next().expect("one part"),
+            _ => {
+                let mut all = Vec::with_capacity(parts.iter().map(Bytes::len).sum());
+                for p in &parts {
+                    all.extend_from_slice(p);
+                }
+                Bytes::from(all)
+            }
+        };
+        let etag = format!("v{}", self.version.fetch_add(1, Ordering::Relaxed));
+        let object = Object {
+            data,
+            etag: etag.clone(),
+            modified: SystemTime::now(),
+        };
+        self.with_bucket(&input.bucket, |b| {
+            b.insert(input.key, object);
+            Ok(())
+        })?;
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(ETag::Strong(etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        let o = self.with_bucket(&input.bucket, |b| b.get(&input.key).cloned().ok_or_else(|| s3_error!(NoSuchKey)))?;
+        if !matches(&input.if_match, &o.etag) {
+            return Err(s3_error!(PreconditionFailed));
+        }
+        let len = o.data.len() as u64;
+        let (body, content_range) = match input.range {
+            None => (o.data.clone(), None),
+            Some(r) => {
+                let r = r.check(len)?;
+                (
+                    o.data.slice(r.start as usize..r.end as usize),
+                    Some(format!("bytes {}-{}/{len}", r.start, r.end - 1)),
+                )
+            }
+        };
+        Ok(S3Response::new(GetObjectOutput {
+            content_length: Some(body.len() as i64),
+            body: Some(StreamingBlob::from(s3s::Body::from(body))),
+            content_range,
+            e_tag: Some(ETag::Strong(o.etag)),
+            last_modified: Some(Timestamp::from(o.modified)),
+            ..Default::default()
+        }))
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        let input = req.input;
+        let o = self.with_bucket(&input.bucket, |b| b.get(&input.key).cloned().ok_or_else(|| s3_error!(NoSuchKey)))?;
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(o.data.len() as i64),
+            e_tag: Some(ETag::Strong(o.etag)),
+            last_modified: Some(Timestamp::from(o.modified)),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let input = req.input;
+        self.with_bucket(&input.bucket, |b| {
+            b.remove(&input.key);
+            Ok(())
+        })?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max = input.max_keys.unwrap_or(1000).clamp(1, 1000) as usize;
+        let after = match (&input.continuation_token, &input.start_after) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(s)) => Some(s.clone()),
+            (None, None) => None,
+        };
+        let (contents, truncated) = self.with_bucket(&input.bucket, |b| {
+            let start = match &after {
+                Some(a) => std::ops::Bound::Excluded(a.clone()),
+                None => std::ops::Bound::Included(prefix.clone()),
+            };
+            let mut out = Vec::new();
+            let mut truncated = false;
+            for (k, o) in b.range((start, std::ops::Bound::Unbounded)) {
+                if !k.starts_with(&prefix) {
+                    if k.as_str() > prefix.as_str() {
+                        break;
+                    }
+                    continue;
+                }
+                if out.len() == max {
+                    truncated = true;
+                    break;
+                }
+                out.push(s3s::dto::Object {
+                    key: Some(k.clone()),
+                    size: Some(o.data.len() as i64),
+                    e_tag: Some(ETag::Strong(o.etag.clone())),
+                    last_modified: Some(Timestamp::from(o.modified)),
+                    ..Default::default()
+                });
+            }
+            Ok((out, truncated))
+        })?;
+        let next = truncated.then(|| contents.last().and_then(|o| o.key.clone())).flatten();
+        Ok(S3Response::new(ListObjectsV2Output {
+            key_count: Some(contents.len() as i32),
+            max_keys: Some(max as i32),
+            is_truncated: Some(truncated),
+            contents: (!contents.is_empty()).then_some(contents),
+            continuation_token: input.continuation_token,
+            next_continuation_token: next,
+            name: Some(input.bucket),
+            prefix: input.prefix,
+            start_after: input.start_after,
+            ..Default::default()
+        }))
+    }
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(ak), Some(sk), Some(bucket)) =
+        (arg(&args, "--access-key"), arg(&args, "--secret-key"), arg(&args, "--bucket"))
+    else {
+        eprintln!("usage: lifeboat-bench-s3mem --access-key AK --secret-key SK --bucket NAME [--port P]");
+        std::process::exit(2);
+    };
+    let port: u16 = arg(&args, "--port").map_or(Ok(0), |p| p.parse())?;
+    let memory = Memory::default();
+    memory.buckets.lock().unwrap_or_else(|p| p.into_inner()).insert(bucket, Bucket::new());
+    let mut builder = s3s::service::S3ServiceBuilder::new(memory);
+    builder.set_auth(s3s::auth::SimpleAuth::from_single(ak, sk));
+    let service = builder.build();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("{}", listener.local_addr()?.port());
+    loop {
+        let (socket, _) = listener.accept().await?;
+        let _ = socket.set_nodelay(true);
+        let service = service.clone();
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                .await;
+        });
+    }
+}
