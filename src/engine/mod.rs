@@ -124,7 +124,10 @@ pub async fn open_with(
     let keys = keyring(config, need)?;
     let regions = crate::storage::regions_with(config, faults)?;
     let preferred = preferred.or_else(|| Some(config.preferred_region().name.as_str()));
-    let repo = Repository::open(regions, keys, preferred).await?;
+    let mut repo = Repository::open(regions, keys, preferred).await?;
+    // Index files and manifests are immutable: keep them for the next command.
+    let meta = config.cache_dir.join(&repo.config.id).join("meta");
+    repo.set_meta_cache(meta);
     tracing::info!(repository = %repo.config.id, preferred, "repository opened");
     Ok(Arc::new(repo))
 }

@@ -5,6 +5,11 @@
 //! in a compact binary form that loads in one pass. It is a hint: an entry is used only when
 //! every chunk it names is still in the index of every region being written, so a stale or
 //! lost cache costs time, never correctness.
+//!
+//! One map serves both the last backup and this one: the walk marks the entries it reuses
+//! as seen and overwrites those of files it read again; [`FilesCache::retain_seen`] then
+//! drops the files that are gone, so a backup holds one cache, never an old and a new one.
+//! The file on disk is replaced (temporary file, rename) only after the manifest commits.
 
 use std::collections::HashMap;
 use std::fs;
@@ -25,6 +30,8 @@ pub struct CacheEntry {
     pub inode: u64,
     pub hash: [u8; 32],
     pub chunks: Vec<Id>,
+    /// Reused or refreshed by the running backup (not stored: false when loaded).
+    pub seen: bool,
 }
 
 #[derive(Debug, Default)]
@@ -85,10 +92,18 @@ impl FilesCache {
                     inode,
                     hash,
                     chunks,
+                    seen: false,
                 },
             );
         }
         Ok(FilesCache { entries })
+    }
+
+    /// Drop every entry the running backup neither reused nor refreshed (files that are
+    /// gone, or that could not be cached this time).
+    pub fn retain_seen(&mut self) {
+        self.entries.retain(|_, e| e.seen);
+        self.entries.shrink_to_fit();
     }
 
     /// Write atomically (temp file + rename), readable by the owner only.
@@ -155,6 +170,7 @@ mod tests {
                 inode: 9,
                 hash: [1; 32],
                 chunks: vec![Id([2; 32])],
+                seen: false,
             },
         );
         c.save(&p).unwrap();

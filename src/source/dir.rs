@@ -92,13 +92,13 @@ pub struct DirSource {
     pub one_file_system: bool,
 }
 
-/// Walks a tree into a writer, consulting and refreshing the files cache.
+/// Walks a tree into a writer, consulting and refreshing the files cache in place (see
+/// [`FilesCache::retain_seen`] for what to call when the walk is done).
 pub struct DirArchiver<'a> {
     pub writer: &'a mut BackupWriter,
     pub params: ChunkerParams,
     pub seed: u64,
-    pub old_cache: &'a FilesCache,
-    pub new_cache: FilesCache,
+    pub cache: FilesCache,
     pub stats: Stats,
     pub warnings: Vec<String>,
     /// Entries skipped because they could not be read, as `path: why` (also in `warnings`).
@@ -150,14 +150,13 @@ impl<'a> DirArchiver<'a> {
         writer: &'a mut BackupWriter,
         params: ChunkerParams,
         seed: u64,
-        old_cache: &'a FilesCache,
+        cache: FilesCache,
     ) -> Self {
         DirArchiver {
             writer,
             params,
             seed,
-            old_cache,
-            new_cache: FilesCache::default(),
+            cache,
             stats: Stats::default(),
             warnings: Vec::new(),
             unreadable: Vec::new(),
@@ -347,7 +346,7 @@ impl<'a> DirArchiver<'a> {
     ) -> Result<Node> {
         let (size, mtime, ctime, ino) = (m.len(), mtime_ns(m), ctime_ns(m), m.ino());
         let progress = self.writer.progress().clone();
-        if let Some(c) = self.old_cache.entries.get(&key) {
+        if let Some(c) = self.cache.entries.get_mut(&key) {
             if c.size == size
                 && c.mtime_ns == mtime
                 && c.ctime_ns == ctime
@@ -357,7 +356,7 @@ impl<'a> DirArchiver<'a> {
                 node.size = size;
                 node.hash = Some(hex::encode(c.hash));
                 node.chunks = c.chunks.clone();
-                self.new_cache.entries.insert(key, c.clone());
+                c.seen = true;
                 self.stats.files += 1;
                 self.stats.bytes += size;
                 progress.add_done(size);
@@ -380,7 +379,7 @@ impl<'a> DirArchiver<'a> {
         // Only cache what we read consistently: a file that changed while being read gets
         // re-read next time.
         if len == size {
-            self.new_cache.entries.insert(
+            self.cache.entries.insert(
                 key,
                 CacheEntry {
                     size,
@@ -389,6 +388,7 @@ impl<'a> DirArchiver<'a> {
                     inode: ino,
                     hash: *hash.as_bytes(),
                     chunks,
+                    seen: true,
                 },
             );
         }

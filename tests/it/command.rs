@@ -189,6 +189,12 @@ fn restore_test_of_a_directory_plan_is_recorded_and_a_tampered_snapshot_fails() 
     assert_eq!(t["kind"], "dir");
     assert!(t["bytes"].as_u64().unwrap() >= 20 << 20, "{v}");
     assert!(t["duration_ms"].as_i64().unwrap() > 0);
+    // The RTO includes what a real restore pays first: the listing and the index load.
+    let phases = t["phases_ms"].as_object().expect("phase timings");
+    let names: Vec<&str> = phases.keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["index", "list", "restore"], "{v}");
+    let sum: i64 = phases.values().map(|p| p.as_i64().unwrap()).sum();
+    assert_eq!(t["duration_ms"].as_i64().unwrap(), sum.max(1), "{v}");
     let rto = status_rto(&ws, "app-data");
     assert_eq!(rto["last_test_passed"], true, "{rto}");
     assert!(rto["last_test_seconds"].as_f64().is_some(), "{rto}");

@@ -32,6 +32,18 @@ fn field(s: &serde_json::Value, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("stats.{name}: {s}"))
 }
 
+/// The entry count in the plan's files cache (`<cache>/<repository id>/app-data.files`:
+/// magic, then a u64 count).
+fn files_cache_entries(ws: &Workspace) -> u64 {
+    let repo_dir = std::fs::read_dir(ws.path("cache"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().join("app-data.files").exists())
+        .expect("a files cache");
+    let bytes = std::fs::read(repo_dir.path().join("app-data.files")).unwrap();
+    u64::from_le_bytes(bytes[8..16].try_into().unwrap())
+}
+
 #[test]
 fn unchanged_and_slightly_changed_trees_store_only_the_change() {
     let ws = Workspace::new();
@@ -71,6 +83,17 @@ fn unchanged_and_slightly_changed_trees_store_only_the_change() {
         "{some} for {changed_bytes} changed bytes"
     );
 
+    // The one cache was updated in place: the rewritten files are not read again either,
+    // and a deleted file leaves it.
+    std::fs::remove_file(file(&ws, 7)).unwrap();
+    let again = stats(&ws);
+    assert_eq!(field(&again, "bytes_read"), 0, "{again}");
+    assert_eq!(files_cache_entries(&ws), FILES as u64 - 1);
+    write_random(&file(&ws, 7), FILE_SIZE, &mut rng);
+    let back = stats(&ws);
+    assert_eq!(field(&back, "bytes_read"), FILE_SIZE, "{back}");
+    assert_eq!(files_cache_entries(&ws), FILES as u64);
+
     // Without the files cache every file is read again, and still almost nothing stored.
     std::fs::remove_dir_all(ws.path("cache")).expect("the files cache lives in <dir>/cache");
     let (last, no_cache) = backup(&ws);
@@ -82,7 +105,7 @@ fn unchanged_and_slightly_changed_trees_store_only_the_change() {
     );
 
     let list = ws.json(&["snapshots"]);
-    assert_eq!(list.as_array().unwrap().len(), 4);
+    assert_eq!(list.as_array().unwrap().len(), 6);
     let to = ws.path("restored");
     // By id: `latest` cannot tell apart snapshots taken within one second (see roundtrip).
     ws.ok(&[

@@ -20,179 +20,19 @@
 //! lacked it. The in-memory index keeps every location: the first one inline (the common case
 //! costs what a single location does) and any further ones in a small side table. A chunk is
 //! stored in a region when any of its locations is; readers take the location that covers
-//! the most regions (the preferred region first) and fall back to the others.
-
-use std::collections::HashMap;
+//! the most regions (the preferred region first) and fall back to the others. That
+//! structure is [`crate::index_mem`]; this module is the file codec.
 
 use crate::error::{RepoError, Result};
+pub use crate::index_mem::{Index, Location};
 use crate::keys::{open, seal};
 use crate::pack::{BlobKind, Compression, PackEntry};
-use crate::regions::RegionSet;
 use crate::Id;
 
 const INDEX_MAGIC: &[u8; 8] = b"LBIDX002";
 /// Index files written before they named their plan.
 const LEGACY_MAGIC: &[u8; 8] = b"LBIDX001";
 const ENTRY_LEN: usize = 46;
-
-/// Where one chunk lives.
-#[derive(Debug, Clone, Copy)]
-pub struct Location {
-    pub pack: u32,
-    pub entry: PackEntry,
-}
-
-/// The in-memory index of one or more regions. Packs carry the set of regions whose index
-/// files name them, so a backup only deduplicates against chunks present everywhere it
-/// writes.
-#[derive(Debug, Default)]
-pub struct Index {
-    packs: Vec<Id>,
-    pack_regions: Vec<RegionSet>,
-    pack_pos: HashMap<Id, u32>,
-    /// The first location seen of every chunk.
-    chunks: HashMap<Id, Location>,
-    /// Further locations, for the few chunks stored in more than one pack.
-    extra: HashMap<Id, Vec<Location>>,
-    /// Regions whose `index/` could not be listed, and why: nothing is known to be stored
-    /// there, so a backup must not write to them as if they were empty.
-    unlisted: Vec<(usize, String)>,
-}
-
-impl Index {
-    pub fn new() -> Index {
-        Index::default()
-    }
-
-    /// Record that `pack` holding `entries` is present in `region` (a position in the
-    /// repository's region list).
-    pub fn add_pack(&mut self, pack: Id, entries: &[PackEntry], region: usize) {
-        let (pos, new_pack) = match self.pack_pos.get(&pack) {
-            Some(&p) => (p, false),
-            None => {
-                let p = self.packs.len() as u32;
-                self.packs.push(pack);
-                self.pack_regions.push(RegionSet::EMPTY);
-                self.pack_pos.insert(pack, p);
-                (p, true)
-            }
-        };
-        self.pack_regions[pos as usize].insert(region);
-        if !new_pack {
-            // Its chunks were recorded when the pack was first seen (in another region).
-            return;
-        }
-        for e in entries {
-            let loc = Location {
-                pack: pos,
-                entry: *e,
-            };
-            match self.chunks.get(&e.id) {
-                None => {
-                    self.chunks.insert(e.id, loc);
-                }
-                Some(first) if first.pack == pos => {}
-                Some(_) => {
-                    let more = self.extra.entry(e.id).or_default();
-                    if more.iter().all(|l| l.pack != pos) {
-                        more.push(loc);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Every location of a chunk, first seen first.
-    fn all(&self, id: &Id) -> impl Iterator<Item = &Location> {
-        self.chunks
-            .get(id)
-            .into_iter()
-            .chain(self.extra.get(id).into_iter().flatten())
-    }
-
-    /// Every location of a chunk as (pack, entry, regions holding the pack), best first: the
-    /// pack held in the most regions, then one held in `preferred`.
-    pub fn locations(&self, id: &Id, preferred: Option<usize>) -> Vec<(Id, PackEntry, RegionSet)> {
-        let mut out: Vec<(Id, PackEntry, RegionSet)> = self
-            .all(id)
-            .map(|l| {
-                (
-                    self.packs[l.pack as usize],
-                    l.entry,
-                    self.pack_regions[l.pack as usize],
-                )
-            })
-            .collect();
-        if out.len() > 1 {
-            out.sort_by_key(|(_, _, r)| {
-                (
-                    std::cmp::Reverse(r.len()),
-                    !preferred.is_some_and(|p| r.contains(p)),
-                )
-            });
-        }
-        out
-    }
-
-    /// The best location of a chunk (see [`locations`](Self::locations)).
-    pub fn get(&self, id: &Id) -> Option<(Id, PackEntry)> {
-        if !self.extra.contains_key(id) {
-            return self
-                .chunks
-                .get(id)
-                .map(|l| (self.packs[l.pack as usize], l.entry));
-        }
-        self.locations(id, None)
-            .into_iter()
-            .next()
-            .map(|(p, e, _)| (p, e))
-    }
-
-    /// The regions holding the chunk in any of its packs.
-    pub fn regions_of(&self, id: &Id) -> RegionSet {
-        self.all(id).fold(RegionSet::EMPTY, |s, l| {
-            s.union(self.pack_regions[l.pack as usize])
-        })
-    }
-
-    /// Is the chunk stored in every region of `regions` (by one pack or several)?
-    pub fn has_in_all(&self, id: &Id, regions: RegionSet) -> bool {
-        self.regions_of(id).contains_all(regions)
-    }
-
-    pub fn pack_regions(&self, pack: &Id) -> RegionSet {
-        self.pack_pos
-            .get(pack)
-            .map_or(RegionSet::EMPTY, |&p| self.pack_regions[p as usize])
-    }
-
-    pub fn packs(&self) -> impl Iterator<Item = (&Id, RegionSet)> {
-        self.packs.iter().zip(self.pack_regions.iter().copied())
-    }
-
-    pub fn chunk_count(&self) -> usize {
-        self.chunks.len()
-    }
-
-    pub fn pack_count(&self) -> usize {
-        self.packs.len()
-    }
-
-    /// Chunks with more than one location.
-    pub fn multi_location_count(&self) -> usize {
-        self.extra.len()
-    }
-
-    /// Record that `region`'s `index/` could not be listed.
-    pub fn mark_unlisted(&mut self, region: usize, why: String) {
-        self.unlisted.push((region, why));
-    }
-
-    /// Regions whose `index/` could not be listed when this index was loaded, and why.
-    pub fn unlisted(&self) -> &[(usize, String)] {
-        &self.unlisted
-    }
-}
 
 /// One decoded index file: the plan whose backup wrote it (`None` for files written before
 /// index files named their plan) and the packs it names.

@@ -20,14 +20,15 @@ use crate::error::{RepoError, Result};
 pub use crate::id::check_stored_id;
 pub use crate::init::{init, InitOptions};
 use crate::keys::{age_decrypt, Identity, Keyring, WriterKey};
-use crate::regions::{check_region_count, RegionSet};
+use crate::meta_cache::MetaCache;
+use crate::regions::check_region_count;
 pub(crate) use crate::repo_config::parse_config;
 pub use crate::repo_config::{
     Region, RepoConfig, CONFIG_OBJECT, FORMAT_NAME, FORMAT_V1, FORMAT_VERSION, WRITER_KEY_OBJECT,
 };
 use crate::secrets::{MetadataKeys, RepoSecrets};
 use crate::snapshot::{Manifest, SnapshotEntry};
-use crate::{index, Id, Index};
+use crate::{Id, Index};
 
 /// Failed reads in a row after which a region is demoted for the rest of the operation.
 pub const BREAKER_FAILURES: u32 = 2;
@@ -74,6 +75,8 @@ pub struct Repository {
     pub read_log: Mutex<ReadLog>,
     /// Per region: reads in a row that failed there (the circuit breaker's count).
     failures: Vec<AtomicU32>,
+    /// Where index files and manifests are kept between commands, if anywhere.
+    meta_cache: Option<MetaCache>,
 }
 
 impl Repository {
@@ -158,7 +161,18 @@ impl Repository {
             preferred,
             read_log: Mutex::new(ReadLog::default()),
             failures,
+            meta_cache: None,
         })
+    }
+
+    /// Keep index files and manifests in `dir` between commands (see [`crate::meta_cache`]).
+    pub fn set_meta_cache(&mut self, dir: std::path::PathBuf) {
+        self.meta_cache = Some(MetaCache::new(dir));
+    }
+
+    /// The metadata cache, when one was set.
+    pub fn meta_cache(&self) -> Option<&MetaCache> {
+        self.meta_cache.as_ref()
     }
 
     /// The writer key, when this host holds one (backup hosts; v1 restore hosts read it
@@ -378,34 +392,7 @@ impl Repository {
     }
 
     async fn load_index_once(&self, skip: &std::collections::HashSet<Id>) -> Result<Index> {
-        let mut names: BTreeMap<String, RegionSet> = BTreeMap::new();
-        let (listed, failed) = self.list_everywhere("index/").await?;
-        for (i, objects) in listed {
-            for o in objects {
-                names.entry(o.name).or_default().insert(i);
-            }
-        }
-        let mut index = Index::new();
-        for (region, why) in failed {
-            if let Some(i) = self.region_index(&region) {
-                index.mark_unlisted(i, why);
-            }
-        }
-        let key = *self.secrets().index_key();
-        for (name, regions) in names {
-            let (bytes, _) = self
-                .get_checked(&name, |b| {
-                    check_stored_id(b, &Id::from_object_name(&name)?, &name)
-                })
-                .await?;
-            let file = index::open_file(&key, &name, &bytes)?;
-            for region in regions.iter() {
-                for (pack, entries) in file.packs.iter().filter(|(p, _)| !skip.contains(p)) {
-                    index.add_pack(*pack, entries, region);
-                }
-            }
-        }
-        Ok(index)
+        crate::index_load::load_index(self, skip).await
     }
 
     /// Decrypt a manifest with whatever key this host has (identity or writer).
@@ -424,44 +411,7 @@ impl Repository {
     pub async fn list_snapshots_detailed(
         &self,
     ) -> Result<(Vec<SnapshotEntry>, Vec<(String, String)>)> {
-        let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let (listed, failed) = self.list_everywhere("snapshots/").await?;
-        for (i, objects) in listed {
-            for o in objects {
-                names
-                    .entry(o.name)
-                    .or_default()
-                    .push(self.regions[i].name.clone());
-            }
-        }
-        let mut out = Vec::new();
-        for (name, mut regions) in names {
-            let id = Id::from_object_name(&name)?;
-            let (bytes, _) = match self
-                .get_checked(&name, |b| check_stored_id(b, &id, &name))
-                .await
-            {
-                Ok(got) => got,
-                // Forgotten between the listing and the read: it is simply not a snapshot.
-                Err(RepoError::Backend(BackendError::NotFound(_))) => continue,
-                Err(e) => return Err(e),
-            };
-            let manifest = self.decrypt_manifest(&bytes, &name)?;
-            regions.sort_by_key(|r| self.region_index(r));
-            out.push(SnapshotEntry {
-                id,
-                manifest,
-                regions,
-            });
-        }
-        out.sort_by_key(|s| {
-            (
-                s.manifest.time,
-                s.manifest.committed_ns,
-                s.manifest.end_time,
-            )
-        });
-        Ok((out, failed))
+        crate::index_load::list_snapshots(self).await
     }
 
     /// Find a snapshot by full id, unique id prefix, or `latest` (of `plan` when given).

@@ -398,6 +398,9 @@ impl BackupWriter {
             )));
         }
         complete.sort();
+        if let Some(c) = self.repo.meta_cache() {
+            c.put(&name, &sealed);
+        }
         Ok(BackupOutcome {
             snapshot: id,
             manifest,
@@ -647,15 +650,13 @@ async fn write_index(
 ) {
     match index::encode(key, plan, &packs) {
         Ok(sealed) => {
-            let id = Id::of_stored(&sealed);
-            put_to(
-                repo,
-                shared,
-                regions,
-                format!("index/{id}"),
-                Bytes::from(sealed),
-            )
-            .await;
+            let name = format!("index/{}", Id::of_stored(&sealed));
+            let sealed = Bytes::from(sealed);
+            put_to(repo, shared, regions, name.clone(), sealed.clone()).await;
+            // The next backup's index load reads it from here (used only once listed).
+            if let Some(c) = repo.meta_cache() {
+                c.put(&name, &sealed);
+            }
         }
         Err(e) => set_fatal(shared, e),
     }

@@ -2,14 +2,12 @@
 //! feeding the verified stream to the plan's `verify_command` (with `LIFEBOAT_SCRATCH_DIR`
 //! set), or by verifying the stream alone when there is none.
 
-use std::time::Instant;
-
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 
 use super::stream::{write_step, StreamSpec};
 use super::{BeginBackup, Begun, RepoSource, TestCx};
-use crate::engine::restore_test::elapsed_ms;
+use crate::engine::restore_test::RtoTimer;
 use crate::engine::stream::OpenStream;
 use crate::engine::RestoreTestOutcome;
 use crate::source::child::{Launch, SinkChild};
@@ -41,9 +39,11 @@ impl RepoSource for Command<'_> {
     }
 
     async fn restore_test(&self, cx: &TestCx<'_>, outcome: &mut RestoreTestOutcome) -> Result<()> {
+        // A real restore pays the listing and the index load: the RTO starts here.
+        let mut timer = RtoTimer::start();
         let stream = OpenStream::open(cx.config, &cx.plan.name, cx.snapshot, cx.from).await?;
         outcome.snapshot = stream.snapshot.id.to_hex();
-        let started = Instant::now();
+        timer.phase(outcome, "open");
         let bytes = match self.verify_command {
             Some(argv) => {
                 outcome.checked = format!(
@@ -77,7 +77,7 @@ impl RepoSource for Command<'_> {
                     .await
             }
         };
-        outcome.duration_ms = elapsed_ms(started.elapsed());
+        timer.phase(outcome, "restore");
         outcome.bytes = bytes?;
         Ok(())
     }

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
@@ -11,7 +10,7 @@ use lifeboat_repo::reader::BlobReader;
 use lifeboat_repo::restore::{restore_tree, RestoreOptions};
 
 use super::{BeginBackup, Begun, RepoSource, TestCx, Written};
-use crate::engine::restore_test::{elapsed_ms, explain};
+use crate::engine::restore_test::{explain, RtoTimer};
 use crate::engine::{open, KeyNeed, RestoreTestOutcome};
 use crate::source::cache::FilesCache;
 use crate::source::dir::{DirArchiver, DirSource, Excludes};
@@ -41,16 +40,18 @@ impl RepoSource for Dir<'_> {
                         crate::source::dir::estimate(&src, &progress, &cancel)
                     });
                 }
-                let old = FilesCache::load(&cache_path);
-                let mut arch = DirArchiver::new(writer, env.params, env.seed, &old);
+                // One cache, updated in place by the walk; saved only after the commit.
+                let cache = FilesCache::load(&cache_path);
+                let mut arch = DirArchiver::new(writer, env.params, env.seed, cache);
                 let root = arch.run(&src)?;
                 let DirArchiver {
                     stats,
                     warnings,
-                    new_cache,
+                    mut cache,
                     unreadable,
                     ..
                 } = arch;
+                cache.retain_seen();
                 Ok(Written {
                     root,
                     stats,
@@ -59,7 +60,7 @@ impl RepoSource for Dir<'_> {
                     probes: Default::default(),
                     unreadable,
                     after_commit: Some(Box::new(move || {
-                        if let Err(e) = new_cache.save(&cache_path) {
+                        if let Err(e) = cache.save(&cache_path) {
                             tracing::warn!(error = %format!("{e:#}"), "could not save the files cache; the next backup reads every file");
                         }
                     })),
@@ -70,17 +71,20 @@ impl RepoSource for Dir<'_> {
     }
 
     async fn restore_test(&self, cx: &TestCx<'_>, outcome: &mut RestoreTestOutcome) -> Result<()> {
+        // A real restore pays the listing and the index load: the RTO starts here.
+        let mut timer = RtoTimer::start();
         let repo = open(cx.config, KeyNeed::Read, cx.from).await?;
         let snapshot = repo.find_snapshot(cx.snapshot, Some(&cx.plan.name)).await?;
         outcome.snapshot = snapshot.id.to_hex();
+        timer.phase(outcome, "list");
         let index = Arc::new(repo.load_index().await.context("load index")?);
+        timer.phase(outcome, "index");
         let reader = Arc::new(BlobReader::new(repo.clone(), index));
         let dir = tempfile::Builder::new()
             .prefix("lifeboat-restore-test-")
             .tempdir_in(cx.scratch)
             .with_context(|| format!("create a scratch directory in {}", cx.scratch.display()))?;
         outcome.checked = "every file's BLAKE3 against the manifest, and the file count".into();
-        let started = Instant::now();
         let report = restore_tree(
             reader,
             snapshot.manifest.root,
@@ -90,7 +94,7 @@ impl RepoSource for Dir<'_> {
             cx.cancel.clone(),
         )
         .await;
-        outcome.duration_ms = elapsed_ms(started.elapsed());
+        timer.phase(outcome, "restore");
         let report = report.map_err(|e| explain(e, &snapshot.id))?;
         outcome.bytes = report.bytes;
         let m = &snapshot.manifest.stats;

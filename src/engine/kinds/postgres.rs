@@ -5,15 +5,13 @@
 //! the missing roles created `NOLOGIN` before and dropped after. The probes' SQL is the
 //! plan's; the manifest gives only the results to compare with.
 
-use std::time::Instant;
-
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 
 use super::stream::{write_step, SideFile, StreamSpec};
 use super::{BeginBackup, Begun, RepoSource, TestCx};
 use crate::config::{SecretRef, SecretString, SqlProbe};
-use crate::engine::restore_test::elapsed_ms;
+use crate::engine::restore_test::RtoTimer;
 use crate::engine::scratch::ScratchServer;
 use crate::engine::stream::{restore_into_database, DatabaseRestore, OpenStream};
 use crate::engine::RestoreTestOutcome;
@@ -80,8 +78,11 @@ impl RepoSource for Postgres<'_> {
     async fn restore_test(&self, cx: &TestCx<'_>, outcome: &mut RestoreTestOutcome) -> Result<()> {
         // Refused before anything is read when the plan has no allowed scratch server.
         let server = ScratchServer::of(cx.config, cx.plan)?;
+        // A real restore pays the listing and the index load: the RTO starts here.
+        let mut timer = RtoTimer::start();
         let stream = OpenStream::open(cx.config, &cx.plan.name, cx.snapshot, cx.from).await?;
         outcome.snapshot = stream.snapshot.id.to_hex();
+        timer.phase(outcome, "open");
         if let Some(w) = server.check_role().await? {
             tracing::warn!(plan = %cx.plan.name, "{w}");
             outcome.warnings.push(w);
@@ -100,7 +101,9 @@ impl RepoSource for Postgres<'_> {
             }
             None => Vec::new(),
         };
-        let result = self.test_in_scratch(cx, &server, &stream, outcome).await;
+        let result = self
+            .test_in_scratch(cx, &server, &stream, outcome, &mut timer)
+            .await;
         if let Err(e) = server.drop_roles(&roles).await {
             tracing::error!(error = %format!("{e:#}"), "could not drop the restore test's roles; drop them by hand");
             outcome.differences.push(format!(
@@ -120,10 +123,12 @@ impl Postgres<'_> {
         server: &ScratchServer,
         stream: &OpenStream,
         outcome: &mut RestoreTestOutcome,
+        timer: &mut RtoTimer,
     ) -> Result<()> {
         let db = server.create_database("lifeboat_verify", self.url).await?;
         let result = async {
-            let started = Instant::now();
+            // The scratch database and roles are test set-up, not part of the RTO.
+            timer.skip();
             let scrub = postgres::libpq_scrub(cx.config.secret_env_names());
             // Owned by the scratch role (it need not be a superuser); grants restored, so
             // a role missing on the server fails the test as it would fail a restore.
@@ -134,7 +139,7 @@ impl Postgres<'_> {
             let target = server.target(&db.url);
             let restored =
                 restore_into_database(stream, &target, &how, cx.progress, cx.cancel, &scrub).await;
-            outcome.duration_ms = elapsed_ms(started.elapsed());
+            timer.phase(outcome, "restore");
             outcome.bytes = restored?.bytes;
             let mut conn = target.connect().await?;
             let check =

@@ -7,6 +7,7 @@ mod fixture;
 mod format_v2;
 mod integrity;
 mod malicious;
+mod meta_cache;
 mod pipeline;
 mod replicate;
 mod rewrap;
