@@ -83,7 +83,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create key material: an age identity (decrypts) and a writer key (adds snapshots).
+    /// Key material and the repository's keys: create an identity and a writer key, list the
+    /// recipient epochs, rotate to a new one, rewrap older objects to it.
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Print an example lifeboat.toml.
@@ -344,6 +345,8 @@ pub enum KeysCommand {
         /// Only objects of this older epoch (default: every epoch older than the current).
         #[arg(long, value_name = "N")]
         epoch: Option<u32>,
+        /// Print the report as JSON (rewrapped, skipped, locked with retain-until, kept,
+        /// failed, per region).
         #[arg(long)]
         json: bool,
     },

@@ -379,6 +379,25 @@ mod tests {
     use super::*;
     use crate::objectives::{DrillStatus, LastBackup, RegionHealth, RpoStatus, RtoStatus};
 
+    #[test]
+    fn a_key_due_for_rotation_warns_and_one_past_a_year_breaches() {
+        use crate::objectives::key_age::evaluate;
+        let (now, day) = (2_000_000_000, 86_400);
+        let kinds = |days: i64| -> Vec<String> {
+            key_conditions(Some(&evaluate("r1", 3, now - days * day, now)))
+                .into_iter()
+                .map(|c| c.kind)
+                .collect()
+        };
+        assert!(kinds(100).is_empty());
+        assert_eq!(kinds(340), vec!["key_rotation_due"]);
+        assert_eq!(kinds(370), vec!["key_rotation_due", "key_age_breach"]);
+        let c = &key_conditions(Some(&evaluate("r1", 3, now - 370 * day, now)))[1];
+        assert_eq!(c.key, "repository r1/key_age_breach");
+        assert!(c.message.contains("epoch 3"), "{}", c.message);
+        assert!(key_conditions(None).is_empty());
+    }
+
     fn status(level: Level) -> PlanStatus {
         PlanStatus {
             plan: "app".into(),

@@ -80,6 +80,10 @@ pub async fn restore(
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
+        expected_bytes: req
+            .include
+            .is_none()
+            .then_some(snapshot.manifest.stats.bytes),
     };
     let report = restore_tree(
         reader,

@@ -177,24 +177,32 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Scrape `/metrics` at `addr` until the exposition contains `needle` (60 s at most).
+pub fn scrape_until(addr: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let _ = write!(s, "GET /metrics HTTP/1.1\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.contains(needle) {
+                return out;
+            }
+        }
+        assert!(Instant::now() < deadline, "metrics never showed {needle}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn daemon_serves_metrics_and_health() {
     let ws = ready();
     let addr = format!("127.0.0.1:{}", free_port());
     let mut d = spawn_daemon(&ws, &["--listen", &addr]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let body = loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
-            let _ = write!(s, "GET /metrics HTTP/1.1\r\n\r\n");
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            if out.contains("lifeboat_last_success_timestamp_seconds{plan=\"app-data\"}") {
-                break out;
-            }
-        }
-        assert!(Instant::now() < deadline, "metrics never showed the backup");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let body = scrape_until(
+        &addr,
+        "lifeboat_last_success_timestamp_seconds{plan=\"app-data\"}",
+    );
     for needle in [
         "# TYPE lifeboat_rpo_seconds gauge",
         "lifeboat_rpo_seconds{plan=\"app-data\"}",

@@ -3,13 +3,10 @@
 //! sends the alerts to a webhook on 127.0.0.1, and the daemon's /metrics carries
 //! `lifeboat_key_age_seconds`.
 
-use std::io::{Read, Write};
-use std::time::{Duration, Instant};
-
 use serde_json::Value;
 
 use crate::common::Workspace;
-use crate::daemon::{free_port, receiver, spawn_daemon, terminate};
+use crate::daemon::{free_port, receiver, scrape_until, spawn_daemon, terminate};
 use crate::ops::ready;
 
 const DAY: i64 = 86_400;
@@ -91,22 +88,7 @@ fn status_warns_from_335_days_and_breaches_past_365_with_an_alert_and_a_metric()
     let addr = format!("127.0.0.1:{}", free_port());
     let mut d = spawn_daemon(&ws, &["--listen", &addr]);
     let needle = format!("lifeboat_key_age_seconds{{repository=\"{repository}\"}} ");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let body = loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
-            let _ = write!(s, "GET /metrics HTTP/1.1\r\n\r\n");
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            if out.contains(&needle) {
-                break out;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "metrics never showed the key age"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let body = scrape_until(&addr, &needle);
     let (code, err) = terminate(&mut d);
     assert_eq!(code, Some(0), "{err}");
     let value: i64 = body

@@ -61,6 +61,19 @@ fn rotated(ws: &Workspace) -> (String, String, Tree) {
         second["stats"]["new_chunks"], 2,
         "dedup into old packs: {second}"
     );
+    both_identities(ws);
+    (
+        first["snapshot"].as_str().unwrap().to_string(),
+        second["snapshot"].as_str().unwrap().to_string(),
+        tree,
+    )
+}
+
+type Tree = BTreeMap<Vec<u8>, crate::common::EntryMeta>;
+
+/// `keys2/both.txt` (0600): the epoch-1 and epoch-2 key lines in one identity file, and
+/// lifeboat.toml pointed at it.
+pub fn both_identities(ws: &Workspace) {
     let both = ws.path("keys2/both.txt");
     let text = format!(
         "{}{}",
@@ -70,14 +83,7 @@ fn rotated(ws: &Workspace) -> (String, String, Tree) {
     write(&both, text.as_bytes());
     std::fs::set_permissions(&both, std::fs::Permissions::from_mode(0o600)).unwrap();
     ws.edit_config(|t| t.replace("keys/identity.txt", "keys2/both.txt"));
-    (
-        first["snapshot"].as_str().unwrap().to_string(),
-        second["snapshot"].as_str().unwrap().to_string(),
-        tree,
-    )
 }
-
-type Tree = BTreeMap<Vec<u8>, crate::common::EntryMeta>;
 
 fn restore(ws: &Workspace, snapshot: &str, to: &str) -> std::path::PathBuf {
     let to = ws.path(to);
@@ -361,18 +367,7 @@ fn rewrap_in_an_object_lock_bucket_lists_the_retained_old_versions() {
             ws.path("keys2").to_str().unwrap(),
         ],
     );
-    let both = format!(
-        "{}{}",
-        std::fs::read_to_string(ws.path("keys/identity.txt")).unwrap(),
-        std::fs::read_to_string(ws.path("keys2/identity-epoch-2.txt")).unwrap()
-    );
-    write(&ws.path("keys2/both.txt"), both.as_bytes());
-    std::fs::set_permissions(
-        ws.path("keys2/both.txt"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
-    ws.edit_config(|t| t.replace("keys/identity.txt", "keys2/both.txt"));
+    both_identities(&ws);
 
     let out = run(&ws, &["keys", "rewrap", "--json"]);
     assert!(

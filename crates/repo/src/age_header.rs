@@ -238,7 +238,10 @@ mod tests {
         let other = age::x25519::Identity::generate();
         let mut out = write(&key, &[&new.to_public(), &other.to_public()]).unwrap();
         out.extend_from_slice(&file[h.len..]);
-        assert_eq!(age_decrypt(&[new.clone()], &out, "t").unwrap(), plain);
+        assert_eq!(
+            age_decrypt(std::slice::from_ref(&new), &out, "t").unwrap(),
+            plain
+        );
         assert_eq!(age_decrypt(&[other], &out, "t").unwrap(), plain);
         assert!(age_decrypt(&[old], &out, "t").is_err());
         let h2 = parse(&out).unwrap();

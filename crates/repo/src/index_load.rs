@@ -28,7 +28,25 @@ use crate::{index, Id, Index};
 /// also the number in flight against one region).
 pub const FETCHES_IN_FLIGHT: usize = 16;
 
+// These live here, not in repo.rs, so that `repo` does not import this module (which
+// imports `repo`): the crate's modules form no circle.
 impl Repository {
+    pub(crate) async fn load_index_once(
+        &self,
+        skip: &HashSet<Id>,
+        for_dedup: bool,
+    ) -> Result<Index> {
+        load_index(self, skip, for_dedup).await
+    }
+
+    /// Like [`list_snapshots`](Self::list_snapshots), and also the regions whose listing
+    /// failed (their `regions` membership is unknown, not "absent").
+    pub async fn list_snapshots_detailed(
+        &self,
+    ) -> Result<(Vec<SnapshotEntry>, Vec<(String, String)>)> {
+        list_snapshots(self).await
+    }
+
     /// A content-addressed metadata object (`index/<id>`, `snapshots/<id>`): from the local
     /// cache when it holds a good copy, else from the regions (then cached). The second
     /// result is the region it came from (`None`: the cache).
@@ -90,8 +108,20 @@ pub(crate) async fn load_index(
     let mut files = stream::iter(names)
         .map(|(name, regions)| async move {
             let (bytes, from) = repo.get_metadata(&name).await?;
-            let file =
-                index::open_file(&key, repo.trust(), &name, &repo.source_name(from), &bytes)?;
+            let file = match index::open_file(
+                &key,
+                repo.trust(),
+                &name,
+                &repo.source_name(from),
+                &bytes,
+            ) {
+                // Refused from the cache: judge the stored copy, so the refusal names its region.
+                Err(RepoError::Untrusted(_)) if from.is_none() => {
+                    let (bytes, from) = repo.fetch_metadata(&name).await?;
+                    index::open_file(&key, repo.trust(), &name, &repo.regions[from].name, &bytes)?
+                }
+                other => other?,
+            };
             Ok::<_, RepoError>((file, regions))
         })
         .buffered(FETCHES_IN_FLIGHT);
@@ -149,7 +179,8 @@ pub(crate) async fn list_snapshots(
             let judged = match repo.judge_manifest(&bytes, &name, &repo.source_name(from)) {
                 // A cached copy whose header `keys rewrap` has since replaced (same name,
                 // new recipients): the stored object is what this host can read.
-                Err(e) if from.is_none() && !matches!(e, RepoError::Untrusted(_)) => {
+                // (A refused cached copy is judged again as stored, to name its region.)
+                Err(e) if from.is_none() => {
                     tracing::debug!(object = %name, error = %e, "cached manifest not readable with this host's keys; fetching it again");
                     let (bytes, from) = repo.fetch_metadata(&name).await?;
                     repo.judge_manifest(&bytes, &name, &repo.source_name(Some(from)))

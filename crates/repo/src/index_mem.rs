@@ -298,7 +298,7 @@ impl Index {
         }
         let mut delta = std::mem::take(&mut self.delta);
         self.delta_pos = IdMap::default();
-        delta.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        delta.sort_unstable_by_key(|d| d.0);
         // The new bucket sizes: the old ones plus the delta's.
         let mut sizes = [0u32; 256];
         for (b, size) in sizes.iter_mut().enumerate() {

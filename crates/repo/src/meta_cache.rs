@@ -129,10 +129,9 @@ impl MetaCache {
             let file = e.file_name();
             let Some(file) = file.to_str() else { continue };
             // Temporary files of an interrupted write, and entries no region lists.
-            if file.starts_with('.') || !listed.contains(&format!("{kind}/{file}")) {
-                if fs::remove_file(e.path()).is_ok() {
-                    self.stats.pruned.fetch_add(1, Ordering::Relaxed);
-                }
+            let gone = file.starts_with('.') || !listed.contains(&format!("{kind}/{file}"));
+            if gone && fs::remove_file(e.path()).is_ok() {
+                self.stats.pruned.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

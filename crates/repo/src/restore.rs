@@ -64,6 +64,10 @@ pub struct RestoreOptions {
     /// Entries per batch; 0 is [`DEFAULT_BATCH_ENTRIES`]. Small values are for tests and
     /// the bench (many batches from a small tree).
     pub batch_entries: usize,
+    /// The bytes the whole restore will write, when known (the manifest's statistics, for a
+    /// restore without `include`): the progress total starts there instead of growing batch
+    /// by batch, so an ETA means the whole restore.
+    pub expected_bytes: Option<u64>,
 }
 
 impl RestoreOptions {
@@ -262,6 +266,9 @@ pub async fn restore_tree(
         None => Vec::new(),
     };
     fs::create_dir_all(target).map_err(at("create directory", target))?;
+    if let Some(n) = opts.expected_bytes {
+        progress.add_total(n);
+    }
     let limit = match opts.batch_entries {
         0 => DEFAULT_BATCH_ENTRIES,
         n => n,

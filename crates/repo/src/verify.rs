@@ -257,10 +257,11 @@ pub async fn verify(
                 b,
                 names,
                 &named,
-                identity,
-                chunk_key,
-                &progress,
-                &cancel,
+                verify_data::Keys {
+                    identity,
+                    chunk_key,
+                },
+                (&progress, &cancel),
                 |name, outcome| match outcome {
                     verify_data::PackOutcome::Intact { bytes, indexed } => {
                         summary.packs_read += 1;

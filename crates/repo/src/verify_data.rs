@@ -33,19 +33,23 @@ pub enum PackOutcome {
     Failed { bytes: u64, errors: Vec<RepoError> },
 }
 
+/// The keys reading packs needs.
+pub struct Keys {
+    pub identity: Vec<age::x25519::Identity>,
+    pub chunk_key: [u8; 32],
+}
+
 /// Read and check `names` (objects under `data/`) from `backend`, at most
 /// [`PACKS_IN_FLIGHT`] at a time; `done` gets each pack's name and outcome as it completes.
 pub async fn read_packs(
     backend: &DynBackend,
     names: Vec<String>,
     named: &Arc<Named>,
-    identity: Vec<age::x25519::Identity>,
-    chunk_key: [u8; 32],
-    progress: &Progress,
-    cancel: &Cancel,
+    keys: Keys,
+    (progress, cancel): (&Progress, &Cancel),
     mut done: impl FnMut(&str, PackOutcome),
 ) -> Result<()> {
-    let identity = Arc::new(identity);
+    let (identity, chunk_key) = (Arc::new(keys.identity), keys.chunk_key);
     let mut queue = names.into_iter();
     let mut set = tokio::task::JoinSet::new();
     loop {
@@ -130,7 +134,7 @@ fn check_index_entries(pack: &OpenPack, indexed: &[(Arc<str>, Vec<PackEntry>)]) 
     for (file, entries) in indexed {
         for e in entries {
             let own = table.get(&e.id).map(Vec::as_slice).unwrap_or_default();
-            if own.iter().any(|t| *t == e) {
+            if own.contains(&e) {
                 continue;
             }
             let what = match own.first() {

@@ -268,7 +268,9 @@ pub(super) async fn restore_batch(
         }
         total += f.node.size;
     }
-    ctx.progress.add_total(total);
+    if ctx.opts.expected_bytes.is_none() {
+        ctx.progress.add_total(total);
+    }
     drop(pack_of);
     let shared = Arc::new(Files {
         hashing: files

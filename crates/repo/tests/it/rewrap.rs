@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use lifeboat_repo::backend::Fault;
 use lifeboat_repo::keys::{Identity, Keyring};
-use lifeboat_repo::rewrap::{census, rewrap, RewrapOptions};
+use lifeboat_repo::rewrap::{census, rewrap, RewrapOptions, RewrapReport};
 use lifeboat_repo::tree::Tree;
 use lifeboat_repo::{Cancel, Progress, Repository};
 
@@ -21,12 +21,20 @@ fn keys(identity: &str) -> Keyring {
     }
 }
 
-fn options() -> RewrapOptions {
-    RewrapOptions {
+async fn run(host: &Repository) -> RewrapReport {
+    let options = RewrapOptions {
         epoch: None,
         holder: "test".into(),
         now: lifeboat_repo::clock::now_secs(),
-    }
+    };
+    rewrap(
+        host,
+        &options,
+        Arc::new(Progress::default()),
+        &Cancel::new(),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -78,14 +86,7 @@ async fn corrupt_reads_and_damaged_headers_leave_objects_as_they_were() {
     damaged[mac] = if damaged[mac] == b'A' { b'B' } else { b'A' };
     t.stores[1].set_raw(victim.clone(), damaged.clone());
 
-    let report = rewrap(
-        &host,
-        &options(),
-        Arc::new(Progress::default()),
-        &Cancel::new(),
-    )
-    .await
-    .unwrap();
+    let report = run(&host).await;
     assert!(!report.complete());
     let failed = |region: &str| -> Vec<String> {
         report
@@ -117,14 +118,7 @@ async fn corrupt_reads_and_damaged_headers_leave_objects_as_they_were() {
     // run finishes, and the new identity alone restores the old snapshot from both regions.
     t.clear_faults();
     t.stores[1].set_raw(victim.clone(), t.stores[0].raw(&victim).unwrap());
-    let report = rewrap(
-        &host,
-        &options(),
-        Arc::new(Progress::default()),
-        &Cancel::new(),
-    )
-    .await
-    .unwrap();
+    let report = run(&host).await;
     assert!(report.complete(), "{report:?}");
     assert_eq!(report.failed.len(), 0);
     for c in census(&host).await.unwrap() {
