@@ -136,6 +136,14 @@ fn after_a_rewrap_the_new_identity_alone_restores_old_and_new_snapshots() {
     }
     let text = ws.ok(&["keys", "list"]);
     assert!(text.contains("rewrap needed"), "{text}");
+    // A writer added after the old manifest was written: the rewrap wraps manifests to it too.
+    ws.ok(&[
+        "keys",
+        "add-writer",
+        "db2",
+        "--dir",
+        ws.path("keys").to_str().unwrap(),
+    ]);
 
     let report = ws.json(&["keys", "rewrap"]);
     assert_eq!(report["epoch"], 2, "{report}");
@@ -197,6 +205,7 @@ fn after_a_rewrap_the_new_identity_alone_restores_old_and_new_snapshots() {
     assert!(!age_decrypts(&ws.path("keys/identity.txt"), &pack));
     assert!(age_decrypts(&new_identity, &old_manifest));
     assert!(age_decrypts(&ws.path("keys/writer.key"), &old_manifest));
+    assert!(age_decrypts(&ws.path("keys/writer-db2.key"), &old_manifest));
 
     // Only the new identity now: both snapshots restore, and dedup still hits.
     ws.edit_config(|t| t.replace("keys2/both.txt", "keys2/identity-epoch-2.txt"));

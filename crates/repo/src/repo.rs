@@ -261,6 +261,12 @@ impl Repository {
         r
     }
 
+    /// The age recipients of the repository's active writers other than the shared writer
+    /// recipient.
+    pub fn active_writer_recipients(&self) -> Vec<age::x25519::Recipient> {
+        self.keys.writer_recipients.clone()
+    }
+
     /// Seal a manifest: JSON, signed by this host's writer (see `crate::sign`), in one age
     /// file to [`manifest_recipients`](Self::manifest_recipients). Returns the object bytes.
     pub fn seal_manifest(&self, manifest: &Manifest) -> Result<Bytes> {

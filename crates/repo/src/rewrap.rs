@@ -262,6 +262,8 @@ struct Job {
     current_identity: x25519::Identity,
     recipients: Vec<x25519::Recipient>,
     writer: x25519::Recipient,
+    /// Manifests are also wrapped to every active writer (so each one lists snapshots).
+    writers: Vec<x25519::Recipient>,
     only: Option<u32>,
     now: i64,
     progress: Arc<Progress>,
@@ -314,7 +316,10 @@ impl Job {
             }
         }
         let mut to: Vec<&x25519::Recipient> = self.recipients.iter().collect();
-        if kind.writer {
+        if kind.prefix == "snapshots/" {
+            to.push(&self.writer);
+            to.extend(self.writers.iter());
+        } else if kind.writer {
             to.push(&self.writer);
         }
         let mut new = age_header::write(&file_key, &to)?;
@@ -420,6 +425,7 @@ pub async fn rewrap(
                 current_identity: current_identity.clone(),
                 recipients: recipients.clone(),
                 writer: repo.writer_recipient().clone(),
+                writers: repo.active_writer_recipients(),
                 only: opts.epoch,
                 now: opts.now,
                 progress: progress.clone(),
