@@ -27,7 +27,7 @@ const PARTS_IN_FLIGHT: usize = 4;
 enum Sent {
     /// No bytes (an empty range, or one past the end).
     Empty,
-    Body(GetObjectOutput),
+    Body(Box<GetObjectOutput>),
 }
 
 /// The total size in a `Content-Range` header (`bytes a-b/total`).
@@ -89,7 +89,7 @@ impl S3Backend {
             req = req.range(format!("bytes={}-{}", r.start, r.end - 1));
         }
         match req.send().await {
-            Ok(out) => Ok(Sent::Body(out)),
+            Ok(out) => Ok(Sent::Body(Box::new(out))),
             Err(e) => {
                 let unsatisfiable = range.is_some()
                     && matches!(&e, SdkError::ServiceError(s) if s.raw().status().as_u16() == 416);

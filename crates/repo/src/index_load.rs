@@ -27,7 +27,21 @@ use crate::{index, Id, Index};
 /// also the number in flight against one region).
 pub const FETCHES_IN_FLIGHT: usize = 16;
 
+// These live here, not in repo.rs, so that `repo` does not import this module (which
+// imports `repo`): the crate's modules form no circle.
 impl Repository {
+    pub(crate) async fn load_index_once(&self, skip: &HashSet<Id>) -> Result<Index> {
+        load_index(self, skip).await
+    }
+
+    /// Like [`list_snapshots`](Self::list_snapshots), and also the regions whose listing
+    /// failed (their `regions` membership is unknown, not "absent").
+    pub async fn list_snapshots_detailed(
+        &self,
+    ) -> Result<(Vec<SnapshotEntry>, Vec<(String, String)>)> {
+        list_snapshots(self).await
+    }
+
     /// A content-addressed metadata object (`index/<id>`, `snapshots/<id>`): from the local
     /// cache when it holds a good copy, else from the regions (then cached). The flag says
     /// whether the bytes came from the cache.

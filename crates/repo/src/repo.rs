@@ -391,10 +391,6 @@ impl Repository {
         }
     }
 
-    async fn load_index_once(&self, skip: &std::collections::HashSet<Id>) -> Result<Index> {
-        crate::index_load::load_index(self, skip).await
-    }
-
     /// Decrypt a manifest with whatever key this host has (identity or writer).
     pub fn decrypt_manifest(&self, bytes: &[u8], what: &str) -> Result<Manifest> {
         let plain = age_decrypt(&self.keys.read_keys, bytes, what)?;
@@ -404,14 +400,6 @@ impl Repository {
     /// Every snapshot in any available region, oldest first, with the regions holding it.
     pub async fn list_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
         Ok(self.list_snapshots_detailed().await?.0)
-    }
-
-    /// Like [`list_snapshots`](Self::list_snapshots), and also the regions whose listing
-    /// failed (their `regions` membership is unknown, not "absent").
-    pub async fn list_snapshots_detailed(
-        &self,
-    ) -> Result<(Vec<SnapshotEntry>, Vec<(String, String)>)> {
-        crate::index_load::list_snapshots(self).await
     }
 
     /// Find a snapshot by full id, unique id prefix, or `latest` (of `plan` when given).
