@@ -116,7 +116,7 @@ def main():
                 fmt(lb and size / 1e6 / lb["seconds"], ".0f"),
                 fmt(ratio, ".2f"), " ".join("%.2f" % x for x in per_run) or "-", verdict,
                 fmt(lb and lb["rss_mb"], ".0f"), fmt(rc and rc["rss_mb"], ".0f"),
-                "" if rss_ok else " (lifeboat higher)",
+                "" if not (lb and rc) or lb["rss_mb"] <= rc["rss_mb"] else " (lifeboat higher)",
                 fmt(lb and lb["cpu_seconds"], ".1f"), fmt(rc and rc["cpu_seconds"], ".1f")))
         sizes = {}
         for tool in ("lifeboat", "restic"):
