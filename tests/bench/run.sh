@@ -154,6 +154,13 @@ settle_cold() {
     if can_drop_caches; then echo 3 >/proc/sys/vm/drop_caches; fi
 }
 
+# A DR restore runs on a host that never saw the repository: neither tool's local metadata
+# cache (lifeboat's <cache_dir>/<repo>/meta, restic's RESTIC_CACHE_DIR) survives into the
+# index-load and restore figures. The files cache (backups only) stays.
+bare_host() { # LIFEBOAT_DIR
+    rm -rf "$1"/cache/*/meta "$RESTIC_CACHE_DIR"
+}
+
 # measure CORPUS TOOL OP RUN CMD...: run CMD under GNU time, append one JSON line to $RAW.
 measure() {
     local corpus=$1 tool=$2 op=$3 run=$4
@@ -261,6 +268,7 @@ bench_case() {
 
     # Index load: a restore of a path that is not in the snapshot (nothing is written).
     for tool in "${order[@]}"; do
+        bare_host "$lbd"
         case $tool in
         lifeboat)
             measure "$name" lifeboat index_load "$run" bash -c \
@@ -277,6 +285,7 @@ bench_case() {
 
     for tool in "${order[@]}"; do
         rm -rf "$WORK/restore"
+        bare_host "$lbd"
         settle_cold
         case $tool in
         lifeboat)
