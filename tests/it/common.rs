@@ -95,18 +95,7 @@ impl Workspace {
 
     /// Run, require exit code `code`; returns stdout and stderr together (for messages).
     pub fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "lifeboat {args:?}: expected exit {code}\n{text}"
-        );
-        text
+        exited(&self.run(args), args, code)
     }
 
     /// Run with `--json` appended, require exit 0, parse stdout.
@@ -316,4 +305,20 @@ pub fn assert_same_tree(
         "{what}: trees differ:\n{}",
         diffs.join("\n")
     );
+}
+
+/// Require that `out` (of `lifeboat args`) exited with `code`; returns stdout and stderr
+/// together (for messages).
+pub fn exited(out: &std::process::Output, args: &[&str], code: i32) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "lifeboat {args:?}: expected exit {code}\n{text}"
+    );
+    text
 }

@@ -63,17 +63,7 @@ fn run_with(ws: &Workspace, config: &Path, args: &[&str]) -> Output {
 
 /// Require exit 5 and a message naming `needles`; returns the output.
 fn refused(ws: &Workspace, config: &Path, args: &[&str], needles: &[&str]) -> String {
-    let out = run_with(ws, config, args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "lifeboat {args:?}: want exit 5\n{text}"
-    );
+    let text = crate::common::exited(&run_with(ws, config, args), args, 5);
     for n in needles {
         assert!(text.contains(n), "lifeboat {args:?}: no {n:?} in\n{text}");
     }
