@@ -30,7 +30,12 @@ demo: build
 	@ln -sf docs/note-1.txt "$(DEMO)/data/latest-note"
 	@export LIFEBOAT_CONFIG="$(DEMO)/lifeboat.toml"; \
 	echo "== init: the repository in both regions"; \
-	$(LB) init; \
+	$(LB) init | tee "$(DEMO)/init.txt"; \
+	echo "== pin it: this host now trusts only this repository id, its secrets and writer 'default'"; \
+	sed -n '/^# in \[keys\]:/,/^# a table of its own/{/^#/d;p;}' "$(DEMO)/init.txt" > "$(DEMO)/pins.txt"; \
+	sed -i '/^\[keys\]$$/r $(DEMO)/pins.txt' "$(DEMO)/lifeboat.toml"; \
+	sed -n '/^\[keys\.writers\]/,/^$$/p' "$(DEMO)/init.txt" >> "$(DEMO)/lifeboat.toml"; \
+	grep -q '^repository_id = ' "$(DEMO)/lifeboat.toml" || { echo "could not pin the demo config"; exit 1; }; \
 	echo "== nightly backup"; \
 	$(LB) backup app-data; \
 	echo "== the data changes during the day"; \

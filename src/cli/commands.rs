@@ -224,7 +224,9 @@ async fn init(cli: &Cli, json: bool) -> Result<u8> {
     let keys = engine::keyring(&config, KeyNeed::Write)?;
     let regions = crate::storage::regions(&config)?;
     let (repo, created) = lifeboat_repo::repo::init(&regions, &keys, Default::default()).await?;
-    // The pins, from the repository as it now is (its secrets are in its key objects).
+    // The pins, from the repository as it now is (its secrets are in its key objects). They
+    // are printed below, so the reopen does not warn that the host is not pinned.
+    lifeboat_repo::repo::quiet_unpinned_warning();
     let pins = match engine::open(&config, KeyNeed::Write, None).await {
         Ok(r) => Some(r.pin_lines()),
         Err(e) => {

@@ -619,16 +619,23 @@ fn revoked_manifest(what: &str, region: &str, writer: &str) -> RepoError {
     ))
 }
 
+static UNPINNED_WARNED: std::sync::Once = std::sync::Once::new();
+
 /// Warn, once per process, that this host pins nothing, with the lines that would pin it.
 fn warn_unpinned(config: &RepoConfig, secrets: &RepoSecrets) {
-    static WARNED: std::sync::Once = std::sync::Once::new();
-    WARNED.call_once(|| {
+    UNPINNED_WARNED.call_once(|| {
         tracing::warn!(
             repository = %config.id,
             "repository not pinned: this host trusts whatever the bucket says it is; paste these lines into lifeboat.toml:\n{}",
             crate::sign::pin_lines(&config.id, &secrets.fingerprint(), &config.writers)
         );
     });
+}
+
+/// No "repository not pinned" warning in this process: for a command that prints the pin
+/// lines itself (`init`).
+pub fn quiet_unpinned_warning() {
+    UNPINNED_WARNED.call_once(|| {});
 }
 
 /// Regions that answered at open, `preferred` first.
