@@ -91,6 +91,24 @@ fn pinned_workspace() -> (Workspace, String) {
 }
 
 #[test]
+fn prune_signs_its_consolidated_index_files_so_it_needs_a_trusted_writer_key() {
+    let (ws, _) = pinned_workspace();
+    ws.ok(&["backup", "app-data"]);
+    let (_, restore) = hosts(&ws);
+    // The identity alone (a restore host) may not write index files nobody signs.
+    refused(
+        &ws,
+        &restore,
+        &["prune", "--grace", "0s"],
+        &["no trusted writer key", "keys add-writer"],
+    );
+    // Identity and a pinned writer key: prune runs and backups still dedup against its index.
+    ws.json(&["prune", "--grace", "0s"]);
+    let again = ws.json(&["backup", "app-data"]);
+    assert_eq!(again["stats"]["new_chunks"], 0, "{again}");
+}
+
+#[test]
 fn unpinned_hosts_warn_once_with_the_lines_and_pinned_hosts_do_not() {
     let ws = Workspace::new();
     write(&ws.path("data/a.txt"), b"alpha\n");

@@ -246,7 +246,7 @@ impl Repository {
             && self.signer_for_writes().is_none()
         {
             return Err(RepoError::Key(format!(
-                "{what} writes objects that writers sign, and this host holds no trusted writer key: run it on a backup host (keys.writer_key_file)"
+                "{what} writes objects that writers sign, and this host holds no trusted writer key: set keys.writer_key_file to a writer of this repository (`lifeboat keys add-writer NAME` makes one for this host; pin it in [keys.writers])"
             )));
         }
         Ok(())
