@@ -783,22 +783,3 @@ async fn rds_rpo(drill: &Arc<Drill>, plan: &PlanConfig, t0: i64, target_s: i64) 
         regions,
     })
 }
-
-/// Drop a drill's scratch database (a cleanup step of the ledger).
-pub async fn drop_database(config: &Config, plan: &str, admin_url: &str, name: &str) -> Result<()> {
-    ScratchServer::at(config.plan(plan)?, admin_url.to_string())?
-        .drop_database(name)
-        .await
-}
-
-/// Drop the roles a drill created on a scratch server (after its databases).
-pub async fn drop_roles(
-    config: &Config,
-    plan: &str,
-    admin_url: &str,
-    roles: &[String],
-) -> Result<()> {
-    ScratchServer::at(config.plan(plan)?, admin_url.to_string())?
-        .drop_roles(roles)
-        .await
-}

@@ -22,6 +22,7 @@ use super::report::{Approval, LedgerEntry, PlanRpo, StepRecord, Throughput};
 use super::runbook::{OnFailure, Runbook, Step};
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::engine::scratch::ScratchServer;
 use crate::storage::RegionFaults;
 
 /// How `drill run` was asked to run.
@@ -391,15 +392,34 @@ async fn remove(drill: &Drill, undo: &Undo) -> Result<()> {
             plan,
             admin_url,
             name,
-        } => super::restore::drop_database(&drill.config, plan, admin_url, name).await,
+        } => drop_database(&drill.config, plan, admin_url, name).await,
         Undo::DropRoles {
             plan,
             admin_url,
             roles,
-        } => super::restore::drop_roles(&drill.config, plan, admin_url, roles).await,
+        } => drop_roles(&drill.config, plan, admin_url, roles).await,
         Undo::ClearFault(region) => {
             drill.lock().faults.down.remove(region);
             Ok(())
         }
     }
+}
+
+/// Drop a drill's scratch database (a cleanup step of the ledger).
+pub async fn drop_database(config: &Config, plan: &str, admin_url: &str, name: &str) -> Result<()> {
+    ScratchServer::at(config.plan(plan)?, admin_url.to_string())?
+        .drop_database(name)
+        .await
+}
+
+/// Drop the roles a drill created on a scratch server (after its databases).
+pub async fn drop_roles(
+    config: &Config,
+    plan: &str,
+    admin_url: &str,
+    roles: &[String],
+) -> Result<()> {
+    ScratchServer::at(config.plan(plan)?, admin_url.to_string())?
+        .drop_roles(roles)
+        .await
 }
