@@ -289,6 +289,7 @@ pub enum KeysCommand {
     /// older epochs may still be needed. Epochs other than the current one that objects
     /// still depend on say "rewrap needed".
     List {
+        /// Print the epochs, writers and per-epoch object counts as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -304,6 +305,7 @@ pub enum KeysCommand {
         /// Use this recipient (age1…); its identity is kept elsewhere by the operator.
         #[arg(long, value_name = "AGE1…")]
         recipient: Option<String>,
+        /// Print the rotation report and the identity file written as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -318,6 +320,7 @@ pub enum KeysCommand {
         /// Write the new writer key to DIR/writer-NAME.key (mode 0600).
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
+        /// Print the new writer and its key file as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -326,7 +329,9 @@ pub enum KeysCommand {
     /// longer count for deduplication (honest writers store those chunks again). Remove its
     /// line from [keys.writers] on every host too.
     RevokeWriter {
+        /// The writer's name, as `keys list` and [keys.writers] show it.
         name: String,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },

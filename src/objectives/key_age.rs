@@ -1,5 +1,5 @@
 //! The yearly key-rotation objective: how old the repository's current recipient epoch is
-//! (`lifeboat_repo::epochs::key_age_of`, read from the plaintext `config` object, so no key
+//! (`RepoConfig::current_epoch_created`, read from the plaintext `config` object, so no key
 //! is needed), held against a year. Warning from [`WARNING_SECONDS`] (335 days: a month's
 //! notice), breach past [`BREACH_SECONDS`] (365 days). `status` shows it and counts it in
 //! its exit code, the daemon exports it as `lifeboat_key_age_seconds` and alerts on it, like
@@ -99,10 +99,7 @@ pub async fn key_age(config: &Config, now: i64) -> KeyAge {
         );
     };
     match read {
-        Ok(Some(c)) => {
-            let created = now - lifeboat_repo::epochs::key_age_of(&c, now);
-            evaluate(&c.id, c.current_epoch(), created, now)
-        }
+        Ok(Some(c)) => evaluate(&c.id, c.current_epoch(), c.current_epoch_created(), now),
         Ok(None) => unknown(
             Level::Ok,
             "no repository yet (`lifeboat init`): no key to age".into(),

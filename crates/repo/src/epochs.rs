@@ -140,18 +140,6 @@ pub fn list(repo: &Repository, now: i64) -> KeyList {
     }
 }
 
-/// How long the current recipient epoch has been in use (seconds): the key age `status`
-/// holds against the yearly rotation objective.
-pub fn key_age_secs(repo: &Repository, now: i64) -> i64 {
-    key_age_of(&repo.config, now)
-}
-
-/// [`key_age_secs`] from a `config` alone (v1: since the repository's creation).
-pub fn key_age_of(config: &crate::RepoConfig, now: i64) -> i64 {
-    let created = config.epochs.last().map_or(config.created, |e| e.created);
-    (now - created).max(0)
-}
-
 /// The plaintext `config` object from whichever region answers first (no keys needed):
 /// what `status` reads the key age from. `Ok(None)`: no region holds a repository yet.
 pub async fn read_config(regions: &[crate::Region]) -> Result<Option<crate::RepoConfig>> {

@@ -55,6 +55,12 @@ impl RepoConfig {
     pub fn current_epoch(&self) -> u32 {
         self.epochs.last().map_or(1, |e| e.epoch)
     }
+
+    /// When the current recipient epoch started (epoch seconds; v1: the repository's
+    /// creation): what the yearly key-rotation objective measures from.
+    pub fn current_epoch_created(&self) -> i64 {
+        self.epochs.last().map_or(self.created, |e| e.created)
+    }
 }
 
 pub(crate) fn parse_config(bytes: &[u8], region: &str) -> Result<RepoConfig> {
