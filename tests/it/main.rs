@@ -36,6 +36,7 @@ mod retention_schedule;
 mod rewrap;
 mod roundtrip;
 mod s3;
+mod sealed;
 mod servers;
 mod signing;
 mod tls;
