@@ -16,22 +16,28 @@ pub enum CatalogCommand {
         /// Read manifests from this region alone (the others are only listed, if reachable).
         #[arg(long, value_name = "REGION")]
         from: Option<String>,
+        /// Print the result as JSON on stdout (for scripts; exit codes are the same).
         #[arg(long)]
         json: bool,
     },
     /// The snapshots the catalog knows, with the regions holding each.
     Snapshots {
+        /// Only this plan's snapshots.
         #[arg(long)]
         plan: Option<String>,
+        /// Print the result as JSON on stdout (for scripts; exit codes are the same).
         #[arg(long)]
         json: bool,
     },
     /// Recorded runs, newest first.
     Runs {
+        /// Only this plan's runs.
         #[arg(long)]
         plan: Option<String>,
-        #[arg(long, default_value_t = 20)]
+        /// At most N runs.
+        #[arg(long, value_name = "N", default_value_t = 20)]
         limit: i64,
+        /// Print the result as JSON on stdout (for scripts; exit codes are the same).
         #[arg(long)]
         json: bool,
     },

@@ -71,6 +71,7 @@ pub struct DaemonArgs {
 pub struct RunDueArgs {
     #[command(flatten)]
     exec: ExecArgs,
+    /// Print the result as JSON on stdout (for scripts; exit codes are the same).
     #[arg(long)]
     json: bool,
 }

@@ -19,13 +19,16 @@ pub enum DrillCommand {
     /// Check runbooks against the config: exit 0 when all are valid, 2 with every error
     /// (file:line:column: key: problem).
     Validate {
+        /// Runbook files or directories of them (runbooks/*.toml).
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
     /// Dry run: resolve plans, regions, snapshots and targets; print the step graph and what
     /// would be created. Changes nothing.
     Plan {
+        /// The runbook file (runbooks/NAME.toml).
         runbook: PathBuf,
+        /// Print the result as JSON on stdout (for scripts; exit codes are the same).
         #[arg(long)]
         json: bool,
     },
@@ -33,6 +36,7 @@ pub enum DrillCommand {
     /// store the report in the catalog and every region. Exit 0 passed, 4 a step or
     /// assertion failed, 130 interrupted (cleanup still ran).
     Run {
+        /// The runbook file (runbooks/NAME.toml).
         runbook: PathBuf,
         /// Approve this gate (an `approve` step id); repeatable. Needs --approver.
         #[arg(long, value_name = "STEP_ID")]
@@ -46,6 +50,7 @@ pub enum DrillCommand {
         /// Print a line per step on stderr even when it is not a terminal.
         #[arg(long)]
         progress: bool,
+        /// Print the result as JSON on stdout (for scripts; exit codes are the same).
         #[arg(long)]
         json: bool,
     },
@@ -54,6 +59,7 @@ pub enum DrillCommand {
         /// Where the runbooks are (default: ./runbooks, else runbooks/ beside the config).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Print the result as JSON on stdout (for scripts; exit codes are the same).
         #[arg(long)]
         json: bool,
     },
@@ -61,6 +67,7 @@ pub enum DrillCommand {
     Report {
         /// A drill id (or unique prefix), or "latest".
         id: String,
+        /// md or html for people and auditors, json for machines.
         #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
         format: ReportFormat,
         /// Write to FILE instead of stdout.

@@ -36,19 +36,25 @@ pub struct ForgetArgs {
     /// Print what would be forgotten and which rule keeps each survivor; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print the result as JSON on stdout (for scripts; exit codes are the same).
     #[arg(long)]
     pub json: bool,
     /// Override the configured policy: keep the N newest snapshots.
     #[arg(long, value_name = "N")]
     pub keep_last: Option<u32>,
+    /// Override the configured policy: keep the newest snapshot of each of the last N hours.
     #[arg(long, value_name = "N")]
     pub keep_hourly: Option<u32>,
+    /// Override the configured policy: keep the newest snapshot of each of the last N days.
     #[arg(long, value_name = "N")]
     pub keep_daily: Option<u32>,
+    /// Override the configured policy: keep the newest snapshot of each of the last N weeks.
     #[arg(long, value_name = "N")]
     pub keep_weekly: Option<u32>,
+    /// Override the configured policy: keep the newest snapshot of each of the last N months.
     #[arg(long, value_name = "N")]
     pub keep_monthly: Option<u32>,
+    /// Override the configured policy: keep the newest snapshot of each of the last N years.
     #[arg(long, value_name = "N")]
     pub keep_yearly: Option<u32>,
     /// Keep every snapshot newer than DURATION (e.g. "30d"); never less than the RPO.

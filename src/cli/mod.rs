@@ -15,6 +15,8 @@ mod commands;
 pub mod daemon;
 pub mod drill;
 mod forget;
+#[cfg(test)]
+mod help_tests;
 mod history;
 mod keys;
 mod output;
@@ -92,6 +94,7 @@ pub enum Command {
     Config(ConfigCommand),
     /// Create the repository in every region that lacks it (never overwrites one).
     Init {
+        /// Print the result as JSON on stdout (for scripts; exit codes are the same).
         #[arg(long)]
         json: bool,
     },
@@ -101,6 +104,7 @@ pub enum Command {
     /// running it again finishes. Nothing is re-uploaded; chunk ids stay the same. Needs every
     /// region, and the writer key (or the identity).
     Upgrade {
+        /// Print the result as JSON on stdout (for scripts; exit codes are the same).
         #[arg(long)]
         json: bool,
     },
@@ -117,6 +121,7 @@ pub enum Command {
         /// Only this plan's snapshots.
         #[arg(long)]
         plan: Option<String>,
+        /// Print the result as JSON on stdout (for scripts; exit codes are the same).
         #[arg(long)]
         json: bool,
     },
@@ -188,6 +193,7 @@ pub enum Command {
         /// set (trusted.* and security.* need root) are skipped with one warning.
         #[arg(long)]
         no_xattrs: bool,
+        /// Print the result as JSON on stdout (for scripts; exit codes are the same).
         #[arg(long)]
         json: bool,
     },
@@ -214,12 +220,14 @@ pub enum Command {
         /// Restore test: parent of the scratch directories (default: the cache directory).
         #[arg(long, value_name = "DIR", requires = "restore")]
         scratch: Option<PathBuf>,
+        /// Print the result as JSON on stdout (for scripts; exit codes are the same).
         #[arg(long)]
         json: bool,
     },
     /// Per plan: RPO age, RTO evidence, drill age and region health. Exit 0 healthy,
     /// 10 warning, 11 breach.
     Status {
+        /// Print the result as JSON on stdout (for scripts; exit codes are the same).
         #[arg(long)]
         json: bool,
     },
@@ -243,6 +251,7 @@ pub enum Command {
         /// Only the newest N entries (the chain is always verified whole).
         #[arg(long, value_name = "N")]
         limit: Option<i64>,
+        /// Print the result as JSON on stdout (for scripts; exit codes are the same).
         #[arg(long)]
         json: bool,
     },
@@ -253,6 +262,7 @@ pub enum Command {
     /// Copy to every region what it lacks (degraded snapshots, a new region): packs, then
     /// index, then snapshots, each object verified. Idempotent; safe to interrupt and rerun.
     Replicate {
+        /// Print the result as JSON on stdout (for scripts; exit codes are the same).
         #[arg(long)]
         json: bool,
     },
@@ -269,6 +279,7 @@ pub enum RegionsCommand {
     /// Per region: reachable, can list/put/get, can this identity delete (a warning for a
     /// writer), versioning and Object Lock state, round-trip latency.
     Check {
+        /// Print the result as JSON on stdout (for scripts; exit codes are the same).
         #[arg(long)]
         json: bool,
     },
@@ -278,8 +289,10 @@ pub enum RegionsCommand {
 pub enum KeysCommand {
     /// Write DIR/identity.txt and DIR/writer.key (mode 0600); print the recipient.
     Generate {
+        /// Directory to write identity.txt and writer.key into (created if missing).
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
+        /// Print the result as JSON on stdout (for scripts; exit codes are the same).
         #[arg(long)]
         json: bool,
     },
@@ -361,6 +374,7 @@ pub enum KeysCommand {
 pub enum ConfigCommand {
     /// Print a commented example config with two local regions under DIR.
     Example {
+        /// The base directory the example's regions, keys and cache live under.
         #[arg(long, value_name = "DIR", default_value = "/var/lib/lifeboat")]
         dir: PathBuf,
     },

@@ -36,6 +36,7 @@ pub struct PruneArgs {
     /// It must exceed the longest backup.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub grace: Option<Duration>,
+    /// Print the result as JSON on stdout (for scripts; exit codes are the same).
     #[arg(long)]
     pub json: bool,
 }

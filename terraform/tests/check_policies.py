@@ -233,8 +233,13 @@ def check_conditions(roles: dict[str, list[Statement]], module: Module) -> list[
             if "s3:PutObject" in acts:
                 out.append(Finding(has("s3:object-lock-mode", ("StringEqualsIfExists",)), f"{w}: PutObject may not ask for another lock mode"))
                 out.append(Finding(has("s3:object-lock-remaining-retention-days", ("NumericLessThanEqualsIfExists",)), f"{w}: PutObject may not lock for longer than allowed"))
+            evidence = [f"/{prefix}{e}*" for e in iam_map.EVIDENCE_PREFIXES]
             if any(a.startswith("s3:") and a not in ("s3:ListBucket", "s3:GetBucketVersioning", "s3:GetBucketObjectLockConfiguration", "s3:GetLifecycleConfiguration") for a in acts):
-                out.append(Finding(f"/{prefix}*" in res and '"*"' not in res, f"{w}: object actions are granted under the repository prefix ({prefix}) only"))
+                under = f"/{prefix}*" in res or any(e in res for e in evidence)
+                out.append(Finding(under and '"*"' not in res, f"{w}: object actions are granted under the repository prefix ({prefix}) only"))
+            if role in iam_map.EVIDENCE_ROLES and acts & {"s3:PutObject", "s3:PutObjectRetention"}:
+                only = f"/{prefix}*" not in res and all(e in res for e in evidence)
+                out.append(Finding(only, f"{w}: {role} puts only evidence ({', '.join(prefix + e + '*' for e in iam_map.EVIDENCE_PREFIXES)}), never packs, index, snapshots, keys or config"))
             if any(a.startswith("kms:") for a in acts):
                 out.append(Finding(has("kms:ViaService", ("StringEquals",)), f"{w}: KMS use only through S3/RDS (kms:ViaService)"))
                 out.append(Finding('"*"' not in res, f"{w}: KMS grants name keys, not \"*\""))
@@ -616,6 +621,11 @@ def self_test(real_roles: dict[str, list[Statement]], iam: Module) -> list[Findi
         stripped.append(s)
     fails = failures(check_conditions(dict(real_roles, writer=stripped), iam))
     out.append(Finding(any("PutObjectRetention only with the bucket's lock mode" in f for f in fails), "self-test: a missing retention-mode condition fails the check"))
+
+    # g2) A restorer allowed to put anywhere in the repository (not only evidence).
+    wide = [Statement(**{**st.__dict__, "resources": "${local.repository_object_arns}"}) if "s3:PutObject" in (st.actions or []) else st for st in real_roles["restorer"]]
+    fails = failures(check_conditions(dict(real_roles, restorer=wide), iam))
+    out.append(Finding(any("restorer puts only evidence" in f for f in fails), "self-test: a restorer that may put packs or manifests fails the check"))
 
     # h) Getters are not setters; reading the lock headers needs s3:GetObjectRetention.
     src = ("use aws_sdk_s3::Client;\nasync fn f(c: &Client) {\n"

@@ -29,8 +29,10 @@ CATEGORY_ROLES = {
 # Wildcard grants ("s3:*") are refused for every role by a separate rule.
 FORBIDDEN = {
     "writer": ("s3:Delete*", "s3:BypassGovernanceRetention", "s3:PutBucket*", "s3:PutObjectLegalHold", "rds:*"),
-    "restorer": ("s3:Delete*", "s3:Put*", "s3:AbortMultipartUpload", "s3:BypassGovernanceRetention", "rds:*"),
-    "drill": ("s3:Delete*", "s3:Put*", "s3:BypassGovernanceRetention", "rds:DeleteDBSnapshot", "rds:CopyDBSnapshot", "rds:CreateDBSnapshot", "rds:Modify*"),
+    # restorer and drill may put drill reports and audit checkpoints (EVIDENCE_PREFIXES,
+    # checked by check_policies.check_conditions), nothing else of s3:Put*.
+    "restorer": ("s3:Delete*", "s3:PutBucket*", "s3:PutObjectLegalHold", "s3:PutObjectAcl", "s3:PutObjectTagging", "s3:AbortMultipartUpload", "s3:BypassGovernanceRetention", "rds:*"),
+    "drill": ("s3:Delete*", "s3:PutBucket*", "s3:PutObjectLegalHold", "s3:PutObjectAcl", "s3:PutObjectTagging", "s3:BypassGovernanceRetention", "rds:DeleteDBSnapshot", "rds:CopyDBSnapshot", "rds:CreateDBSnapshot", "rds:Modify*"),
     "maintainer": ("s3:BypassGovernanceRetention", "s3:DeleteObjectVersion", "s3:PutBucket*", "rds:*"),
     "rds": ("s3:*", "rds:Modify*", "rds:DeleteDBCluster*", "rds:CreateDBInstance"),
 }
@@ -148,12 +150,17 @@ PROBES = {
 # What destroys history for good (a delete marker does not).
 PERMANENT_DELETES = ("s3:DeleteObjectVersion", "s3:BypassGovernanceRetention")
 
+# Where restorer and drill may put objects: the evidence a restore or a drill leaves
+# (drill reports, audit checkpoints), under the repository prefix.
+EVIDENCE_PREFIXES = ("drills/", "audit/")
+EVIDENCE_ROLES = ("restorer", "drill")
+
 # KMS needs that follow from the infrastructure, not from an SDK call.
 KMS_NEEDS = {
     "writer": ("kms:Decrypt", "kms:GenerateDataKey"),
     "maintainer": ("kms:Decrypt", "kms:GenerateDataKey"),
-    "restorer": ("kms:Decrypt",),
-    "drill": ("kms:Decrypt", "kms:CreateGrant", "kms:DescribeKey"),
+    "restorer": ("kms:Decrypt", "kms:GenerateDataKey"),
+    "drill": ("kms:Decrypt", "kms:GenerateDataKey", "kms:CreateGrant", "kms:DescribeKey"),
     "rds": (
         "kms:CreateGrant",
         "kms:DescribeKey",
@@ -179,6 +186,11 @@ _S3_WRITE = {
     "s3:PutObject": "upload packs, index, manifests, config, keys, locks; only the bucket's lock mode, about object_lock_days",
     "s3:PutObjectRetention": "uploads carry a retain-until date; only the bucket's mode and about object_lock_days (cannot shorten: no bypass)",
     "kms:GenerateDataKey": "SSE-KMS uploads, only through S3 on the repository's keys",
+}
+_S3_EVIDENCE = {
+    "s3:PutObject": "add audit checkpoints (audit/) and drill reports (drills/) to every region, nothing else; only the bucket's lock mode, about object_lock_days",
+    "s3:PutObjectRetention": "those uploads carry a retain-until date; audit/ and drills/ only, the bucket's mode, about object_lock_days",
+    "kms:GenerateDataKey": "SSE-KMS for those uploads, only through S3 on the repository's keys",
 }
 _S3_PRUNE = {
     "s3:DeleteObject": "prune hides unreferenced objects behind a delete marker; the version stays (lock, then noncurrent_version_expiration_days)",
@@ -208,7 +220,7 @@ _RDS_SNAPSHOT = {
 ALLOWED = {
     "writer": {**_S3_READ, **_S3_WRITE},
     "maintainer": {**_S3_READ, **_S3_WRITE, **_S3_PRUNE},
-    "restorer": dict(_S3_READ),
-    "drill": {**_S3_READ, **_RDS_SCRATCH},
+    "restorer": {**_S3_READ, **_S3_EVIDENCE},
+    "drill": {**_S3_READ, **_S3_EVIDENCE, **_RDS_SCRATCH},
     "rds": {**_RDS_SNAPSHOT, **_RDS_SCRATCH},
 }

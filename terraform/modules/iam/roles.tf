@@ -19,12 +19,14 @@ data "aws_iam_policy_document" "maintainer" {
 data "aws_iam_policy_document" "restorer" {
   source_policy_documents = [
     data.aws_iam_policy_document.s3_read.json,
+    data.aws_iam_policy_document.s3_evidence.json,
   ]
 }
 
 data "aws_iam_policy_document" "drill" {
   source_policy_documents = [
     data.aws_iam_policy_document.s3_read.json,
+    data.aws_iam_policy_document.s3_evidence.json,
     data.aws_iam_policy_document.rds_scratch.json,
   ]
 }
@@ -48,8 +50,8 @@ locals {
   role_descriptions = {
     writer     = "lifeboat backup hosts: read the repository and add objects; cannot delete"
     maintainer = "lifeboat prune: writer rights plus delete markers; no permanent deletion, no retention bypass"
-    restorer   = "lifeboat restore and verify: read-only access to the repository"
-    drill      = "lifeboat DR drills: read the repository, restore RDS snapshots into tagged scratch instances and delete them"
+    restorer   = "lifeboat restore and verify: read the repository; add audit checkpoints (audit/) and drill reports (drills/) only"
+    drill      = "lifeboat DR drills: read the repository, add drill reports and audit checkpoints, restore RDS snapshots into tagged scratch instances and delete them"
     rds        = "lifeboat rds source: snapshot tagged instances, copy across regions, expire and restore-test lifeboat snapshots"
   }
 }

@@ -1,7 +1,9 @@
-# S3 permissions, in three layers that the role documents combine:
-#   s3_read  - every role that touches the repository;
-#   s3_write - writer and maintainer;
-#   s3_prune - maintainer only.
+# S3 permissions, in four layers that the role documents combine:
+#   s3_read     - every role that touches the repository;
+#   s3_write    - writer and maintainer;
+#   s3_evidence - restorer and drill: add drill reports (drills/) and audit
+#                 checkpoints (audit/) to the regions, nothing else;
+#   s3_prune    - maintainer only.
 #
 # Every action is listed literally (no wildcards): terraform/tests/check_policies.py
 # reads these blocks and checks them against the S3 calls in the Rust code.
@@ -21,6 +23,14 @@ locals {
 
   # Objects of the repository: config, keys/, data/, index/, snapshots/, locks/.
   repository_object_arns = [for arn in local.bucket_arns : "${arn}/${var.repository_prefix}*"]
+
+  # Evidence a restore or drill host adds to the regions: drill reports and the
+  # audit trail's checkpoints. Both are MAC-authenticated by lifeboat, so a junk
+  # object there is detected, and neither prefix holds anything a restore reads.
+  evidence_object_arns = flatten([for arn in local.bucket_arns : [
+    "${arn}/${var.repository_prefix}drills/*",
+    "${arn}/${var.repository_prefix}audit/*",
+  ]])
 
   # S3 asks KMS on the caller's behalf; with an S3 bucket key the encryption
   # context is the bucket ARN, without one the object ARN.
@@ -156,6 +166,80 @@ data "aws_iam_policy_document" "s3_write" {
 
   statement {
     sid       = "EncryptThroughS3"
+    effect    = "Allow"
+    actions   = ["kms:GenerateDataKey"]
+    resources = local.s3_key_arns
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = local.s3_via_services
+    }
+
+    condition {
+      test     = "StringLike"
+      variable = "kms:EncryptionContext:aws:s3:arn"
+      values   = local.s3_encryption_contexts
+    }
+  }
+}
+
+data "aws_iam_policy_document" "s3_evidence" {
+  # The same lock conditions as the writer's uploads, on drills/ and audit/ only.
+  statement {
+    sid       = "WriteEvidenceObjects"
+    effect    = "Allow"
+    actions   = ["s3:PutObject"]
+    resources = local.evidence_object_arns
+
+    condition {
+      test     = "StringEqualsIfExists"
+      variable = "s3:object-lock-mode"
+      values   = [local.object_lock_mode]
+    }
+
+    condition {
+      test     = "NumericLessThanEqualsIfExists"
+      variable = "s3:object-lock-remaining-retention-days"
+      values   = [tostring(local.max_retention_days)]
+    }
+
+    condition {
+      test     = "NumericGreaterThanEqualsIfExists"
+      variable = "s3:object-lock-remaining-retention-days"
+      values   = [tostring(local.min_retention_days)]
+    }
+  }
+
+  statement {
+    sid       = "SetRetentionOfEvidenceObjects"
+    effect    = "Allow"
+    actions   = ["s3:PutObjectRetention"]
+    resources = local.evidence_object_arns
+
+    condition {
+      test     = "StringEquals"
+      variable = "s3:object-lock-mode"
+      values   = [local.object_lock_mode]
+    }
+
+    condition {
+      test     = "NumericLessThanEquals"
+      variable = "s3:object-lock-remaining-retention-days"
+      values   = [tostring(local.max_retention_days)]
+    }
+
+    condition {
+      test     = "NumericGreaterThanEquals"
+      variable = "s3:object-lock-remaining-retention-days"
+      values   = [tostring(local.min_retention_days)]
+    }
+  }
+
+  statement {
+    # The object puts above are what confine this; the context is the bucket ARN
+    # when the bucket uses an S3 bucket key, so it cannot name audit/ and drills/.
+    sid       = "EncryptEvidenceThroughS3"
     effect    = "Allow"
     actions   = ["kms:GenerateDataKey"]
     resources = local.s3_key_arns
