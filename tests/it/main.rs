@@ -8,6 +8,7 @@ mod breaker;
 mod catalog;
 mod command;
 mod common;
+mod compression;
 mod config;
 mod crash;
 mod daemon;

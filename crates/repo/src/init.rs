@@ -36,7 +36,7 @@ impl Default for InitOptions {
         InitOptions {
             chunker: ChunkerParams::default(),
             pack_size: 16 * 1024 * 1024,
-            zstd_level: 3,
+            zstd_level: 2,
         }
     }
 }
