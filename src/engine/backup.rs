@@ -161,6 +161,7 @@ async fn into_repository(
             stats: written.stats,
             probes: written.probes,
             unreadable: written.unreadable,
+            sealed: false,
         };
         let outcome = writer.finish(manifest)?;
         if let Some(after_commit) = written.after_commit {

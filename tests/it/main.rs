@@ -37,6 +37,7 @@ mod retention_schedule;
 mod rewrap;
 mod roundtrip;
 mod s3;
+mod sealed;
 mod servers;
 mod signing;
 mod tls;

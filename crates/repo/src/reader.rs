@@ -1,14 +1,26 @@
 //! Reading blobs back: find a chunk's pack in the index, fetch the pack (preferred region
 //! first, falling back per object when missing or corrupt), decrypt it and verify every blob.
 //! A chunk stored in several packs falls back to its other packs when one is bad everywhere.
+//!
+//! Two ways to read a pack: [`fetch_pack`] decrypts all of it ([`OpenPack`], the plaintext
+//! beside the table; the [`BlobReader`] caches a few of those, bounded in bytes), and
+//! [`fetch_stream`] keeps only the ciphertext and decrypts the 64 KiB age chunks under each
+//! blob as it is read ([`PackStream`]): a restore's data packs are read that way, so a pack
+//! in flight costs its ciphertext, not its ciphertext and its plaintext.
 
 use std::collections::VecDeque;
+use std::io::{Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+
 use crate::error::{RepoError, Result};
-use crate::pack::OpenPack;
+use crate::pack::{check_chunk, decompress, OpenPack, PackEntry};
 use crate::repo::{check_stored_id, pack_name, Repository};
 use crate::{Id, Index};
+
+/// Bytes of decrypted packs a [`BlobReader`] keeps by default: two full 16 MiB packs.
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 
 /// Fetch and open one pack. Needs the identity.
 pub async fn fetch_pack(repo: &Arc<Repository>, id: Id) -> Result<Arc<OpenPack>> {
@@ -23,22 +35,107 @@ pub async fn fetch_pack(repo: &Arc<Repository>, id: Id) -> Result<Arc<OpenPack>>
     Ok(Arc::new(pack))
 }
 
-/// Reads individual blobs (trees, small files) through a small cache of open packs.
+/// Fetch one pack (its stored bytes checked against its id) for reading blob by blob with
+/// [`PackStream`]. Needs the identity.
+pub async fn fetch_stream(repo: &Arc<Repository>, id: Id) -> Result<PackStream> {
+    let name = pack_name(&id);
+    let identity = repo.identity("reading backup data")?.keys().to_vec();
+    let (bytes, _) = repo
+        .get_checked(&name, |b| check_stored_id(b, &id, &name))
+        .await?;
+    PackStream::open(&identity, id, bytes)
+}
+
+/// One pack's ciphertext, decrypted only where a blob is read: seeking to a blob decrypts
+/// (and authenticates) the age chunks it spans, nothing else. Blobs read in offset order
+/// decrypt each chunk once. The pack's own table is not read: the index says where each
+/// blob is, and every blob is verified by its keyed hash and length.
+pub struct PackStream {
+    pub id: Id,
+    /// Stored bytes of the pack (its ciphertext).
+    pub stored_len: usize,
+    reader: age::stream::StreamReader<std::io::Cursor<Bytes>>,
+    pos: u64,
+    buf: Vec<u8>,
+}
+
+impl PackStream {
+    pub fn open(identity: &[age::x25519::Identity], id: Id, stored: Bytes) -> Result<PackStream> {
+        let what = || format!("pack {}", id.short());
+        let stored_len = stored.len();
+        let dec = age::Decryptor::new(std::io::Cursor::new(stored))
+            .map_err(|e| RepoError::Corrupt(format!("{}: not a valid age file: {e}", what())))?;
+        let reader = dec
+            .decrypt(identity.iter().map(|i| i as &dyn age::Identity))
+            .map_err(|e| match e {
+                age::DecryptError::NoMatchingKeys => RepoError::WrongKey(format!(
+                    "{}: the identity does not match any recipient of this repository",
+                    what()
+                )),
+                e => RepoError::Corrupt(format!("{}: {e}", what())),
+            })?;
+        Ok(PackStream {
+            id,
+            stored_len,
+            reader,
+            pos: 0,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Decrypt, decompress and verify one blob.
+    pub fn blob(&mut self, chunk_key: &[u8; 32], e: &PackEntry) -> Result<Vec<u8>> {
+        let bad = |m: String| RepoError::Corrupt(format!("pack {}: {m}", self.id.short()));
+        let offset = u64::from(e.offset);
+        if offset != self.pos {
+            self.reader
+                .seek(SeekFrom::Start(offset))
+                .map_err(|err| bad(format!("blob {}: {err}", e.id.short())))?;
+        }
+        self.buf.resize(e.length as usize, 0);
+        // A blob past the end, or a chunk that fails authentication, is an error here.
+        self.reader.read_exact(&mut self.buf).map_err(|err| {
+            bad(format!(
+                "blob {} unreadable (out of bounds or not authentic): {err}",
+                e.id.short()
+            ))
+        })?;
+        self.pos = offset + u64::from(e.length);
+        let raw = decompress(e, &self.buf)?;
+        check_chunk(chunk_key, e, &raw)?;
+        Ok(raw)
+    }
+}
+
+/// Reads individual blobs (trees, small files) through a small cache of open packs,
+/// least recently used first out, bounded in bytes of plaintext.
 pub struct BlobReader {
     repo: Arc<Repository>,
     index: Arc<Index>,
     cache: Mutex<VecDeque<Arc<OpenPack>>>,
-    capacity: usize,
+    capacity_bytes: usize,
 }
 
 impl BlobReader {
     pub fn new(repo: Arc<Repository>, index: Arc<Index>) -> BlobReader {
+        BlobReader::with_cache_bytes(repo, index, DEFAULT_CACHE_BYTES)
+    }
+
+    /// A reader whose cache holds at most `bytes` of decrypted packs (always the last pack
+    /// read, even one larger than that).
+    pub fn with_cache_bytes(repo: Arc<Repository>, index: Arc<Index>, bytes: usize) -> BlobReader {
         BlobReader {
             repo,
             index,
             cache: Mutex::new(VecDeque::new()),
-            capacity: 4,
+            capacity_bytes: bytes,
         }
+    }
+
+    /// Bytes of plaintext the cache holds now, and how many packs.
+    pub fn cached(&self) -> (usize, usize) {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        (cache.iter().map(|p| p.plain.len()).sum(), cache.len())
     }
 
     /// Read and verify one blob from its best location, falling back to its other
@@ -71,18 +168,25 @@ impl BlobReader {
 
     async fn read_at(&self, pack_id: Id, entry: &crate::pack::PackEntry) -> Result<Vec<u8>> {
         let cached = {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            cache.iter().find(|p| p.id == pack_id).cloned()
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let hit = cache.iter().position(|p| p.id == pack_id);
+            // Most recently used at the back.
+            hit.and_then(|i| cache.remove(i))
+                .inspect(|p| cache.push_back(p.clone()))
         };
         let pack = match cached {
             Some(p) => p,
             None => {
                 let p = fetch_pack(&self.repo, pack_id).await?;
                 let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                if cache.len() >= self.capacity {
-                    cache.pop_front();
+                if !cache.iter().any(|c| c.id == pack_id) {
+                    cache.push_back(p.clone());
                 }
-                cache.push_back(p.clone());
+                let mut held: usize = cache.iter().map(|c| c.plain.len()).sum();
+                while held > self.capacity_bytes && cache.len() > 1 {
+                    let out = cache.pop_front().expect("more than one pack cached");
+                    held -= out.plain.len();
+                }
                 p
             }
         };

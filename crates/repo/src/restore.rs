@@ -35,6 +35,7 @@
 //! Every I/O error names the path it concerns.
 
 mod fill;
+pub mod memtrace;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
@@ -281,8 +282,14 @@ pub async fn restore_tree(
             Ok::<_, RepoError>(tree.nodes.into_iter())
         }
     };
+    let trace = memtrace::MemTrace::from_env();
+    // Peak since the process started: the index, the manifest, the key.
+    trace.end("index load (process start)", 0);
+    trace.start();
     // Every name is checked before anything is written: a crafted tree is refused whole.
     check_names(&reader, root, &include).await?;
+    trace.end("name check (tree packs)", reader.cached().0 as u64);
+    trace.start();
     let mut stack = vec![Frame {
         entries: read_tree(root, PathBuf::new()).await?,
         path: PathBuf::new(),
@@ -295,6 +302,7 @@ pub async fn restore_tree(
         opts,
         progress: &progress,
         cancel: &cancel,
+        trace: &trace,
     };
     let mut report = RestoreReport::default();
     let mut skipped = Skipped::default();
@@ -347,8 +355,13 @@ pub async fn restore_tree(
         }
         if batch.entries() + finished.len() >= limit || batch.chunks >= BATCH_CHUNKS {
             let full = std::mem::take(&mut batch);
+            if trace.on() {
+                let held = reader.cached().0 + full.held_bytes() + stack_bytes(&stack);
+                trace.end("walk: trees, batch nodes", held as u64);
+            }
             fill::restore_batch(&ctx, full, &mut links, &mut report, &mut skipped).await?;
             finish_dirs(target, &mut finished, opts, &mut report, &mut skipped)?;
+            trace.start();
         }
     }
     if !matched && !include.is_empty() {
@@ -360,14 +373,33 @@ pub async fn restore_tree(
                 .unwrap_or_default()
         )));
     }
+    if trace.on() {
+        let held = reader.cached().0 + batch.held_bytes();
+        trace.end("walk: trees, batch nodes", held as u64);
+    }
     fill::restore_batch(&ctx, batch, &mut links, &mut report, &mut skipped).await?;
     finish_dirs(target, &mut finished, opts, &mut report, &mut skipped)?;
+    trace.report();
     if opts.no_owner {
         skipped.owners = 0;
     }
     report.warnings = skipped.warnings();
     report.skipped = skipped;
     Ok(report)
+}
+
+/// Bytes the walk's stack holds in nodes not yet visited (for [`memtrace`]).
+fn stack_bytes(stack: &[Frame]) -> usize {
+    stack
+        .iter()
+        .map(|f| {
+            f.entries
+                .as_slice()
+                .iter()
+                .map(fill::node_bytes)
+                .sum::<usize>()
+        })
+        .sum()
 }
 
 /// Walk the trees to restore (as the restore will) and check every name, keeping nothing:

@@ -25,7 +25,7 @@ use crate::attrs::{self, Handle, Skipped};
 use crate::error::{RepoError, Result};
 use crate::pack::PackEntry;
 use crate::progress::{Cancel, Progress};
-use crate::reader::{fetch_pack, BlobReader};
+use crate::reader::{fetch_stream, BlobReader};
 use crate::Id;
 
 /// Bytes of early chunks a batch may hold while waiting to be hashed in order.
@@ -49,6 +49,28 @@ impl Batch {
     pub fn entries(&self) -> usize {
         self.files.len() + self.symlinks.len() + self.specials.len()
     }
+
+    /// About what the batch's nodes and paths hold on the heap (for [`super::memtrace`]).
+    pub fn held_bytes(&self) -> usize {
+        [&self.files, &self.symlinks, &self.specials]
+            .iter()
+            .flat_map(|v| v.iter())
+            .map(|p| std::mem::size_of::<Placed>() + p.path.as_os_str().len() + node_bytes(&p.node))
+            .sum()
+    }
+}
+
+/// About what one tree node holds on the heap beyond its own size (strings, chunk ids).
+pub(super) fn node_bytes(n: &crate::tree::Node) -> usize {
+    let s = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+    std::mem::size_of::<crate::tree::Node>()
+        + s(&n.name)
+        + s(&n.name_hex)
+        + s(&n.hash)
+        + s(&n.target)
+        + s(&n.user)
+        + s(&n.group)
+        + n.chunks.len() * std::mem::size_of::<Id>()
 }
 
 /// A restored hardlink group's first file: later paths of the group are linked to it.
@@ -70,11 +92,18 @@ pub(super) struct Ctx<'a> {
     pub opts: &'a RestoreOptions,
     pub progress: &'a Arc<Progress>,
     pub cancel: &'a Cancel,
+    pub trace: &'a super::memtrace::MemTrace,
 }
 
-/// The in-order hash of one file being written.
+/// The in-order hash of one file being written. The hasher (≈ 2 KB) exists only while the
+/// file is partly hashed: a one-chunk file is hashed in one call, and a finished file keeps
+/// only its 32-byte hash, so a batch of 8192 small files does not hold 8192 hashers.
 struct Hashing {
-    hasher: blake3::Hasher,
+    hasher: Option<Box<blake3::Hasher>>,
+    /// The hash, once all `len` bytes went through in order.
+    done: Option<blake3::Hash>,
+    /// The file's data length (its size, for a dense file).
+    len: u64,
     /// Data offset up to which the content is hashed.
     next: u64,
     /// Chunks that arrived before the bytes ahead of them, by data offset.
@@ -84,9 +113,15 @@ struct Hashing {
 }
 
 impl Hashing {
-    fn new(reread: bool) -> Hashing {
+    fn new(len: u64, reread: bool) -> Hashing {
         Hashing {
-            hasher: blake3::Hasher::new(),
+            hasher: None,
+            done: if len == 0 && !reread {
+                Some(blake3::hash(&[]))
+            } else {
+                None
+            },
+            len,
             next: 0,
             early: BTreeMap::new(),
             reread,
@@ -107,20 +142,49 @@ impl Hashing {
             }
             return;
         }
-        self.hasher.update(raw);
-        self.next += raw.len() as u64;
+        self.update(raw);
         while let Some(buf) = self.early.remove(&self.next) {
             budget.fetch_sub(buf.len(), Ordering::Relaxed);
-            self.hasher.update(&buf);
-            self.next += buf.len() as u64;
+            self.update(&buf);
         }
+    }
+
+    fn update(&mut self, raw: &[u8]) {
+        let end = self.next + raw.len() as u64;
+        if self.next == 0 && end == self.len {
+            self.done = Some(blake3::hash(raw));
+        } else {
+            let h = self
+                .hasher
+                .get_or_insert_with(|| Box::new(blake3::Hasher::new()));
+            h.update(raw);
+            if end == self.len {
+                self.done = Some(h.finalize());
+                self.hasher = None;
+            }
+        }
+        self.next = end;
     }
 
     fn give_up(&mut self, budget: &AtomicUsize) {
         let held: usize = self.early.values().map(Vec::len).sum();
         budget.fetch_sub(held, Ordering::Relaxed);
         self.early.clear();
+        self.hasher = None;
         self.reread = true;
+    }
+
+    /// The file's hash when it was hashed whole and in order; `None`: read it back.
+    fn result(&self) -> Option<String> {
+        match (
+            &self.done,
+            self.reread,
+            self.next == self.len,
+            self.early.is_empty(),
+        ) {
+            (Some(h), false, true, true) => Some(h.to_hex().to_string()),
+            _ => None,
+        }
     }
 }
 
@@ -191,6 +255,7 @@ pub(super) async fn restore_batch(
         specials,
         ..
     } = batch;
+    ctx.trace.start();
     let finals: Vec<PathBuf> = files.iter().map(|f| ctx.target.join(&f.path)).collect();
     let guard = PartialFiles::beside(&finals);
     // Members of a hardlink group whose first file is restored (earlier, or in this batch).
@@ -275,7 +340,10 @@ pub(super) async fn restore_batch(
     let shared = Arc::new(Files {
         hashing: files
             .iter()
-            .map(|f| Mutex::new(Hashing::new(f.node.sparse.is_some())))
+            .map(|f| {
+                let len = f.node.check_sparse().unwrap_or(f.node.size);
+                Mutex::new(Hashing::new(len, f.node.sparse.is_some()))
+            })
             .collect(),
         exts: files.iter().map(|f| extents(&f.node)).collect(),
         names: files.iter().map(|f| f.path.clone()).collect(),
@@ -284,7 +352,20 @@ pub(super) async fn restore_batch(
         budget: AtomicUsize::new(0),
     });
     report.packs += packs.len() as u64;
-    fill(ctx, packs, &shared).await?;
+    if ctx.trace.on() {
+        let plan: usize = packs
+            .iter()
+            .map(|(_, w)| w.capacity() * std::mem::size_of::<ChunkWrite>())
+            .sum();
+        let hashing = files.len() * std::mem::size_of::<Mutex<Hashing>>();
+        ctx.trace
+            .end("batch: create files, plan", (plan + hashing) as u64);
+        ctx.trace.start();
+    }
+    let in_flight = fill(ctx, packs, &shared).await?;
+    ctx.trace
+        .end("batch: fill (packs in flight)", in_flight as u64);
+    ctx.trace.start();
 
     // Prove every written file, apply its metadata, give it its name.
     let mut hash_buf: Option<Vec<u8>> = None;
@@ -296,16 +377,17 @@ pub(super) async fn restore_batch(
         let (partial, fin) = (&shared.partial[fi], &shared.finals[fi]);
         let h = std::mem::replace(
             &mut *shared.hashing[fi].lock().unwrap_or_else(|p| p.into_inner()),
-            Hashing::new(true),
+            Hashing::new(0, true),
         );
-        let got = if h.reread || h.next != f.node.check_sparse()? || !h.early.is_empty() {
-            let buf = hash_buf.get_or_insert_with(|| vec![0u8; 1 << 20]);
-            hash_file(partial, buf).map_err(|e| match e {
-                RepoError::Io(io) => at("read back", fin)(io),
-                other => other,
-            })?
-        } else {
-            h.hasher.finalize().to_hex().to_string()
+        let got = match h.result() {
+            Some(hash) => hash,
+            None => {
+                let buf = hash_buf.get_or_insert_with(|| vec![0u8; 1 << 20]);
+                hash_file(partial, buf).map_err(|e| match e {
+                    RepoError::Io(io) => at("read back", fin)(io),
+                    other => other,
+                })?
+            }
         };
         if f.node.hash.as_deref() != Some(got.as_str()) {
             return Err(RepoError::Corrupt(format!(
@@ -388,6 +470,7 @@ pub(super) async fn restore_batch(
             .map_err(at("set metadata of", &path))?;
         report.symlinks += 1;
     }
+    ctx.trace.end("batch: verify, rename, links", 0);
     for s in &specials {
         ctx.cancel.check()?;
         let path = ctx.target.join(&s.path);
@@ -403,8 +486,14 @@ pub(super) async fn restore_batch(
     Ok(())
 }
 
-/// Fetch each pack of `packs` (a few in flight), verify its chunks and write them.
-async fn fill(ctx: &Ctx<'_>, packs: Vec<(Id, Vec<ChunkWrite>)>, files: &Arc<Files>) -> Result<()> {
+/// Fetch each pack of `packs` (a few in flight), verify its chunks and write them. Returns
+/// the most stored bytes of packs that were held at once.
+async fn fill(
+    ctx: &Ctx<'_>,
+    packs: Vec<(Id, Vec<ChunkWrite>)>,
+    files: &Arc<Files>,
+) -> Result<usize> {
+    let held = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
     let repo = ctx.reader.repo().clone();
     let chunk_key = *repo.secrets().chunk_key();
     let workers = crate::worker_threads();
@@ -415,18 +504,19 @@ async fn fill(ctx: &Ctx<'_>, packs: Vec<(Id, Vec<ChunkWrite>)>, files: &Arc<File
             let Some((pack_id, writes)) = queue.next() else {
                 break;
             };
-            let (repo, reader, files, progress, cancel) = (
+            let (repo, reader, files, progress, cancel, held) = (
                 repo.clone(),
                 ctx.reader.clone(),
                 files.clone(),
                 ctx.progress.clone(),
                 ctx.cancel.clone(),
+                held.clone(),
             );
             set.spawn(async move {
                 cancel.check()?;
                 // A pack bad in every region: its chunks may be stored in other packs too.
                 // Otherwise it is reported with the files it would have filled.
-                let pack = match fetch_pack(&repo, pack_id).await {
+                let mut pack = match fetch_stream(&repo, pack_id).await {
                     Ok(p) => p,
                     Err(e) => {
                         return from_other_packs(&reader, pack_id, &writes, &files, &progress)
@@ -434,9 +524,15 @@ async fn fill(ctx: &Ctx<'_>, packs: Vec<(Id, Vec<ChunkWrite>)>, files: &Arc<File
                             .map_err(|_| name_files(e, &writes, &files.names))
                     }
                 };
-                progress.add_transferred(pack.plain.len() as u64);
+                progress.add_transferred(pack.stored_len as u64);
+                let now = held.0.fetch_add(pack.stored_len, Ordering::Relaxed) + pack.stored_len;
+                held.1.fetch_max(now, Ordering::Relaxed);
                 tokio::task::spawn_blocking(move || -> Result<()> {
                     let mut open: Option<(usize, File)> = None;
+                    let mut writes = writes;
+                    // In pack order, each age chunk is decrypted once (stable: a chunk
+                    // two files share keeps their order).
+                    writes.sort_by_key(|(entry, _, _)| entry.offset);
                     for (entry, fi, offset) in writes {
                         let raw = pack.blob(&chunk_key, &entry).map_err(|e| match e {
                             RepoError::Corrupt(m) => {
@@ -452,6 +548,7 @@ async fn fill(ctx: &Ctx<'_>, packs: Vec<(Id, Vec<ChunkWrite>)>, files: &Arc<File
                         files.deliver(file, fi, offset, &raw)?;
                         progress.add_done(raw.len() as u64);
                     }
+                    held.0.fetch_sub(pack.stored_len, Ordering::Relaxed);
                     Ok(())
                 })
                 .await
@@ -463,7 +560,7 @@ async fn fill(ctx: &Ctx<'_>, packs: Vec<(Id, Vec<ChunkWrite>)>, files: &Arc<File
             None => break,
         }
     }
-    Ok(())
+    Ok(held.1.load(Ordering::Relaxed))
 }
 
 /// Fill `writes` from the other locations of their chunks, avoiding pack `bad`.

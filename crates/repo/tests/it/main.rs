@@ -10,6 +10,7 @@ mod malicious;
 mod meta_cache;
 mod pipeline;
 mod replicate;
+mod restore_bounds;
 mod rewrap;
 mod stream;
 mod upgrade;
