@@ -33,6 +33,7 @@ fn manifest(plan: &str, time: i64) -> Manifest {
         probes: Default::default(),
         unreadable: vec![],
         sealed: false,
+        details_error: None,
     }
 }
 
