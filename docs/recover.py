@@ -18,6 +18,7 @@ owners by id (as root), and the times of files, directories (after their content
 symlinks. What the running user may not set is skipped and counted.
 """
 import atexit
+import base64
 import errno
 import json
 import os
@@ -50,6 +51,32 @@ def read_pack_table(plain):
         entries.append((cid.hex(), kind, comp, offset, length, raw))
         offset += length
     return entries
+
+
+def open_details(repo, identity, scratch, details):
+    """A sealed manifest's details (root, location, probes, unreadable): base64 of an age
+    file to the details key, whose secret is in keys/details-NNNN.age (one per recipient
+    epoch, encrypted to that epoch's recipients). The key is written to the scratch
+    directory (mode 0700, removed on exit) only for `age -i` to read."""
+    keys = sorted(n for n in os.listdir(os.path.join(repo, "keys")) if n.startswith("details-"))
+    for name in reversed(keys):
+        try:
+            key = json.loads(age_decrypt(identity, os.path.join(repo, "keys", name)))
+        except subprocess.CalledProcessError:
+            continue  # another epoch's copy: this identity is no recipient of it
+        key_file = os.path.join(scratch, "details-key.txt")
+        blob_file = os.path.join(scratch, "details.age")
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key["identity"] + "\n")
+        with open(blob_file, "wb") as f:
+            f.write(base64.b64decode(details))
+        try:
+            return json.loads(age_decrypt(key_file, blob_file))
+        finally:
+            os.remove(key_file)
+            os.remove(blob_file)
+    sys.exit("the manifest's details are sealed and no keys/details-*.age opens with this identity")
 
 
 def main():
@@ -100,6 +127,8 @@ def main():
     if not manifests:
         sys.exit("no matching snapshot")
     _, snap_id, manifest = max(manifests)
+    if "details" in manifest:
+        manifest.update(open_details(repo, identity, scratch, manifest["details"]))
     print(f"restoring snapshot {snap_id[:8]} of plan {manifest['plan']} into {target}")
 
     # 3. Walk the trees (one JSON blob per directory) and write files, links, dirs.

@@ -22,6 +22,7 @@ fn plan() -> PlanConfig {
         retention: Retention::default(),
         verify_schedule: None,
         prune_schedule: None,
+        compression: None,
     }
 }
 

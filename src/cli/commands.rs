@@ -351,6 +351,7 @@ async fn snapshots(cli: &Cli, plan: Option<&str>, json: bool) -> Result<u8> {
                     "complete": all_regions.iter().all(|r| s.regions.contains(r)),
                     "partial": s.manifest.is_partial(),
                     "unreadable": s.manifest.unreadable,
+                    "sealed": s.manifest.sealed,
                     "stats": s.manifest.stats,
                 })
             })

@@ -27,7 +27,9 @@ pub async fn upgrade(cli: &Cli, json: bool) -> Result<u8> {
     let report = upgrade_repo(&regions, keys, UpgradeStep::Complete).await?;
     if json {
         print_json(&json!(report));
-    } else if report.flipped.is_empty() {
+        return Ok(exit::OK);
+    }
+    if report.flipped.is_empty() {
         println!(
             "repository {} is already format v2 in {}",
             report.repository,
@@ -39,6 +41,17 @@ pub async fn upgrade(cli: &Cli, json: bool) -> Result<u8> {
             report.repository,
             report.flipped.join(", ")
         );
+    }
+    if let Some(r) = &report.details_key_added {
+        println!(
+            "details key {r} added: new manifests seal their root, location, probes and unreadable paths to it (existing manifests are not rewritten)"
+        );
+    }
+    if let Some(note) = &report.details_note {
+        eprintln!("lifeboat: {note}");
+    }
+    if let Some(pins) = &report.pin_lines {
+        println!("the repository secrets fingerprint changed; pin it on every host:\n{pins}");
     }
     Ok(exit::OK)
 }
@@ -114,6 +127,18 @@ pub async fn list(cli: &Cli, json: bool) -> Result<u8> {
             ),
             (None, _) => {}
         }
+    }
+    match (&list.details_recipient, &list.details_note) {
+        (Some(r), _) => println!(
+            "details key {r} (manifest details sealed to it; {})",
+            if list.details_readable_here {
+                "opened here"
+            } else {
+                "not readable on this host"
+            }
+        ),
+        (None, Some(note)) => println!("{note}"),
+        (None, None) => {}
     }
     for r in census.iter().flatten() {
         if r.unknown > 0 {

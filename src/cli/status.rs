@@ -157,6 +157,9 @@ fn render_keys(k: &crate::objectives::key_age::KeyAge) -> String {
     if let Some(note) = &k.note {
         out.push_str(&format!("{} keys: {note}\n", k.level.as_str()));
     }
+    if let Some(note) = &k.details {
+        out.push_str(&format!("note keys: {note}\n"));
+    }
     out
 }
 

@@ -121,6 +121,9 @@ pub struct PlanConfig {
     pub verify_schedule: Option<String>,
     /// A cron expression for forget + prune, not yet parsed.
     pub prune_schedule: Option<String>,
+    /// How new chunks are stored (`compression = "zstd:N"` or `"none"`); `None`: the
+    /// repository's zstd level (`lifeboat init` sets 2).
+    pub compression: Option<lifeboat_repo::pack::Codec>,
 }
 
 /// Where a plan's data comes from. New kinds add a variant here and an arm in

@@ -134,6 +134,18 @@ impl Resolver<'_> {
             }
             _ => plan_regions,
         };
+        let compression = match &raw.compression {
+            None => None,
+            Some(_) if matches!(source, SourceConfig::Rds(_)) => return Err(self.err(
+                raw.compression.as_ref().map_or(span, |c| c.span()),
+                &format!("{key}.compression"),
+                "an rds plan stores no chunks (RDS keeps its own snapshots): remove `compression`",
+            )),
+            Some(c) => Some(
+                lifeboat_repo::pack::Codec::parse(c.get_ref())
+                    .map_err(|why| self.err(c.span(), &format!("{key}.compression"), why))?,
+            ),
+        };
         let objectives = match raw.objectives {
             Some(objectives) => {
                 self.objectives(objectives.into_inner(), &format!("{key}.objectives"))?
@@ -180,6 +192,7 @@ impl Resolver<'_> {
             retention,
             verify_schedule,
             prune_schedule,
+            compression,
         })
     }
 

@@ -82,6 +82,7 @@ pub(super) struct RawPlan {
     pub retention: Option<Spanned<RawRetention>>,
     pub verify_schedule: Text,
     pub prune_schedule: Text,
+    pub compression: Text,
 }
 
 #[derive(Debug, Deserialize)]

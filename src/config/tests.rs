@@ -157,6 +157,7 @@ verify_schedule = "0 5 * * 0"
             },
             verify_schedule: Some("0 5 * * 0".to_string()),
             prune_schedule: None,
+            compression: None,
         }],
     };
     assert_eq!(config, expected);
@@ -511,6 +512,38 @@ fn plan_names_and_schedules() {
         plan("")
     );
     assert!(error_at(&twice, 15, "plans[1].name").contains("duplicate plan name"));
+}
+
+#[test]
+fn plan_compression() {
+    use lifeboat_repo::pack::Codec;
+    let plan = |extra: &str| {
+        format!(
+            "{}\n[[plans]]\nname = \"app\"\nsource = {{ kind = \"dir\", path = \"/p\" }}\n{extra}",
+            minimal()
+        )
+    };
+    assert_eq!(parse(&plan("")).unwrap().plans[0].compression, None);
+    for (value, codec) in [
+        ("zstd:1", Codec::Zstd(1)),
+        ("zstd:19", Codec::Zstd(19)),
+        ("zstd", Codec::Zstd(3)),
+        ("none", Codec::None),
+    ] {
+        let config = parse(&plan(&format!("compression = \"{value}\"\n"))).unwrap();
+        assert_eq!(config.plans[0].compression, Some(codec), "{value}");
+    }
+    for bad in ["zstd:0", "zstd:20", "zstd:x", "lz4", "gzip:6", ""] {
+        let message = error_at(
+            &plan(&format!("compression = \"{bad}\"\n")),
+            13,
+            "plans[0].compression",
+        );
+        assert!(
+            message.contains("\"zstd:N\" with N from 1 to 19"),
+            "{bad}: {message}"
+        );
+    }
 }
 
 #[test]

@@ -210,7 +210,7 @@ async fn in_process(
             let reader = Arc::new(BlobReader::new(repo.clone(), index));
             let report = restore_tree(
                 reader,
-                entry.manifest.root,
+                entry.manifest.tree_root()?,
                 &target,
                 &RestoreOptions::default(),
                 progress,

@@ -121,6 +121,7 @@ async fn into_repository(
         .await?;
     let Begun { write, end } = begun;
     let (plan_owned, kind_name) = (plan.name.clone(), plan.source.kind());
+    let codec = plan.compression;
     let result = tokio::task::spawn_blocking(move || -> Result<_> {
         let mut writer = BackupWriter::start(
             repo2.clone(),
@@ -131,6 +132,9 @@ async fn into_repository(
             cancel,
             progress,
         )?;
+        if let Some(codec) = codec {
+            writer.set_codec(codec);
+        }
         let env = WriteEnv {
             params: repo2.config.chunker,
             seed: repo2.secrets().chunker_seed(),
@@ -157,6 +161,7 @@ async fn into_repository(
             stats: written.stats,
             probes: written.probes,
             unreadable: written.unreadable,
+            sealed: false,
         };
         let outcome = writer.finish(manifest)?;
         if let Some(after_commit) = written.after_commit {

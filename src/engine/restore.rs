@@ -87,7 +87,7 @@ pub async fn restore(
     };
     let report = restore_tree(
         reader,
-        snapshot.manifest.root,
+        snapshot.manifest.tree_root()?,
         &req.to,
         &opts,
         progress,

@@ -127,7 +127,8 @@ impl OpenStream {
         );
         let index = Arc::new(repo.load_index().await.context("load index")?);
         let reader = BlobReader::new(repo.clone(), index.clone());
-        let files = lifeboat_repo::stream::stream_files(&reader, snapshot.manifest.root).await?;
+        let files =
+            lifeboat_repo::stream::stream_files(&reader, snapshot.manifest.tree_root()?).await?;
         let (mut node, mut globals) = (None, None);
         for f in files {
             let is_globals = snapshot.manifest.source.kind == "postgres"

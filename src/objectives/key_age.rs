@@ -31,7 +31,14 @@ pub struct KeyAge {
     pub warning_seconds: i64,
     pub breach_seconds: i64,
     pub note: Option<String>,
+    /// Set when the repository has no details key (a v2 repository made before it), so any
+    /// writer reads every plan's manifest details: what to do about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
 }
+
+/// `status`'s note for a repository without a details key.
+pub const DETAILS_NOTE: &str = lifeboat_repo::epochs::NO_DETAILS_KEY;
 
 /// The level of a key `age` seconds old. Pure.
 pub fn evaluate(repository: &str, epoch: u32, created: i64, now: i64) -> KeyAge {
@@ -65,6 +72,7 @@ pub fn evaluate(repository: &str, epoch: u32, created: i64, now: i64) -> KeyAge 
         warning_seconds: WARNING_SECONDS,
         breach_seconds: BREACH_SECONDS,
         note,
+        details: None,
     }
 }
 
@@ -78,6 +86,7 @@ fn unknown(level: Level, note: String) -> KeyAge {
         warning_seconds: WARNING_SECONDS,
         breach_seconds: BREACH_SECONDS,
         note: Some(note),
+        details: None,
     }
 }
 
@@ -99,7 +108,11 @@ pub async fn key_age(config: &Config, now: i64) -> KeyAge {
         );
     };
     match read {
-        Ok(Some(c)) => evaluate(&c.id, c.current_epoch(), c.current_epoch_created(), now),
+        Ok(Some(c)) => KeyAge {
+            details: (c.version >= 2 && c.details_recipient.is_none())
+                .then(|| DETAILS_NOTE.to_string()),
+            ..evaluate(&c.id, c.current_epoch(), c.current_epoch_created(), now)
+        },
         Ok(None) => unknown(
             Level::Ok,
             "no repository yet (`lifeboat init`): no key to age".into(),

@@ -50,6 +50,7 @@ fn plan(retention: Retention) -> PlanConfig {
         retention,
         verify_schedule: None,
         prune_schedule: None,
+        compression: None,
     }
 }
 

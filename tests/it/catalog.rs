@@ -32,6 +32,7 @@ fn manifest(plan: &str, time: i64) -> Manifest {
         },
         probes: Default::default(),
         unreadable: vec![],
+        sealed: false,
     }
 }
 

@@ -487,6 +487,7 @@ fn commit_future_snapshot(ws: &Workspace, ahead: i64) -> String {
                 stats: Default::default(),
                 probes: Default::default(),
                 unreadable: Vec::new(),
+                sealed: false,
             };
             w.finish(manifest).unwrap().snapshot.to_hex()
         })

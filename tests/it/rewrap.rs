@@ -206,6 +206,18 @@ fn after_a_rewrap_the_new_identity_alone_restores_old_and_new_snapshots() {
     assert!(age_decrypts(&new_identity, &old_manifest));
     assert!(age_decrypts(&ws.path("keys/writer.key"), &old_manifest));
     assert!(age_decrypts(&ws.path("keys/writer-db2.key"), &old_manifest));
+    // Sealed details: the rotation wrote the current epoch's copy of the details key, which
+    // only the new identity opens (never a writer); the manifests keep their sealed details.
+    let details_new = ws.path("us-west-2/keys/details-0002.age");
+    assert!(age_decrypts(&new_identity, &details_new));
+    assert!(!age_decrypts(&ws.path("keys/identity.txt"), &details_new));
+    for w in ["keys/writer.key", "keys/writer-db2.key"] {
+        assert!(!age_decrypts(&ws.path(w), &details_new), "{w}");
+        assert!(!age_decrypts(
+            &ws.path(w),
+            &ws.path("us-west-2/keys/details-0001.age")
+        ));
+    }
 
     // Only the new identity now: both snapshots restore, and dedup still hits.
     ws.edit_config(|t| t.replace("keys2/both.txt", "keys2/identity-epoch-2.txt"));
@@ -213,6 +225,14 @@ fn after_a_rewrap_the_new_identity_alone_restores_old_and_new_snapshots() {
     assert_same_tree(&capture(&ws.path("data")), &capture(&to), "new snapshot");
     let to = restore(&ws, &old_snap, "restore-old");
     assert_same_tree(&before_old, &capture(&to), "old snapshot");
+    // Both are sealed, and the new identity alone opens their details (the location shows).
+    for s in ws.json(&["snapshots"]).as_array().unwrap() {
+        assert_eq!(s["sealed"], false, "{s}");
+        assert_eq!(
+            s["source"]["location"].as_str().unwrap(),
+            ws.path("data").to_str().unwrap()
+        );
+    }
     ws.ok(&["verify", "--read-data"]);
     let third = ws.json(&["backup", "app-data"]);
     assert_eq!(

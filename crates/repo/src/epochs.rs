@@ -1,8 +1,11 @@
 //! Recipient epochs: `keys rotate` starts a new one; `keys list` reports them.
 //!
 //! A rotation never touches data: the repository secrets stay the same (so chunk ids do), a
-//! new `keys/secrets-NNNN.age` wraps them to the new recipients and the writer, and `config`
-//! gains the epoch. Write order per region, as at `init`: the key object first (read back and
+//! new `keys/secrets-NNNN.age` wraps them to the new recipients and the writer, a new
+//! `keys/details-NNNN.age` wraps the (unchanged) details key to the new recipients only, and
+//! `config` gains the epoch. A repository with a details key rotates only where the details
+//! key opens (the identity): without it the new epoch's identity could never read the
+//! details of any snapshot, so a host without the identity is refused (`NeedIdentity`). Write order per region, as at `init`: the key object first (read back and
 //! compared before going on), then `config` in every region. A crash before the config puts
 //! leaves an unused key object (the next rotation overwrites it); one between two regions'
 //! config puts leaves regions at epochs N and N+1, both valid (objects written meanwhile go to
@@ -47,8 +50,31 @@ pub async fn rotate(
             repo.regions[i].name
         )));
     }
+    let details = match (repo.seals_details(), repo.details_key()) {
+        (false, _) => None,
+        (true, Some(k)) => Some(k),
+        (true, None) => {
+            return Err(RepoError::NeedIdentity(
+                "keys rotate (the new epoch gets a copy of the details key, which only the current identity opens; run it where the identity is)".into(),
+            ))
+        }
+    };
     let id = repo.config.id.clone();
     let epoch = repo.config.current_epoch() + 1;
+    if let Some(k) = details {
+        let name = crate::details::details_object(epoch);
+        let sealed = Bytes::from(k.seal(&id, epoch, &recipients.iter().collect::<Vec<_>>())?);
+        for r in &repo.regions {
+            r.backend.put(&name, sealed.clone()).await?;
+            if r.backend.get(&name, None).await? != sealed {
+                return Err(RepoError::Corrupt(format!(
+                    "region {}: {name} does not read back as written; config left at epoch {}",
+                    r.name,
+                    epoch - 1
+                )));
+            }
+        }
+    }
     let mut to: Vec<&age::x25519::Recipient> = recipients.iter().collect();
     to.push(repo.writer_recipient());
     let sealed = Bytes::from(repo.secrets().seal(&id, epoch, &to)?);
@@ -109,7 +135,18 @@ pub struct KeyList {
     pub format: u32,
     pub writer_recipient: String,
     pub epochs: Vec<EpochInfo>,
+    /// The details key ([`crate::details`]): its recipient, or `None` in a repository made
+    /// before it (then `details_note` says what to do).
+    pub details_recipient: Option<String>,
+    /// Whether this host's identity opened the details key.
+    pub details_readable_here: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details_note: Option<String>,
 }
+
+/// What `keys list` and `status` say of a v2 repository without a details key.
+pub const NO_DETAILS_KEY: &str =
+    "manifest details readable by writers: run `lifeboat upgrade` to add a details key";
 
 pub fn list(repo: &Repository, now: i64) -> KeyList {
     let c = &repo.config;
@@ -127,6 +164,9 @@ pub fn list(repo: &Repository, now: i64) -> KeyList {
         repository: c.id.clone(),
         format: c.version,
         writer_recipient: c.writer_recipient.clone(),
+        details_recipient: repo.secrets().details_recipient().map(str::to_string),
+        details_readable_here: repo.details_key().is_some(),
+        details_note: (c.version >= 2 && !repo.seals_details()).then(|| NO_DETAILS_KEY.into()),
         epochs: epochs
             .into_iter()
             .map(|e| EpochInfo {

@@ -318,7 +318,7 @@ async fn erase_locked(
         let root = rewrite_tree(
             &reader,
             &chunk_key,
-            snap.manifest.root,
+            snap.manifest.tree_root()?,
             String::new(),
             patterns,
             &mut rw,

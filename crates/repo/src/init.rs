@@ -2,7 +2,9 @@
 //!
 //! A new repository draws its secrets at random ([`RepoSecrets::generate`]) and stores them
 //! as `keys/secrets-0001.age` (recipient epoch 1), encrypted to the recipients and the
-//! writer's recipient. Per region the key object is written first and `config` last: its
+//! writer's recipient, and a details key ([`crate::details`]) as `keys/details-0001.age`,
+//! encrypted to the recipients only. Per region the key objects are written first and
+//! `config` last: its
 //! presence means "initialized". A region added to an existing repository gets the existing
 //! key objects copied byte for byte (v1: `keys/writer.age` written anew), then `config`.
 
@@ -10,6 +12,7 @@ use bytes::Bytes;
 
 use crate::backend::BackendError;
 use crate::chunker::ChunkerParams;
+use crate::details::DetailsKey;
 use crate::error::{RepoError, Result};
 use crate::keys::{age_encrypt, Keyring};
 use crate::repo_config::{
@@ -33,7 +36,7 @@ impl Default for InitOptions {
         InitOptions {
             chunker: ChunkerParams::default(),
             pack_size: 16 * 1024 * 1024,
-            zstd_level: 3,
+            zstd_level: 2,
         }
     }
 }
@@ -115,6 +118,13 @@ pub async fn init(
                     })
                     .await?;
                     key_objects.push((name, bytes));
+                    // Its details key copy (only the recipients open it: copied as is).
+                    let name = crate::details::details_object(e.epoch);
+                    match read_any(regions, &holders, &name, |b| Ok(b.clone())).await {
+                        Ok(bytes) => key_objects.push((name, bytes)),
+                        Err(RepoError::Backend(BackendError::NotFound(_))) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
                 // Each added writer's own copy (only that writer opens it: copied as is).
                 for w in cfg.writers.iter().filter(|w| w.revoked.is_none()) {
@@ -133,10 +143,16 @@ pub async fn init(
             let created = crate::clock::now_secs();
             // The audit key a writer host derives on its own (before init, regions down).
             let audit_key = crate::keys::chain_key_from(writer.v1_secrets().index_key());
-            let secrets = RepoSecrets::generate(audit_key);
+            let details = DetailsKey::generate();
+            let secrets =
+                RepoSecrets::generate(audit_key).with_details_recipient(&details.recipient());
             let writer_rcpt = writer.recipient();
             let mut to = rcpts.clone();
             to.push(&writer_rcpt);
+            key_objects.push((
+                crate::details::details_object(1),
+                Bytes::from(details.seal(&id, 1, &rcpts)?),
+            ));
             key_objects.push((secrets_object(1), Bytes::from(secrets.seal(&id, 1, &to)?)));
             RepoConfig {
                 format: FORMAT_NAME.into(),
@@ -155,6 +171,7 @@ pub async fn init(
                 }],
                 // The key init runs with is writer `default` (`keys add-writer` adds others).
                 writers: vec![WriterEntry::of(DEFAULT_WRITER, writer, created)],
+                details_recipient: Some(details.recipient().to_string()),
             }
         }
     };

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod backend;
 pub mod chunker;
 pub mod clock;
+pub mod details;
 pub mod drills;
 pub mod epochs;
 pub mod erase;

@@ -81,15 +81,124 @@ pub struct SealedBlob {
     pub payload: Vec<u8>,
 }
 
-/// Compress a chunk with zstd; keep it raw when that does not save ≥ 1/32. The compressor
-/// (one per worker thread) is reused: creating a zstd context per chunk costs more than
-/// compressing a small file.
-pub fn compress(z: &mut zstd::bulk::Compressor<'_>, data: &[u8]) -> Result<(Compression, Vec<u8>)> {
-    let out = z.compress(data)?;
+/// How a writer stores chunks: a zstd level, or no compression at all. Chosen per plan
+/// (`compression = "zstd:3"` in lifeboat.toml); every reader reads every choice, since each
+/// blob's table entry says how it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    None,
+    /// zstd at this level, [`Codec::ZSTD_LEVELS`].
+    Zstd(i32),
+}
+
+impl Codec {
+    /// The zstd levels a plan may choose (the range the repository `config` accepts).
+    pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=19;
+
+    /// Parse a plan's `compression` value: `"zstd:N"` (N in 1..=19), `"zstd"` (level 3) or
+    /// `"none"`. The error says what is accepted.
+    pub fn parse(s: &str) -> std::result::Result<Codec, String> {
+        let bad = || {
+            format!(
+                "compression {s:?} is not understood: use \"zstd:N\" with N from {} to {} (e.g. \"zstd:1\", fastest; \"zstd:3\", smaller), or \"none\"",
+                Self::ZSTD_LEVELS.start(),
+                Self::ZSTD_LEVELS.end()
+            )
+        };
+        match s.trim() {
+            "none" => Ok(Codec::None),
+            "zstd" => Ok(Codec::Zstd(3)),
+            t => {
+                let level: i32 = t
+                    .strip_prefix("zstd:")
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(bad)?;
+                if Self::ZSTD_LEVELS.contains(&level) {
+                    Ok(Codec::Zstd(level))
+                } else {
+                    Err(bad())
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Codec::None => f.write_str("none"),
+            Codec::Zstd(l) => write!(f, "zstd:{l}"),
+        }
+    }
+}
+
+/// Chunks at least this long are first tested on samples (see [`compress`]).
+const SAMPLE_FROM: usize = 128 * 1024;
+/// Bytes per sample and number of samples, spread evenly over the chunk.
+const SAMPLE_LEN: usize = 8 * 1024;
+const SAMPLES: usize = 4;
+
+/// The compression contexts of one worker thread, reused across chunks: creating a zstd
+/// context per chunk costs more than compressing a small file.
+pub struct Compressors {
+    main: zstd::bulk::Compressor<'static>,
+    level: i32,
+    probe: zstd::bulk::Compressor<'static>,
+    sample: Vec<u8>,
+}
+
+impl Compressors {
+    pub fn new() -> Result<Compressors> {
+        Ok(Compressors {
+            main: zstd::bulk::Compressor::new(3)?,
+            level: 3,
+            probe: zstd::bulk::Compressor::new(1)?,
+            sample: Vec::with_capacity(SAMPLE_LEN * SAMPLES),
+        })
+    }
+
+    /// Would zstd save anything on `data`? Four 8 KiB samples compressed at level 1 answer
+    /// for a large chunk in a few microseconds: already-compressed or random data (photos,
+    /// archives, encrypted files) then skips the full pass, which would be thrown away.
+    fn looks_compressible(&mut self, data: &[u8]) -> Result<bool> {
+        if data.len() < SAMPLE_FROM {
+            return Ok(true);
+        }
+        self.sample.clear();
+        let step = (data.len() - SAMPLE_LEN) / (SAMPLES - 1);
+        for i in 0..SAMPLES {
+            self.sample
+                .extend_from_slice(&data[i * step..i * step + SAMPLE_LEN]);
+        }
+        let out = self.probe.compress(&self.sample)?;
+        // Stricter than the keep-raw rule below, so that a chunk the full pass would have
+        // compressed by a little is still tried.
+        Ok(out.len() + self.sample.len() / 64 < self.sample.len())
+    }
+}
+
+/// Compress a chunk with `codec`; keep it raw when that does not save ≥ 1/32, or when
+/// samples of a large chunk show it will not compress.
+pub fn compress(
+    z: &mut Compressors,
+    codec: Codec,
+    data: Vec<u8>,
+) -> Result<(Compression, Vec<u8>)> {
+    let Codec::Zstd(level) = codec else {
+        return Ok((Compression::None, data));
+    };
+    if !z.looks_compressible(&data)? {
+        return Ok((Compression::None, data));
+    }
+    if z.level != level {
+        z.main.set_compression_level(level)?;
+        z.level = level;
+    }
+    let out = z.main.compress(&data)?;
     if out.len() + data.len() / 32 < data.len() {
         Ok((Compression::Zstd, out))
     } else {
-        Ok((Compression::None, data.to_vec()))
+        Ok((Compression::None, data))
     }
 }
 
@@ -305,5 +414,67 @@ impl OpenPack {
         let raw = decompress(e, self.stored(e)?)?;
         check_chunk(chunk_key, e, &raw)?;
         Ok(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn text(len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| b"2026-12-02 05:00:00 INFO request served in 12 ms\n"[i % 49])
+            .collect()
+    }
+
+    fn roundtrip(z: &mut Compressors, codec: Codec, data: &[u8]) -> Compression {
+        let (c, stored) = compress(z, codec, data.to_vec()).unwrap();
+        let entry = PackEntry {
+            id: Id::of_stored(data),
+            kind: BlobKind::Data,
+            compression: c,
+            offset: 0,
+            length: stored.len() as u32,
+            raw_length: data.len() as u32,
+        };
+        assert_eq!(decompress(&entry, &stored).unwrap(), data);
+        c
+    }
+
+    #[test]
+    fn codecs_and_the_incompressible_test() {
+        let mut z = Compressors::new().unwrap();
+        for level in [1, 3, 19] {
+            let codec = Codec::Zstd(level);
+            assert_eq!(roundtrip(&mut z, codec, &text(1 << 20)), Compression::Zstd);
+            // Small text is compressed without sampling; small noise is tried and kept raw.
+            assert_eq!(roundtrip(&mut z, codec, &text(5000)), Compression::Zstd);
+            assert_eq!(roundtrip(&mut z, codec, &noise(5000)), Compression::None);
+            // Large noise is kept raw on the samples' word.
+            assert_eq!(roundtrip(&mut z, codec, &noise(1 << 20)), Compression::None);
+        }
+        // Text in the middle of noise is found by the middle samples.
+        let mut mixed = noise(1 << 20);
+        mixed[300_000..800_000].copy_from_slice(&text(500_000));
+        assert_eq!(roundtrip(&mut z, Codec::Zstd(1), &mixed), Compression::Zstd);
+        assert_eq!(
+            roundtrip(&mut z, Codec::None, &text(1 << 20)),
+            Compression::None
+        );
+        assert_eq!(Codec::parse("zstd:2"), Ok(Codec::Zstd(2)));
+        assert_eq!(Codec::Zstd(2).to_string(), "zstd:2");
+        assert!(Codec::parse("zstd:-1").is_err());
     }
 }

@@ -187,7 +187,12 @@ async fn prune_locked(
     };
     let erased = crate::erase::erased_chunks(repo).await?;
     let (snapshots, failed) = repo.list_snapshots_detailed().await?;
-    let needed = reachable(repo, snapshots.iter().map(|s| s.manifest.root), cancel).await?;
+    // A sealed root (no details key here) must stop prune, never count as "nothing needed".
+    let roots = snapshots
+        .iter()
+        .map(|s| s.manifest.tree_root())
+        .collect::<Result<Vec<_>>>()?;
+    let needed = reachable(repo, roots.into_iter(), cancel).await?;
     let failed_names: HashSet<String> = failed.iter().map(|(r, _)| r.clone()).collect();
     // Repacked packs, reused for every region that repacks the same blobs: a chunk must live
     // in the same pack in every region (the index keeps one location per chunk).

@@ -267,11 +267,12 @@ impl Repository {
         self.keys.writer_recipients.clone()
     }
 
-    /// Seal a manifest: JSON, signed by this host's writer (see `crate::sign`), in one age
-    /// file to [`manifest_recipients`](Self::manifest_recipients). Returns the object bytes.
+    /// Seal a manifest: JSON with its details sealed to the details key
+    /// ([`crate::details::encode`]), signed by this host's writer (see `crate::sign`), in one
+    /// age file to [`manifest_recipients`](Self::manifest_recipients). Returns the bytes.
     pub fn seal_manifest(&self, manifest: &Manifest) -> Result<Bytes> {
         self.check_can_sign("writing a snapshot manifest")?;
-        let json = serde_json::to_vec(manifest).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let json = crate::details::encode(manifest, self.keys.details_recipient.as_ref())?;
         let plain = seal_manifest_plain(self.signer_for_writes(), &self.config.id, &json);
         Ok(Bytes::from(age_encrypt(
             &self.manifest_recipients(),
@@ -319,6 +320,17 @@ impl Repository {
             .identity
             .as_ref()
             .ok_or_else(|| RepoError::NeedIdentity(what.to_string()))
+    }
+
+    /// Does this repository seal manifest details (it has a details key)? `false`: made
+    /// before the details key; `lifeboat upgrade` adds one.
+    pub fn seals_details(&self) -> bool {
+        self.keys.details_recipient.is_some()
+    }
+
+    /// The details key, when this host's identity opened it.
+    pub fn details_key(&self) -> Option<&crate::details::DetailsKey> {
+        self.keys.details.as_ref()
     }
 
     pub fn has_identity(&self) -> bool {
@@ -527,8 +539,8 @@ impl Repository {
             signed.as_ref().map(|(w, s)| (w.as_str(), s)),
             json,
         )?;
-        let m =
-            serde_json::from_slice(json).map_err(|e| RepoError::Corrupt(format!("{what}: {e}")))?;
+        // Details are opened only after the signature passed: a swapped-in blob never is.
+        let m = crate::details::decode(json, self.keys.details.as_ref(), what)?;
         Ok((m, verdict))
     }
 

@@ -48,6 +48,11 @@ pub struct RepoConfig {
     /// included. Absent in v1 and in v2 repositories made before writers signed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub writers: Vec<WriterEntry>,
+    /// v2: the details key's recipient ([`crate::details`]), for `status` and `keys list`
+    /// to read without keys. Informational: writers seal to the one in the (pinned) secrets,
+    /// and a host refuses a config that names another. Absent before the details key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details_recipient: Option<String>,
 }
 
 impl RepoConfig {

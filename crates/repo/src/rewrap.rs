@@ -5,8 +5,9 @@
 //! Rewrapped: packs (`data/`), manifests (`snapshots/`), drill reports (`drills/`), audit
 //! checkpoints (`audit/`) and erasure receipts (`receipts/`), each to the current epoch's
 //! recipients plus, for the types that have it today (manifests, drill reports, audit
-//! checkpoints), the writer recipient. Not rewrapped: `keys/secrets-NNNN.age` (every epoch's
-//! object holds the same secrets and the current epoch's already exists; see
+//! checkpoints), the writer recipient. Not rewrapped: `keys/secrets-NNNN.age` and
+//! `keys/details-NNNN.age` (every epoch's object holds the same key material and `keys
+//! rotate` already wrote the current epoch's; see
 //! docs/FORMAT.md), index files and `config` (not age files).
 //!
 //! An object's epoch is the epoch of the identity that unwraps one of its stanzas, read

@@ -45,6 +45,10 @@ pub struct RepoSecrets {
     /// repository is created (so a writer host computes it before `init` and with every
     /// region down), carried here for hosts that hold only the identity.
     audit_key: [u8; 32],
+    /// The details key's recipient ([`crate::details`]): manifests' details are sealed to
+    /// it. `None` in a repository made before the details key (until `upgrade`). Public,
+    /// but covered by the fingerprint, so a pinned host seals only to the real one.
+    details_recipient: Option<String>,
 }
 
 impl fmt::Debug for RepoSecrets {
@@ -64,6 +68,8 @@ struct SecretsFile {
     index_key: String,
     chunker_seed: String,
     audit_chain_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    details_recipient: Option<String>,
     /// Set in a writer's object (`keys/writer-NAME.age`, epoch 0): whose it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     writer: Option<String>,
@@ -86,6 +92,7 @@ impl RepoSecrets {
             index_key: rand::random(),
             chunker_seed: rand::random(),
             audit_key,
+            details_recipient: None,
         }
     }
 
@@ -100,7 +107,19 @@ impl RepoSecrets {
             index_key,
             chunker_seed: seed,
             audit_key,
+            details_recipient: None,
         }
+    }
+
+    /// The same secrets carrying the details key's recipient.
+    pub fn with_details_recipient(mut self, recipient: &age::x25519::Recipient) -> Self {
+        self.details_recipient = Some(recipient.to_string());
+        self
+    }
+
+    /// The details key's recipient, when the repository has a details key.
+    pub fn details_recipient(&self) -> Option<&str> {
+        self.details_recipient.as_deref()
     }
 
     /// The audit chain's MAC key.
@@ -159,6 +178,7 @@ impl RepoSecrets {
             index_key: hex::encode(self.index_key),
             chunker_seed: hex::encode(self.chunker_seed.to_le_bytes()),
             audit_chain_key: hex::encode(self.audit_key),
+            details_recipient: self.details_recipient.clone(),
         };
         let plain = Zeroizing::new(
             serde_json::to_vec_pretty(&file).map_err(|e| RepoError::Invalid(e.to_string()))?,
@@ -224,8 +244,12 @@ impl RepoSecrets {
         hex::decode_to_slice(&file.chunk_id_key, &mut chunk_key).map_err(|_| bad())?;
         hex::decode_to_slice(&file.index_key, &mut index_key).map_err(|_| bad())?;
         hex::decode_to_slice(&file.chunker_seed, &mut seed).map_err(|_| bad())?;
-        let out =
+        let mut out =
             RepoSecrets::from_parts(chunk_key, index_key, u64::from_le_bytes(seed), audit_key);
+        if let Some(r) = &file.details_recipient {
+            let r = crate::keys::parse_recipient(r).map_err(|_| bad())?;
+            out = out.with_details_recipient(&r);
+        }
         audit_key.zeroize();
         chunk_key.zeroize();
         index_key.zeroize();
@@ -235,18 +259,25 @@ impl RepoSecrets {
 
     /// The fingerprint that pins these secrets (`[keys] repository_secrets`): BLAKE3
     /// `derive_key("lifeboat v2 secrets fingerprint", chunk-id key || index key || chunker
-    /// seed (u64 LE) || audit chain key)`, as `blake3:<64 hex>`. One-way: it reveals nothing.
+    /// seed (u64 LE) || audit chain key [|| details recipient as text])`, as
+    /// `blake3:<64 hex>`. One-way: it reveals nothing. The details recipient is appended
+    /// only when there is one, so a repository made before the details key keeps its pin
+    /// until `upgrade` adds the key (which prints the new pin).
     pub fn fingerprint(&self) -> String {
-        let mut buf = Zeroizing::new(Vec::with_capacity(104));
+        let mut buf = Zeroizing::new(Vec::with_capacity(170));
         buf.extend_from_slice(&self.chunk_key);
         buf.extend_from_slice(&self.index_key);
         buf.extend_from_slice(&self.chunker_seed.to_le_bytes());
         buf.extend_from_slice(&self.audit_key);
+        if let Some(r) = &self.details_recipient {
+            buf.extend_from_slice(r.as_bytes());
+        }
         let h = blake3::derive_key("lifeboat v2 secrets fingerprint", &buf);
         format!("blake3:{}", hex::encode(h))
     }
 
-    /// Same secrets? (upgrade and rotation check what they wrote before relying on it)
+    /// Same secrets? (upgrade and rotation check what they wrote before relying on it; the
+    /// details recipient is not a secret and is not compared)
     pub fn same_as(&self, other: &RepoSecrets) -> bool {
         self.chunk_key == other.chunk_key
             && self.index_key == other.index_key

@@ -1,15 +1,21 @@
 //! Snapshot manifests: what was backed up, when, from where, and the root tree.
 //!
 //! A manifest is JSON in one age file encrypted to the repository's recipients *and* the
-//! writer's recipient (backup hosts may list snapshots; they cannot read trees). Its object
-//! name is `snapshots/<BLAKE3 of the stored bytes>`. A manifest is written only after every
-//! pack and index file it depends on is stored in that region: its presence is the commit.
+//! writers' recipients (backup hosts may list snapshots; they cannot read trees). Its root,
+//! source location, probes and unreadable paths are sealed inside it to the details key
+//! ([`crate::details`]), so a writer sees only what scheduling needs. Its object name is
+//! `snapshots/<id>` ([`crate::id::IdRule`]). A manifest is written only after every pack and
+//! index file it depends on is stored in that region: its presence is the commit.
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{RepoError, Result};
 use crate::Id;
 
 pub const MANIFEST_VERSION: u32 = 1;
+/// What a sealed manifest's location (and each unreadable entry) reads on a host without
+/// the details key.
+pub const SEALED: &str = "(sealed)";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -25,7 +31,8 @@ pub struct Manifest {
     #[serde(default)]
     pub committed_ns: i64,
     pub source: SourceInfo,
-    /// The root tree blob.
+    /// The root tree blob. Meaningless (zero) when [`sealed`](Self::sealed): read it
+    /// through [`tree_root`](Manifest::tree_root).
     pub root: Id,
     pub stats: Stats,
     /// Facts recorded at backup time that a restore test compares against (row counts,
@@ -37,12 +44,28 @@ pub struct Manifest {
     /// everything else in it is complete. Absent in older manifests and complete snapshots.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<String>,
+    /// Opened on a host without the details key ([`crate::details`]): `root`, `probes`,
+    /// `source.location` and the text of `unreadable` are placeholders ([`SEALED`]); only
+    /// the number of unreadable entries is real. Never stored.
+    #[serde(skip)]
+    pub sealed: bool,
 }
 
 impl Manifest {
     /// The backup skipped entries it could not read ([`Manifest::unreadable`]).
     pub fn is_partial(&self) -> bool {
         !self.unreadable.is_empty()
+    }
+
+    /// The root tree, or `NeedIdentity` when the details are sealed on this host.
+    pub fn tree_root(&self) -> Result<Id> {
+        if self.sealed {
+            return Err(RepoError::NeedIdentity(format!(
+                "reading snapshot of plan {} (its root tree is sealed to the recipients)",
+                self.plan
+            )));
+        }
+        Ok(self.root)
     }
 }
 

@@ -16,6 +16,7 @@ use age::x25519;
 use bytes::Bytes;
 
 use crate::backend::BackendError;
+use crate::details::{details_object, DetailsKey};
 use crate::error::{RepoError, Result};
 use crate::keys::{age_decrypt, parse_recipient, Identity, Keyring, WriterKey};
 use crate::repo_config::{Region, RepoConfig, FORMAT_V1, WRITER_KEY_OBJECT};
@@ -37,6 +38,11 @@ pub(crate) struct Unlocked {
     pub trust: Trust,
     /// Recipients of the writers `config` lists as active (manifests are encrypted to them).
     pub writer_recipients: Vec<x25519::Recipient>,
+    /// The details key's recipient (from the secrets): new manifests seal their details to
+    /// it. `None`: a repository made before the details key.
+    pub details_recipient: Option<x25519::Recipient>,
+    /// The details key, on a host whose identity opens a `keys/details-NNNN.age`.
+    pub details: Option<DetailsKey>,
 }
 
 impl std::fmt::Debug for Unlocked {
@@ -186,7 +192,26 @@ pub(crate) async fn unlock(
         .collect::<Result<_>>()?;
     let recipients = choose_recipients(config, recipients)?;
     let read_keys = host_keys(identity.as_ref(), writer.as_ref());
+    let details_recipient = secrets
+        .details_recipient()
+        .map(parse_recipient)
+        .transpose()?;
+    if let (Some(named), Some(held)) = (&config.details_recipient, secrets.details_recipient()) {
+        if named != held {
+            return Err(RepoError::Untrusted(format!(
+                "config names details key {named}, but the repository secrets hold {held}: a substituted config"
+            )));
+        }
+    }
+    let details = match (&identity, secrets.details_recipient()) {
+        (Some(id), Some(expected)) => {
+            open_details_key(config, regions, order, id.keys(), expected).await?
+        }
+        _ => None,
+    };
     Ok(Unlocked {
+        details_recipient,
+        details,
         recipients,
         writer,
         writer_recipient,
@@ -247,6 +272,36 @@ pub(crate) async fn unwrap_secrets(
         config.id,
         tried.join(", ")
     )))
+}
+
+/// The details key from the newest epoch's `keys/details-NNNN.age` that `keys` (the host's
+/// identities) open. `None` when none does (an identity of an epoch whose copy is missing):
+/// manifests then read as sealed, with a warning.
+async fn open_details_key(
+    config: &RepoConfig,
+    regions: &[Region],
+    order: &[usize],
+    keys: &[x25519::Identity],
+    expected: &str,
+) -> Result<Option<DetailsKey>> {
+    for e in config.epochs.iter().rev() {
+        let name = details_object(e.epoch);
+        match read_any(regions, order, &name, |b| {
+            DetailsKey::unseal(b, keys, &config.id, e.epoch, expected)
+        })
+        .await
+        {
+            Ok(k) => return Ok(Some(k)),
+            Err(RepoError::WrongKey(_)) => {}
+            Err(RepoError::Backend(BackendError::NotFound(_))) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    tracing::warn!(
+        repository = %config.id,
+        "no keys/details-NNNN.age opens with this host's identity: snapshot details (root, location, probes) stay sealed here; run `lifeboat keys list` where the current identity is"
+    );
+    Ok(None)
 }
 
 /// Pinned secrets: `name` must hold exactly them.

@@ -319,7 +319,7 @@ async fn check_trees(
     for snap in snapshots {
         let mask = RegionSet::of(snap.regions.iter().filter_map(|r| repo.region_index(r)));
         let sname = format!("snapshots/{}", snap.id);
-        let mut stack = vec![snap.manifest.root];
+        let mut stack = vec![snap.manifest.tree_root()?];
         while let Some(t) = stack.pop() {
             cancel.check()?;
             if !seen_trees.insert(t) {

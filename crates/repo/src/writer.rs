@@ -38,7 +38,9 @@ use tokio::runtime::Handle;
 use crate::error::{RepoError, Result};
 use crate::id::IdRule;
 use crate::keys::chunk_id;
-use crate::pack::{compress, BlobKind, FinishedPack, PackEntry, PackWriter, SealedBlob};
+use crate::pack::{
+    compress, BlobKind, Codec, Compressors, FinishedPack, PackEntry, PackWriter, SealedBlob,
+};
 use crate::progress::{Cancel, Progress};
 use crate::regions::RegionSet;
 use crate::repo::{pack_name, Repository};
@@ -57,6 +59,7 @@ struct ChunkToStore {
     kind: BlobKind,
     data: Vec<u8>,
     regions: RegionSet,
+    codec: Codec,
 }
 
 /// A pipeline stage, for [`BackupWriter::inject_panic`].
@@ -115,6 +118,8 @@ pub struct BackupWriter {
     cancel: Cancel,
     progress: Arc<Progress>,
     panic_at: Arc<AtomicU8>,
+    /// How new chunks are stored: the repository's zstd level unless the plan chose.
+    codec: Codec,
     pub stats: Stats,
 }
 
@@ -159,7 +164,6 @@ impl BackupWriter {
         let (compress_tx, compress_rx) = bounded::<ChunkToStore>(workers * 2);
         let (blob_tx, blob_rx) = bounded::<(RegionSet, SealedBlob)>(workers * 2);
         let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<(RegionSet, FinishedPack)>(1);
-        let level = repo.config.zstd_level;
         let mut threads = Vec::new();
         for n in 0..workers {
             let rx = compress_rx.clone();
@@ -169,9 +173,7 @@ impl BackupWriter {
                 std::thread::Builder::new()
                     .name(format!("lifeboat-zstd-{n}"))
                     .spawn(move || {
-                        guarded(&sh.clone(), "compressor", || {
-                            compress_loop(rx, tx, level, sh, pa)
-                        })
+                        guarded(&sh.clone(), "compressor", || compress_loop(rx, tx, sh, pa))
                     })?,
             );
         }
@@ -209,7 +211,9 @@ impl BackupWriter {
                 set_fatal(&sh, why);
             }
         });
+        let codec = Codec::Zstd(repo.config.zstd_level);
         Ok(BackupWriter {
+            codec,
             chunk_key: *repo.secrets().chunk_key(),
             repo,
             index,
@@ -225,6 +229,12 @@ impl BackupWriter {
             panic_at,
             stats: Stats::default(),
         })
+    }
+
+    /// Store this backup's new chunks with `codec` (a plan's `compression`) instead of the
+    /// repository's zstd level.
+    pub fn set_codec(&mut self, codec: Codec) {
+        self.codec = codec;
     }
 
     /// Test hook: make the given pipeline stage panic on its next item, to prove that a
@@ -266,6 +276,7 @@ impl BackupWriter {
             kind,
             data,
             regions,
+            codec: self.codec,
         };
         if tx.send(job).is_err() {
             // A stage stopped: wait for all of them so the error says why.
@@ -463,18 +474,17 @@ fn set_fatal(shared: &Mutex<PipelineState>, e: impl ToString) {
 fn compress_loop(
     rx: Receiver<ChunkToStore>,
     tx: Sender<(RegionSet, SealedBlob)>,
-    level: i32,
     shared: Arc<Mutex<PipelineState>>,
     panic_at: Arc<AtomicU8>,
 ) {
-    let mut z = match zstd::bulk::Compressor::new(level) {
+    let mut z = match Compressors::new() {
         Ok(z) => z,
         Err(e) => return set_fatal(&shared, e),
     };
     for job in rx {
         maybe_panic(&panic_at, Stage::Compressor);
         let raw_length = job.data.len() as u32;
-        match compress(&mut z, &job.data) {
+        match compress(&mut z, job.codec, job.data) {
             Ok((compression, payload)) => {
                 let blob = SealedBlob {
                     id: job.id,

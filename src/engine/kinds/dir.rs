@@ -87,7 +87,7 @@ impl RepoSource for Dir<'_> {
         outcome.checked = "every file's BLAKE3 against the manifest, and the file count".into();
         let report = restore_tree(
             reader,
-            snapshot.manifest.root,
+            snapshot.manifest.tree_root()?,
             dir.path(),
             &RestoreOptions::default(),
             cx.progress.clone(),

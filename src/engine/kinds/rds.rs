@@ -62,6 +62,7 @@ impl ExternalSource for Rds<'_> {
                 stats: Stats::default(),
                 probes: Default::default(),
                 unreadable: Vec::new(),
+                sealed: false,
             },
             complete: r
                 .regions

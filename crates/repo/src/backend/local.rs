@@ -13,7 +13,8 @@
 //! # Atomic, durable `put`
 //!
 //! A `put` writes a hidden temporary file (`.tmp-<random>`) in the destination directory,
-//! `fsync`s it, `rename`s it over the final name and `fsync`s the directory (and any directory
+//! `fdatasync`s it (data and length; a pack's pages then leave the page cache, see
+//! `drop_cached`), `rename`s it over the final name and `fsync`s the directory (and any directory
 //! it had to create, in its parent). `rename` within one directory is atomic on POSIX file
 //! systems, so a reader sees the old object, or the new one, never a prefix. A crash before the
 //! rename leaves only a stale temporary file, which [`LocalBackend::list`](Backend::list)
@@ -338,12 +339,29 @@ fn put_file(root: &Path, path: &Path, data: &[u8]) -> io::Result<()> {
     };
     let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
     file.write_all(data)?;
-    file.sync_all()?;
+    // The data and the length it needs to be read back; the rename and the directory sync
+    // below make the name durable.
+    file.sync_data()?;
+    if data.len() >= DROP_CACHE_FROM {
+        drop_cached(&file);
+    }
     drop(file);
 
     fs::rename(&tmp, path)?;
     guard.armed = false;
     sync_dir(dir)
+}
+
+/// Objects at least this large (packs) leave the page cache once durable: see [`drop_cached`].
+const DROP_CACHE_FROM: usize = 1 << 20;
+
+/// Tell the kernel that the (synced, hence clean) pages of `file` will not be read soon.
+/// A backup writes each pack once per region and reads none back, so keeping them cached
+/// only grows the page cache: the next pack then lands in newly touched memory, which costs
+/// more than memory the kernel just freed (in VMs whose free memory returns to the host,
+/// much more). Advice only: failure changes nothing.
+fn drop_cached(file: &File) {
+    let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
 }
 
 /// Create `dir` and any missing ancestors below `root` (never `root` itself), making each new

@@ -149,6 +149,7 @@ pub fn manifest(root: Id) -> Manifest {
         stats: Default::default(),
         probes: Default::default(),
         unreadable: Vec::new(),
+        sealed: false,
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use lifeboat_repo::backend::Fault;
+use lifeboat_repo::details::details_object;
 use lifeboat_repo::id::age_payload;
 use lifeboat_repo::keys::{Identity, Keyring, WriterKey};
 use lifeboat_repo::pack::{pack_type, OpenPack, PackType};
@@ -19,7 +20,11 @@ use crate::fixture::{backup, dir_node, file_node, random_bytes, restore, Chunkin
 async fn secrets_are_random_and_open_for_the_writer_and_for_the_identity() {
     let t = TestRepo::new(2).await;
     for i in 0..2 {
-        assert_eq!(t.names(i, "keys/"), vec![secrets_object(1)], "region {i}");
+        assert_eq!(
+            t.names(i, "keys/"),
+            vec![details_object(1), secrets_object(1)],
+            "region {i}"
+        );
         assert!(!t.names(i, "keys/").contains(&WRITER_KEY_OBJECT.to_string()));
     }
     let by_writer = Repository::open(t.regions(), t.writer_keyring(), None)
@@ -48,6 +53,25 @@ async fn secrets_are_random_and_open_for_the_writer_and_for_the_identity() {
         .windows(hex_key.len())
         .any(|w| w == hex_key.as_bytes()));
     assert!(stored.starts_with(b"age-encryption.org/v1\n"));
+    // The details key: its recipient in the secrets both hosts read, its secret opened by
+    // the identity only (the writer key is no recipient of keys/details-0001.age).
+    assert_eq!(
+        by_writer.secrets().details_recipient(),
+        by_identity.secrets().details_recipient()
+    );
+    assert!(by_writer.seals_details() && by_writer.details_key().is_none());
+    let key = by_identity
+        .details_key()
+        .expect("identity opens the details key");
+    assert_eq!(
+        Some(key.recipient().to_string().as_str()),
+        by_writer.secrets().details_recipient()
+    );
+    let details = t.stores[0]
+        .raw(&details_object(1))
+        .expect("details key object");
+    let opened = lifeboat_repo::keys::age_decrypt(writer.keys(), &details, "details");
+    assert!(matches!(opened, Err(RepoError::WrongKey(_))), "{opened:?}");
 }
 
 #[tokio::test]
