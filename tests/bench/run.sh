@@ -289,9 +289,8 @@ bench_case() {
         settle_cold
         case $tool in
         lifeboat)
-            # The phase-by-phase peak RSS goes to the log (logs/<case>-lifeboat-restore-N.err).
-            measure "$name" lifeboat restore "$run" env LIFEBOAT_RESTORE_MEMTRACE=1 \
-                "$LB" restore app-data --from us-west-2 --to "$WORK/restore"
+            # Not with LIFEBOAT_RESTORE_MEMTRACE=1: its peak resets also reset GNU time's.
+            measure "$name" lifeboat restore "$run" "$LB" restore app-data --from us-west-2 --to "$WORK/restore"
             check_restore "lifeboat restore" "$src" "$WORK/restore"
             ;;
         restic)
