@@ -48,6 +48,8 @@ impl SnapshotRow {
 
 impl Catalog {
     /// Record that `region` holds (`present`) or lacks snapshot `id`.
+    /// A source of `kind:(sealed)` (a writer host without the details key) never replaces a
+    /// real one a restore host recorded.
     pub async fn put_snapshot(
         &self,
         id: &str,
@@ -59,7 +61,8 @@ impl Catalog {
             "INSERT INTO snapshots (id, region, plan, time, end_time, host, source, files, bytes, \
              stored_bytes, present, seen_at, committed_ns, partial) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             ON CONFLICT (id, region) DO UPDATE SET present = excluded.present, seen_at = excluded.seen_at",
+             ON CONFLICT (id, region) DO UPDATE SET present = excluded.present, seen_at = excluded.seen_at, \
+             source = CASE WHEN excluded.source LIKE '%:(sealed)' THEN snapshots.source ELSE excluded.source END",
         )
         .bind(id.to_string())
         .bind(region.to_string())

@@ -102,7 +102,9 @@ pub enum Command {
     /// secrets (v1 derived them from the writer key) are wrapped into keys/secrets-0001.age
     /// first, config flips to v2 last, so a crash at any point leaves a valid repository and
     /// running it again finishes. Nothing is re-uploaded; chunk ids stay the same. Needs every
-    /// region, and the writer key (or the identity).
+    /// region, and the writer key (or the identity). With the identity it also adds a details
+    /// key to a v2 repository that lacks one (manifests' root, location and probes are then
+    /// sealed from writers) and prints the new `repository_secrets` pin for every host.
     Upgrade {
         /// Print the result as JSON on stdout (for scripts; exit codes are the same).
         #[arg(long)]
@@ -309,7 +311,8 @@ pub enum KeysCommand {
     /// Start a new recipient epoch: new packs, trees and manifests are encrypted to the new
     /// recipient; old objects stay readable with the old identity (keep it in escrow, and
     /// keep its line in the identity file of restore hosts until a rewrap). Chunk ids and
-    /// the repository secrets do not change, nothing is re-uploaded. Needs every region.
+    /// the repository secrets do not change, nothing is re-uploaded. Needs every region, and
+    /// the identity when the repository has a details key (the new epoch gets its copy).
     #[command(group(clap::ArgGroup::new("new_key").required(true).args(["dir", "recipient"])))]
     Rotate {
         /// Generate the new identity into DIR/identity-epoch-N.txt (mode 0600).

@@ -162,6 +162,7 @@ async fn into_repository(
             probes: written.probes,
             unreadable: written.unreadable,
             sealed: false,
+            details_error: None,
         };
         let outcome = writer.finish(manifest)?;
         if let Some(after_commit) = written.after_commit {

@@ -33,6 +33,7 @@ fn manifest(plan: &str, time: i64) -> Manifest {
         probes: Default::default(),
         unreadable: vec![],
         sealed: false,
+        details_error: None,
     }
 }
 
@@ -191,6 +192,20 @@ async fn exercise(url: &str) {
             .any(|p| p.seq == 3 && p.message.contains("missing")),
         "{problems:?}"
     );
+
+    // A writer host records sealed details as "(sealed)"; a restore host's sync fills in the
+    // location, and a later writer sync does not seal it again.
+    let mut sealed = manifest("ledger", 5);
+    sealed.source.location = lifeboat_repo::snapshot::SEALED.into();
+    sealed.sealed = true;
+    let mut open = sealed.clone();
+    open.source.location = "postgres://db/orders".into();
+    open.sealed = false;
+    for m in [&sealed, &open, &sealed] {
+        c.put_snapshot("sealed1", m, "west", true).await.unwrap();
+    }
+    let rows = c.snapshots(Some("ledger")).await.unwrap();
+    assert_eq!(rows[0].source, "dir:postgres://db/orders", "{:?}", rows[0]);
 }
 
 #[tokio::test]

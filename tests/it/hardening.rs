@@ -488,6 +488,7 @@ fn commit_future_snapshot(ws: &Workspace, ahead: i64) -> String {
                 probes: Default::default(),
                 unreadable: Vec::new(),
                 sealed: false,
+                details_error: None,
             };
             w.finish(manifest).unwrap().snapshot.to_hex()
         })

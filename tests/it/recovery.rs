@@ -7,6 +7,11 @@ use crate::common::{write, Workspace};
 
 /// Run docs/recover.py on the workspace's us-east-2 region into `out`, requiring success.
 pub fn recover_py(ws: &Workspace, out: &std::path::Path) {
+    recover_py_snapshot(ws, out, None)
+}
+
+/// [`recover_py`] of snapshot `snapshot` (an id prefix), or the newest.
+pub fn recover_py_snapshot(ws: &Workspace, out: &std::path::Path, snapshot: Option<&str>) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/recover.py");
     // Decrypted packs must not outlive the script, in TMPDIR or next to the target.
     let tmp = ws.path("recover-tmpdir");
@@ -17,6 +22,7 @@ pub fn recover_py(ws: &Workspace, out: &std::path::Path) {
         .arg(ws.path("us-east-2"))
         .arg(ws.path("keys/identity.txt"))
         .arg(out)
+        .args(snapshot)
         .output()
         .unwrap();
     assert!(

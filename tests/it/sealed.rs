@@ -436,6 +436,6 @@ fn sealed_a_repository_without_a_details_key_works_until_upgrade_adds_one() {
     }
     // Without lifeboat: recover.py opens the sealed details with the identity.
     let out = ws.path("recovered");
-    crate::recovery::recover_py(&ws, &out);
+    crate::recovery::recover_py_snapshot(&ws, &out, Some(&sealed));
     assert_eq!(std::fs::read(out.join("b.txt")).unwrap(), b"beta\n");
 }

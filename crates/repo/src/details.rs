@@ -238,18 +238,41 @@ pub fn decode(json: &[u8], key: Option<&DetailsKey>, what: &str) -> Result<Manif
         probes: serde_json::Map::new(),
         unreadable: vec![SEALED.to_string(); count],
         sealed: true,
+        details_error: None,
     };
     let Some(key) = key else {
         return Ok(m);
     };
+    // The manifest itself is sound (and signed, when the caller judged it): details that do
+    // not open leave it listed but unrestorable, so one bad snapshot never hides the others.
+    let d = match open_details(&wire.details, key, what, count) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(object = %what, error = %e, "snapshot details do not open with this repository's details key: listed, not restorable");
+            m.details_error = Some(e.to_string());
+            return Ok(m);
+        }
+    };
+    m.source.location = d.location;
+    m.root = d.root;
+    m.probes = d.probes;
+    m.unreadable = d.unreadable;
+    m.sealed = false;
+    Ok(m)
+}
+
+/// Open a sealed manifest's `details` (base64 age file) with the details key.
+fn open_details(b64: &str, key: &DetailsKey, what: &str, count: usize) -> Result<DetailsPlain> {
+    let corrupt = |e: String| RepoError::Corrupt(format!("{what}: {e}"));
     let blob = base64::engine::general_purpose::STANDARD
-        .decode(wire.details.as_bytes())
+        .decode(b64.as_bytes())
         .map_err(|_| corrupt("details are not base64".into()))?;
     let plain = age_decrypt(
         std::slice::from_ref(&key.0),
         &blob,
         &format!("{what} details"),
-    )?;
+    )
+    .map_err(|e| corrupt(format!("details: {e}")))?;
     let d: DetailsPlain =
         serde_json::from_slice(&plain).map_err(|e| corrupt(format!("details: {e}")))?;
     if d.unreadable.len() != count {
@@ -258,12 +281,7 @@ pub fn decode(json: &[u8], key: Option<&DetailsKey>, what: &str) -> Result<Manif
             d.unreadable.len()
         )));
     }
-    m.source.location = d.location;
-    m.root = d.root;
-    m.probes = d.probes;
-    m.unreadable = d.unreadable;
-    m.sealed = false;
-    Ok(m)
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -290,6 +308,7 @@ mod tests {
                 .clone(),
             unreadable: vec!["/x: permission denied".into()],
             sealed: false,
+            details_error: None,
         }
     }
 
@@ -315,11 +334,12 @@ mod tests {
             encode(&view, None),
             Err(RepoError::NeedIdentity(_))
         ));
+        // Details sealed to another key: the manifest stays listed, sealed, and its root
+        // is refused as damage (not "need the identity": this host has it).
         let other = DetailsKey::generate();
-        assert!(matches!(
-            decode(&json, Some(&other), "m"),
-            Err(RepoError::WrongKey(_))
-        ));
+        let wrong = decode(&json, Some(&other), "m").unwrap();
+        assert!(wrong.sealed && wrong.details_error.is_some());
+        assert!(matches!(wrong.tree_root(), Err(RepoError::Corrupt(e)) if e.contains("details")));
         // Without a details recipient: the clear layout of before, read as before.
         let clear = encode(&m, None).unwrap();
         assert_eq!(decode(&clear, Some(&key), "m").unwrap(), m);

@@ -192,7 +192,7 @@ async fn prune_locked(
         .iter()
         .map(|s| s.manifest.tree_root())
         .collect::<Result<Vec<_>>>()?;
-    let needed = reachable(repo, roots.into_iter(), cancel).await?;
+    let needed = reachable(repo, roots, cancel).await?;
     let failed_names: HashSet<String> = failed.iter().map(|(r, _)| r.clone()).collect();
     // Repacked packs, reused for every region that repacks the same blobs: a chunk must live
     // in the same pack in every region (the index keeps one location per chunk).

@@ -49,6 +49,11 @@ pub struct Manifest {
     /// the number of unreadable entries is real. Never stored.
     #[serde(skip)]
     pub sealed: bool,
+    /// Set when this host holds the details key and the signed manifest's details still do
+    /// not open (sealed to another key, damaged): the manifest stays listed, sealed, and
+    /// [`tree_root`](Self::tree_root) fails with this as `Corrupt`. Never stored.
+    #[serde(skip)]
+    pub details_error: Option<String>,
 }
 
 impl Manifest {
@@ -59,6 +64,9 @@ impl Manifest {
 
     /// The root tree, or `NeedIdentity` when the details are sealed on this host.
     pub fn tree_root(&self) -> Result<Id> {
+        if let Some(e) = &self.details_error {
+            return Err(RepoError::Corrupt(e.clone()));
+        }
         if self.sealed {
             return Err(RepoError::NeedIdentity(format!(
                 "reading snapshot of plan {} (its root tree is sealed to the recipients)",

@@ -63,6 +63,7 @@ impl ExternalSource for Rds<'_> {
                 probes: Default::default(),
                 unreadable: Vec::new(),
                 sealed: false,
+                details_error: None,
             },
             complete: r
                 .regions

@@ -150,6 +150,7 @@ pub fn manifest(root: Id) -> Manifest {
         probes: Default::default(),
         unreadable: Vec::new(),
         sealed: false,
+        details_error: None,
     }
 }
 

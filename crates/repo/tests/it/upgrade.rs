@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lifeboat_repo::backend::{DynBackend, Fault, FaultInjector, LocalBackend};
+use lifeboat_repo::details::details_object;
 use lifeboat_repo::keys::{Identity, Keyring, WriterKey};
 use lifeboat_repo::repo::{FORMAT_V1, FORMAT_VERSION};
 use lifeboat_repo::secrets::secrets_object;
@@ -227,4 +228,61 @@ async fn upgrade_keeps_the_repository_valid_at_every_step_and_keeps_chunk_ids() 
         out.manifest.stats.new_chunks, 1,
         "only the new tree is stored; the file's chunks are deduplicated against v1"
     );
+}
+
+#[tokio::test]
+async fn adding_the_details_key_survives_a_crash_at_each_step_and_resumes_with_the_same_key() {
+    let c = V1Copy::new();
+    upgrade(&c.regions(), writer_keys(), UpgradeStep::Format)
+        .await
+        .unwrap();
+    assert_eq!(c.config_version(), FORMAT_VERSION);
+    // Without the identity: no details key, and the report says why.
+    let r = upgrade(&c.regions(), writer_keys(), UpgradeStep::Complete)
+        .await
+        .unwrap();
+    assert!(r.details_key_added.is_none(), "{r:?}");
+    assert!(r.details_note.unwrap().contains("identity"));
+    // A crash before the secrets name it: unused details objects, manifests stay clear.
+    c.fault.inject(Fault::FailPutsMatching {
+        prefix: "keys/secrets-".into(),
+        after: 0,
+    });
+    upgrade(&c.regions(), identity_keys(), UpgradeStep::Complete)
+        .await
+        .unwrap_err();
+    c.fault.clear();
+    assert!(c.root.join(details_object(1)).exists());
+    let repo = restores_identically(c.regions(), identity_keys()).await;
+    assert!(!repo.seals_details());
+    // A crash before config names it: the secrets do, so hosts seal with that key, and the
+    // next run finishes with the same key (never a new one).
+    c.fault.inject(Fault::FailPutsMatching {
+        prefix: "config".into(),
+        after: 0,
+    });
+    upgrade(&c.regions(), identity_keys(), UpgradeStep::Complete)
+        .await
+        .unwrap_err();
+    c.fault.clear();
+    let repo = restores_identically(c.regions(), identity_keys()).await;
+    let first = repo.secrets().details_recipient().unwrap().to_string();
+    assert_eq!(repo.details_key().unwrap().recipient().to_string(), first);
+    assert!(repo.config.details_recipient.is_none());
+    let r = upgrade(&c.regions(), identity_keys(), UpgradeStep::Complete)
+        .await
+        .unwrap();
+    assert_eq!(r.details_key_added.as_deref(), Some(first.as_str()));
+    assert!(r.pin_lines.unwrap().contains("repository_secrets"));
+    let repo = restores_identically(c.regions(), identity_keys()).await;
+    assert_eq!(
+        repo.config.details_recipient.as_deref(),
+        Some(first.as_str())
+    );
+    // A backup host seals to it and cannot open it.
+    let w = Repository::open(c.regions(), writer_keys(), None)
+        .await
+        .unwrap();
+    assert!(w.seals_details() && w.details_key().is_none());
+    assert!(w.secrets().same_as(repo.secrets()), "same secrets");
 }
