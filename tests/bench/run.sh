@@ -289,6 +289,7 @@ bench_case() {
         settle_cold
         case $tool in
         lifeboat)
+            # Not with LIFEBOAT_RESTORE_MEMTRACE=1: its peak resets also reset GNU time's.
             measure "$name" lifeboat restore "$run" "$LB" restore app-data --from us-west-2 --to "$WORK/restore"
             check_restore "lifeboat restore" "$src" "$WORK/restore"
             ;;

@@ -1,5 +1,5 @@
 //! Where a restore's memory goes, phase by phase, when `LIFEBOAT_RESTORE_MEMTRACE=1` is set
-//! (the bench and docs/bench.md "Restore memory" use it; off, it costs one check per phase).
+//! (docs/bench.md "Restore memory" was measured with it; off, it costs one check per phase).
 //!
 //! Linux keeps a process's peak resident set (`VmHWM` in `/proc/self/status`) and lets the
 //! process reset it to the current RSS by writing `5` to `/proc/self/clear_refs`. So each
@@ -7,7 +7,9 @@
 //! *during* that phase, summed up per phase name over the restore's batches (the maximum,
 //! not the total). Beside it the restore's own accounting of what it holds (the reader's
 //! cached tree packs, the batch's nodes) says which part of the peak is live data and which
-//! part the allocator keeps. The summary goes to stderr at the end of the restore.
+//! part the allocator keeps. The summary goes to stderr at the end of the restore. The
+//! resets also reset what `getrusage` and GNU time report as the maximum RSS: with the trace
+//! on, the restore's peak is the largest phase peak printed here.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
