@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::error::{RepoError, Result};
-use crate::keys::{age_decrypt, age_encrypt};
+use crate::keys::{age_decrypt, age_encrypt, seal_json};
 use crate::snapshot::{Manifest, SourceInfo, Stats, SEALED};
 use crate::Id;
 
@@ -92,10 +92,7 @@ impl DetailsKey {
             recipient: self.recipient().to_string(),
             identity: self.0.to_string().expose_secret().to_string(),
         };
-        let plain = Zeroizing::new(
-            serde_json::to_vec_pretty(&file).map_err(|e| RepoError::Invalid(e.to_string()))?,
-        );
-        age_encrypt(recipients, &plain)
+        seal_json(recipients, &file)
     }
 
     /// Open epoch `epoch`'s key object with any of `keys`; it must belong to `repo_id` and

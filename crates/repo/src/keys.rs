@@ -219,6 +219,18 @@ pub fn age_encrypt(recipients: &[&x25519::Recipient], plaintext: &[u8]) -> Resul
     Ok(out)
 }
 
+/// Serialize a key file (pretty JSON, kept in zeroized memory) and encrypt it to
+/// `recipients`: how every key object that holds a secret is written.
+pub fn seal_json<T: serde::Serialize>(
+    recipients: &[&x25519::Recipient],
+    file: &T,
+) -> Result<Vec<u8>> {
+    let plain = zeroize::Zeroizing::new(
+        serde_json::to_vec_pretty(file).map_err(|e| RepoError::Invalid(e.to_string()))?,
+    );
+    age_encrypt(recipients, &plain)
+}
+
 /// A streaming age encryptor to `recipients` over `out`.
 pub fn age_writer<W: Write>(
     recipients: &[&x25519::Recipient],

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{RepoError, Result};
-use crate::keys::{age_decrypt, age_encrypt, chain_key_from, WriterKey};
+use crate::keys::{age_decrypt, chain_key_from, seal_json, WriterKey};
 
 /// `format` of a secrets object's plaintext.
 pub const SECRETS_FORMAT: &str = "lifeboat-secrets";
@@ -180,10 +180,7 @@ impl RepoSecrets {
             audit_chain_key: hex::encode(self.audit_key),
             details_recipient: self.details_recipient.clone(),
         };
-        let plain = Zeroizing::new(
-            serde_json::to_vec_pretty(&file).map_err(|e| RepoError::Invalid(e.to_string()))?,
-        );
-        age_encrypt(recipients, &plain)
+        seal_json(recipients, &file)
     }
 
     /// Open a secrets object with any of `keys`, checking that it belongs to `repo_id` and
