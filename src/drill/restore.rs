@@ -206,7 +206,7 @@ async fn in_process(
             };
             // A real restore pays the index load: the restore's time starts before it.
             let started = Instant::now();
-            let index = Arc::new(repo.load_index().await.context("load index")?);
+            let index = Arc::new(repo.load_lookup_index().await.context("load index")?);
             let reader = Arc::new(BlobReader::new(repo.clone(), index));
             let report = restore_tree(
                 reader,

@@ -67,7 +67,7 @@ pub async fn restore(
         snapshot.manifest.source.kind,
         if snapshot.manifest.source.kind == "postgres" { " or --to postgres://…" } else { "" }
     );
-    let index = Arc::new(repo.load_index().await.context("load index")?);
+    let index = Arc::new(repo.load_lookup_index().await.context("load index")?);
     let reader = Arc::new(BlobReader::new(repo.clone(), index));
     let opts = RestoreOptions {
         include: req.include.clone(),

@@ -1,9 +1,12 @@
-//! Loading a repository's metadata: every index file into the in-memory [`Index`], every
-//! manifest into a [`SnapshotEntry`]. Objects are fetched [`FETCHES_IN_FLIGHT`] at a time
+//! Loading a repository's metadata: every index file into the in-memory [`Index`] (or, for
+//! a restore, the compact [`LookupIndex`], built straight from the files), every manifest
+//! into a [`SnapshotEntry`]. Objects are fetched [`FETCHES_IN_FLIGHT`] at a time
 //! (each through [`Repository::get_checked`], so per-object fallback between regions and the
 //! circuit breaker apply) and kept in the local [`MetaCache`](crate::meta_cache::MetaCache)
 //! when the repository has one; results are consumed in name order, so the index is the
-//! same whatever order the fetches finish in.
+//! same whatever order the fetches finish in. The fetches only fetch: each file is opened,
+//! judged and parsed by the consumer, one at a time, and dropped once its packs are added,
+//! so at most one parsed file is held beside the index being built.
 //!
 //! Listing is unchanged: each prefix is listed in every available region; a region whose
 //! listing fails is recorded (in [`Index::unlisted`], or the second result of
@@ -18,6 +21,8 @@ use futures_util::stream::{self, StreamExt};
 use crate::backend::BackendError;
 use crate::error::{RepoError, Result};
 use crate::id::check_stored_id;
+use crate::index_lookup::{LookupBuilder, LookupIndex};
+use crate::pack::PackEntry;
 use crate::regions::RegionSet;
 use crate::repo::Repository;
 use crate::sign::Verdict;
@@ -36,7 +41,29 @@ impl Repository {
         skip: &HashSet<Id>,
         for_dedup: bool,
     ) -> Result<Index> {
-        load_index(self, skip, for_dedup).await
+        let mut index = Index::new();
+        load_into(self, skip, for_dedup, &mut index).await?;
+        index.compact();
+        Ok(index)
+    }
+
+    /// The restore's compact index ([`LookupIndex`]) of every index file the available
+    /// regions list, revoked writers' files included (readers verify every chunk). Built
+    /// straight from the files; a file removed while loading (prune) starts it again, as
+    /// [`load_index`](Self::load_index) does.
+    pub async fn load_lookup_index(&self) -> Result<LookupIndex> {
+        let mut attempt = 0;
+        loop {
+            let mut builder = LookupBuilder::new();
+            match load_into(self, &HashSet::new(), false, &mut builder).await {
+                Err(RepoError::Backend(BackendError::NotFound(name))) if attempt < 5 => {
+                    tracing::debug!(object = %name, "index file removed while loading (prune); listing again");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(builder.finish()),
+            }
+        }
     }
 
     /// Like [`list_snapshots`](Self::list_snapshots), and also the regions whose listing
@@ -79,15 +106,39 @@ impl Repository {
     }
 }
 
-/// Load every index file the available regions list (see [`Repository::load_index`]),
-/// leaving out the packs in `skip`, and for deduplication (`for_dedup`) the index files of
-/// revoked writers. Each file goes through the codec, [`index::open_file`], which judges its
-/// signature.
-pub(crate) async fn load_index(
+/// What index files load into: the full [`Index`] or the restore's [`LookupBuilder`].
+pub(crate) trait IndexSink {
+    fn add_pack(&mut self, pack: Id, entries: &[PackEntry], region: usize) -> Result<()>;
+    fn mark_unlisted(&mut self, region: usize, why: String);
+}
+
+impl IndexSink for Index {
+    fn add_pack(&mut self, pack: Id, entries: &[PackEntry], region: usize) -> Result<()> {
+        Index::add_pack(self, pack, entries, region)
+    }
+    fn mark_unlisted(&mut self, region: usize, why: String) {
+        Index::mark_unlisted(self, region, why)
+    }
+}
+
+impl IndexSink for LookupBuilder {
+    fn add_pack(&mut self, pack: Id, entries: &[PackEntry], region: usize) -> Result<()> {
+        LookupBuilder::add_pack(self, pack, entries, region)
+    }
+    /// A restore reads what is listed; nothing is written to an unlisted region.
+    fn mark_unlisted(&mut self, _: usize, _: String) {}
+}
+
+/// Load every index file the available regions list (see [`Repository::load_index`]) into
+/// `sink`, leaving out the packs in `skip`, and for deduplication (`for_dedup`) the index
+/// files of revoked writers. Each file goes through the codec, [`index::open_file`], which
+/// judges its signature.
+pub(crate) async fn load_into(
     repo: &Repository,
     skip: &HashSet<Id>,
     for_dedup: bool,
-) -> Result<Index> {
+    sink: &mut impl IndexSink,
+) -> Result<()> {
     let mut names: BTreeMap<String, RegionSet> = BTreeMap::new();
     let (listed, failed) = repo.list_everywhere("index/").await?;
     for (i, objects) in listed {
@@ -95,26 +146,26 @@ pub(crate) async fn load_index(
             names.entry(o.name).or_default().insert(i);
         }
     }
-    let mut index = Index::new();
     for (region, why) in &failed {
         if let Some(i) = repo.region_index(region) {
-            index.mark_unlisted(i, why.clone());
+            sink.mark_unlisted(i, why.clone());
         }
     }
     if let (Some(c), true) = (repo.meta_cache(), failed.is_empty()) {
         c.retain_listed("index/", &names.keys().cloned().collect());
     }
     let key = *repo.secrets().index_key();
-    let mut files = stream::iter(names)
+    let mut fetched = stream::iter(names)
         .map(|(name, regions)| async move {
             let (bytes, from) = repo.get_metadata(&name).await?;
-            let file = match index::open_file(
-                &key,
-                repo.trust(),
-                &name,
-                &repo.source_name(from),
-                &bytes,
-            ) {
+            Ok::<_, RepoError>((name, bytes, from, regions))
+        })
+        .buffered(FETCHES_IN_FLIGHT);
+    let mut revoked: BTreeMap<String, usize> = BTreeMap::new();
+    while let Some(next) = fetched.next().await {
+        let (name, bytes, from, regions) = next?;
+        let file =
+            match index::open_file(&key, repo.trust(), &name, &repo.source_name(from), &bytes) {
                 // Refused from the cache: judge the stored copy, so the refusal names its region.
                 Err(RepoError::Untrusted(_)) if from.is_none() => {
                     let (bytes, from) = repo.fetch_metadata(&name).await?;
@@ -122,12 +173,7 @@ pub(crate) async fn load_index(
                 }
                 other => other?,
             };
-            Ok::<_, RepoError>((file, regions))
-        })
-        .buffered(FETCHES_IN_FLIGHT);
-    let mut revoked: BTreeMap<String, usize> = BTreeMap::new();
-    while let Some(next) = files.next().await {
-        let (file, regions) = next?;
+        drop(bytes);
         if let Verdict::Revoked(w) = &file.verdict {
             *revoked.entry(w.clone()).or_default() += 1;
             if for_dedup {
@@ -136,17 +182,16 @@ pub(crate) async fn load_index(
         }
         for region in regions.iter() {
             for (pack, entries) in file.packs.iter().filter(|(p, _)| !skip.contains(p)) {
-                index.add_pack(*pack, entries, region)?;
+                sink.add_pack(*pack, entries, region)?;
             }
         }
     }
-    index.compact();
     if for_dedup {
         for (w, n) in revoked {
             tracing::warn!(writer = %w, index_files = n, "index files signed by a revoked writer are not trusted for deduplication: their chunks are stored again");
         }
     }
-    Ok(index)
+    Ok(())
 }
 
 /// Every snapshot the available regions list, oldest first, and the regions whose listing

@@ -21,6 +21,7 @@ pub mod error;
 pub mod id;
 pub mod index;
 pub mod index_load;
+pub mod index_lookup;
 pub mod index_mem;
 pub mod init;
 pub mod keys;

@@ -7,6 +7,11 @@
 //! [`fetch_stream`] keeps only the ciphertext and decrypts the 64 KiB age chunks under each
 //! blob as it is read ([`PackStream`]): a restore's data packs are read that way, so a pack
 //! in flight costs its ciphertext, not its ciphertext and its plaintext.
+//!
+//! Where chunks are comes from a [`ChunkLookup`]: the full [`Index`] (backup, prune,
+//! verify) or the restore's compact [`LookupIndex`], whose candidates for an id may include
+//! other chunks sharing its key. Every blob read is verified against the wanted id, so the
+//! reader tries candidates until one matches.
 
 use std::collections::VecDeque;
 use std::io::{Read, Seek, SeekFrom};
@@ -15,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::error::{RepoError, Result};
+use crate::index_lookup::LookupIndex;
 use crate::pack::{check_chunk, decompress, OpenPack, PackEntry};
+use crate::regions::RegionSet;
 use crate::repo::{check_stored_id, pack_name, Repository};
 use crate::{Id, Index};
 
@@ -107,23 +114,47 @@ impl PackStream {
     }
 }
 
+/// Where a chunk may be stored: every candidate location as (pack, entry naming the wanted
+/// id, regions holding the pack), best first (the pack in the most regions, then one in
+/// `preferred`). A candidate may hold another chunk (the compact index keys on part of the
+/// id): whoever reads it verifies the blob against the id.
+pub trait ChunkLookup: Send + Sync + std::fmt::Debug {
+    fn candidates(&self, id: &Id, preferred: Option<usize>) -> Vec<(Id, PackEntry, RegionSet)>;
+}
+
+impl ChunkLookup for Index {
+    fn candidates(&self, id: &Id, preferred: Option<usize>) -> Vec<(Id, PackEntry, RegionSet)> {
+        self.locations(id, preferred)
+    }
+}
+
+impl ChunkLookup for LookupIndex {
+    fn candidates(&self, id: &Id, preferred: Option<usize>) -> Vec<(Id, PackEntry, RegionSet)> {
+        LookupIndex::candidates(self, id, preferred)
+    }
+}
+
 /// Reads individual blobs (trees, small files) through a small cache of open packs,
 /// least recently used first out, bounded in bytes of plaintext.
 pub struct BlobReader {
     repo: Arc<Repository>,
-    index: Arc<Index>,
+    index: Arc<dyn ChunkLookup>,
     cache: Mutex<VecDeque<Arc<OpenPack>>>,
     capacity_bytes: usize,
 }
 
 impl BlobReader {
-    pub fn new(repo: Arc<Repository>, index: Arc<Index>) -> BlobReader {
+    pub fn new(repo: Arc<Repository>, index: Arc<dyn ChunkLookup>) -> BlobReader {
         BlobReader::with_cache_bytes(repo, index, DEFAULT_CACHE_BYTES)
     }
 
     /// A reader whose cache holds at most `bytes` of decrypted packs (always the last pack
     /// read, even one larger than that).
-    pub fn with_cache_bytes(repo: Arc<Repository>, index: Arc<Index>, bytes: usize) -> BlobReader {
+    pub fn with_cache_bytes(
+        repo: Arc<Repository>,
+        index: Arc<dyn ChunkLookup>,
+        bytes: usize,
+    ) -> BlobReader {
         BlobReader {
             repo,
             index,
@@ -146,14 +177,27 @@ impl BlobReader {
 
     /// [`read`](Self::read), never from pack `avoid` (one that already failed).
     pub async fn read_avoiding(&self, id: &Id, avoid: Option<Id>) -> Result<Vec<u8>> {
+        self.read_except(id, |p, _| Some(*p) == avoid)
+            .await
+            .map(|(raw, _, _)| raw)
+    }
+
+    /// Read and verify chunk `id` from the first of its candidate locations that holds it,
+    /// skipping those `skip` names; also say which location that was. A location that
+    /// cannot be read, or holds another chunk, is passed over for the next.
+    pub async fn read_except(
+        &self,
+        id: &Id,
+        skip: impl Fn(&Id, &PackEntry) -> bool,
+    ) -> Result<(Vec<u8>, Id, PackEntry)> {
         let preferred = self.repo.read_order().first().copied();
-        let locations = self.index.locations(id, preferred);
+        let locations = self.index.candidates(id, preferred);
         let mut last: Option<RepoError> = None;
-        for (pack_id, entry, _) in locations.into_iter().filter(|(p, _, _)| Some(*p) != avoid) {
+        for (pack_id, entry, _) in locations.into_iter().filter(|(p, e, _)| !skip(p, e)) {
             match self.read_at(pack_id, &entry).await {
-                Ok(b) => return Ok(b),
+                Ok(b) => return Ok((b, pack_id, entry)),
                 Err(e) => {
-                    tracing::warn!(chunk = %id.short(), pack = %pack_id.short(), error = %e, "chunk unreadable in this pack; trying its other locations");
+                    tracing::warn!(chunk = %id.short(), pack = %pack_id.short(), offset = entry.offset, error = %e, "chunk unreadable at this location; trying its other locations");
                     last = Some(e);
                 }
             }
@@ -164,6 +208,14 @@ impl BlobReader {
                 id.short()
             ))
         }))
+    }
+
+    /// The location chunk `id` is read from: found by reading it (through the cache), for
+    /// a chunk whose candidates disagree on its length (another chunk shares its key).
+    pub async fn locate(&self, id: &Id) -> Result<(Id, PackEntry)> {
+        self.read_except(id, |_, _| false)
+            .await
+            .map(|(_, p, e)| (p, e))
     }
 
     async fn read_at(&self, pack_id: Id, entry: &crate::pack::PackEntry) -> Result<Vec<u8>> {
@@ -198,7 +250,7 @@ impl BlobReader {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    pub fn index(&self) -> &Arc<Index> {
+    pub fn index(&self) -> &Arc<dyn ChunkLookup> {
         &self.index
     }
 

@@ -77,7 +77,7 @@ impl RepoSource for Dir<'_> {
         let snapshot = repo.find_snapshot(cx.snapshot, Some(&cx.plan.name)).await?;
         outcome.snapshot = snapshot.id.to_hex();
         timer.phase(outcome, "list");
-        let index = Arc::new(repo.load_index().await.context("load index")?);
+        let index = Arc::new(repo.load_lookup_index().await.context("load index")?);
         timer.phase(outcome, "index");
         let reader = Arc::new(BlobReader::new(repo.clone(), index));
         let dir = tempfile::Builder::new()

@@ -310,13 +310,7 @@ pub(super) async fn restore_batch(
             .map_err(at("allocate", &finals[fi]))?;
         let mut offset = 0u64;
         for c in &f.node.chunks {
-            let (pack, entry) = reader.index().get(c).ok_or_else(|| {
-                RepoError::Corrupt(format!(
-                    "{}: chunk {} is in no region's index (run `lifeboat verify`)",
-                    f.path.display(),
-                    c.short()
-                ))
-            })?;
+            let (pack, entry) = plan_chunk(reader, c, &f.path).await?;
             let pi = *pack_of.entry(pack).or_insert_with(|| {
                 packs.push((pack, Vec::new()));
                 packs.len() - 1
@@ -486,6 +480,32 @@ pub(super) async fn restore_batch(
     Ok(())
 }
 
+/// Where to read chunk `c` of file `path` from: its best location, whose raw length places
+/// the file's later chunks. When its candidates disagree on that length (another chunk shares
+/// its key in the compact index, see [`crate::index_lookup`]), the chunk is read once here
+/// to find the location that holds it.
+async fn plan_chunk(reader: &BlobReader, c: &Id, path: &Path) -> Result<(Id, PackEntry)> {
+    let candidates = reader.index().candidates(c, None);
+    match candidates.split_first() {
+        None => Err(RepoError::Corrupt(format!(
+            "{}: chunk {} is in no region's index (run `lifeboat verify`)",
+            path.display(),
+            c.short()
+        ))),
+        Some(((pack, entry, _), rest))
+            if rest
+                .iter()
+                .all(|(_, e, _)| e.raw_length == entry.raw_length) =>
+        {
+            Ok((*pack, *entry))
+        }
+        Some(_) => reader.locate(c).await.map_err(|e| match e {
+            RepoError::Corrupt(m) => RepoError::Corrupt(format!("{}: {m}", path.display())),
+            other => other,
+        }),
+    }
+}
+
 /// Fetch each pack of `packs` (a few in flight), verify its chunks and write them. Returns
 /// the most stored bytes of packs that were held at once.
 async fn fill(
@@ -527,19 +547,24 @@ async fn fill(
                 progress.add_transferred(pack.stored_len as u64);
                 let now = held.0.fetch_add(pack.stored_len, Ordering::Relaxed) + pack.stored_len;
                 held.1.fetch_max(now, Ordering::Relaxed);
-                tokio::task::spawn_blocking(move || -> Result<()> {
+                let (blocking_files, blocking_progress) = (files.clone(), progress.clone());
+                let failed = tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
+                    let (files, progress) = (blocking_files, blocking_progress);
                     let mut open: Option<(usize, File)> = None;
                     let mut writes = writes;
+                    // Blobs that did not verify here: read from their other locations below.
+                    let mut failed = Vec::new();
                     // In pack order, each age chunk is decrypted once (stable: a chunk
                     // two files share keeps their order).
                     writes.sort_by_key(|(entry, _, _)| entry.offset);
                     for (entry, fi, offset) in writes {
-                        let raw = pack.blob(&chunk_key, &entry).map_err(|e| match e {
-                            RepoError::Corrupt(m) => {
-                                RepoError::Corrupt(format!("{}: {m}", files.names[fi].display()))
+                        let raw = match pack.blob(&chunk_key, &entry) {
+                            Ok(raw) => raw,
+                            Err(e) => {
+                                failed.push(((entry, fi, offset), e));
+                                continue;
                             }
-                            other => other,
-                        })?;
+                        };
                         if open.as_ref().is_none_or(|(i, _)| *i != fi) {
                             let f = open_for_write(&files.partial[fi], &files.finals[fi])?;
                             open = Some((fi, f));
@@ -549,10 +574,33 @@ async fn fill(
                         progress.add_done(raw.len() as u64);
                     }
                     held.0.fetch_sub(pack.stored_len, Ordering::Relaxed);
-                    Ok(())
+                    Ok(failed)
                 })
                 .await
-                .map_err(|e| RepoError::Invalid(format!("restore task: {e}")))?
+                .map_err(|e| RepoError::Invalid(format!("restore task: {e}")))??;
+                // A blob that is not the wanted chunk at this place (another chunk sharing
+                // its key in the compact index, or a bad entry): its other locations.
+                for ((entry, fi, offset), e) in failed {
+                    let here = |p: &Id, c: &PackEntry| {
+                        *p == pack_id && c.offset == entry.offset && c.length == entry.length
+                    };
+                    let raw = match reader.read_except(&entry.id, here).await {
+                        Ok((raw, _, _)) if raw.len() as u64 == u64::from(entry.raw_length) => raw,
+                        _ => {
+                            return Err(match e {
+                                RepoError::Corrupt(m) => RepoError::Corrupt(format!(
+                                    "{}: {m}",
+                                    files.names[fi].display()
+                                )),
+                                other => other,
+                            })
+                        }
+                    };
+                    let file = open_for_write(&files.partial[fi], &files.finals[fi])?;
+                    files.deliver(&file, fi, offset, &raw)?;
+                    progress.add_done(raw.len() as u64);
+                }
+                Ok(())
             });
         }
         match set.join_next().await {

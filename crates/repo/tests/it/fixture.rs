@@ -259,14 +259,14 @@ pub fn files_tree(
     }
 }
 
-/// Restore `root` into `target` through a freshly loaded index.
+/// Restore `root` into `target` through a freshly loaded index (the restore's compact one).
 pub async fn restore(
     repo: &Arc<Repository>,
     root: Id,
     target: &Path,
     overwrite: bool,
 ) -> Result<RestoreReport> {
-    let index = Arc::new(repo.load_index().await?);
+    let index = Arc::new(repo.load_lookup_index().await?);
     let reader = Arc::new(BlobReader::new(repo.clone(), index));
     let opts = RestoreOptions {
         include: None,

@@ -11,6 +11,7 @@ mod meta_cache;
 mod pipeline;
 mod replicate;
 mod restore_bounds;
+mod restore_lookup;
 mod rewrap;
 mod stream;
 mod upgrade;
