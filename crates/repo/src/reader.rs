@@ -120,17 +120,25 @@ impl PackStream {
 /// id): whoever reads it verifies the blob against the id.
 pub trait ChunkLookup: Send + Sync + std::fmt::Debug {
     fn candidates(&self, id: &Id, preferred: Option<usize>) -> Vec<(Id, PackEntry, RegionSet)>;
+    /// Heap bytes the structure holds (for the restore's memory trace).
+    fn heap_bytes(&self) -> usize;
 }
 
 impl ChunkLookup for Index {
     fn candidates(&self, id: &Id, preferred: Option<usize>) -> Vec<(Id, PackEntry, RegionSet)> {
         self.locations(id, preferred)
     }
+    fn heap_bytes(&self) -> usize {
+        Index::heap_bytes(self)
+    }
 }
 
 impl ChunkLookup for LookupIndex {
     fn candidates(&self, id: &Id, preferred: Option<usize>) -> Vec<(Id, PackEntry, RegionSet)> {
         LookupIndex::candidates(self, id, preferred)
+    }
+    fn heap_bytes(&self) -> usize {
+        LookupIndex::heap_bytes(self)
     }
 }
 

@@ -284,7 +284,10 @@ pub async fn restore_tree(
     };
     let trace = memtrace::MemTrace::from_env();
     // Peak since the process started: the index, the manifest, the key.
-    trace.end("index load (process start)", 0);
+    trace.end(
+        "index load (process start)",
+        reader.index().heap_bytes() as u64,
+    );
     trace.start();
     // Every name is checked before anything is written: a crafted tree is refused whole.
     check_names(&reader, root, &include).await?;
