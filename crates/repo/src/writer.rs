@@ -62,6 +62,49 @@ struct ChunkToStore {
     codec: Codec,
 }
 
+/// Computes chunk ids (keyed BLAKE3) with a writer's key, on any thread. The key is not
+/// printable.
+#[derive(Clone)]
+pub struct ChunkIds {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for ChunkIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChunkIds(<key>)")
+    }
+}
+
+impl ChunkIds {
+    /// The chunk and its id; the only way to make a [`HashedChunk`], so an id handed to
+    /// [`BackupWriter::add_hashed`] is always the hash of its data.
+    pub fn hash(&self, data: Vec<u8>) -> HashedChunk {
+        HashedChunk {
+            id: chunk_id(&self.key, &data),
+            data,
+        }
+    }
+}
+
+/// A chunk with its id, made by [`ChunkIds::hash`].
+#[derive(Debug)]
+pub struct HashedChunk {
+    id: Id,
+    data: Vec<u8>,
+}
+
+impl HashedChunk {
+    pub fn id(&self) -> Id {
+        self.id
+    }
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
 /// A pipeline stage, for [`BackupWriter::inject_panic`].
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,10 +297,27 @@ impl BackupWriter {
         self.seen.contains(id) || self.index.has_in_all(id, self.write_to)
     }
 
+    /// A handle that computes this repository's chunk ids on other threads (the source's
+    /// readers), so the caller thread only deduplicates and hands chunks on.
+    pub fn chunk_ids(&self) -> ChunkIds {
+        ChunkIds {
+            key: self.chunk_key,
+        }
+    }
+
     /// Add a chunk; returns its id. Known chunks are not stored again.
     pub fn add(&mut self, kind: BlobKind, data: Vec<u8>) -> Result<Id> {
-        self.cancel.check()?;
         let id = self.chunk_id(&data);
+        self.add_with_id(kind, id, data)
+    }
+
+    /// Add a chunk whose id a [`ChunkIds`] of this writer computed (on another thread).
+    pub fn add_hashed(&mut self, kind: BlobKind, chunk: HashedChunk) -> Result<Id> {
+        self.add_with_id(kind, chunk.id, chunk.data)
+    }
+
+    fn add_with_id(&mut self, kind: BlobKind, id: Id, data: Vec<u8>) -> Result<Id> {
+        self.cancel.check()?;
         if self.seen.contains(&id) {
             return Ok(id);
         }
