@@ -17,6 +17,7 @@ fn plan() -> PlanConfig {
             path: "/srv".into(),
             exclude: vec![],
             one_file_system: false,
+            read_threads: None,
         },
         objectives: Objectives::default(),
         retention: Retention::default(),

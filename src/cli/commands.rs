@@ -352,6 +352,8 @@ async fn snapshots(cli: &Cli, plan: Option<&str>, json: bool) -> Result<u8> {
                     "partial": s.manifest.is_partial(),
                     "unreadable": s.manifest.unreadable,
                     "sealed": s.manifest.sealed,
+                    // The root tree: equal for two snapshots of identical content.
+                    "tree": s.manifest.tree_root().ok().map(|t| t.to_hex()),
                     "stats": s.manifest.stats,
                 })
             })

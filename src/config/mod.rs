@@ -137,6 +137,8 @@ pub enum SourceConfig {
         exclude: Vec<String>,
         /// Do not cross into other mounted file systems.
         one_file_system: bool,
+        /// Threads reading files (1: on the walking thread); `None`: one per core, ≤ 4.
+        read_threads: Option<usize>,
     },
     /// `pg_dump` of one database, streamed into the repository.
     Postgres {

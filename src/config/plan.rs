@@ -248,7 +248,7 @@ impl Resolver<'_> {
         )?;
         match kind.get_ref().as_str() {
             "dir" => {
-                self.source_keys(&raw, key, "dir", &["path", "exclude", "one_file_system"])?;
+                self.source_keys(&raw, key, "dir", &["path", "exclude", "one_file_system", "read_threads"])?;
                 let path = self.required(raw.path.as_ref(), span, key, "path", "a dir source needs path = \"DIR\"")?;
                 let path = self.path(path, &format!("{key}.path"))?;
                 let mut exclude = Vec::new();
@@ -260,10 +260,21 @@ impl Resolver<'_> {
                         exclude.push(pattern.into_inner());
                     }
                 }
+                let read_threads = match raw.read_threads {
+                    None => None,
+                    Some(n) if (1..=64).contains(n.get_ref()) => Some(*n.get_ref() as usize),
+                    Some(n) => {
+                        return Err(self.err(n.span(), &format!("{key}.read_threads"), format!(
+                            "{} reader threads: give 1 (read on the walking thread) to 64, or leave it out for one per core (at most 4)",
+                            n.get_ref()
+                        )))
+                    }
+                };
                 Ok(SourceConfig::Dir {
                     path,
                     exclude,
                     one_file_system: raw.one_file_system.is_some_and(|v| v.into_inner()),
+                    read_threads,
                 })
             }
             "postgres" => {

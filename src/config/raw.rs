@@ -137,6 +137,7 @@ pub(super) struct RawSource {
     pub path: Text,
     pub exclude: TextList,
     pub one_file_system: Option<Spanned<bool>>,
+    pub read_threads: Option<Spanned<i64>>,
     // kind = "postgres"
     pub url: Text,
     pub password_env: Text,
@@ -178,6 +179,9 @@ impl RawSource {
         }
         if let Some(v) = &self.exclude {
             present.push(("exclude", v.span()));
+        }
+        if let Some(v) = &self.read_threads {
+            present.push(("read_threads", v.span()));
         }
         let flags = [
             ("one_file_system", &self.one_file_system),
@@ -259,6 +263,7 @@ impl<'de> Visitor<'de> for RawSourceVisitor {
                 "path" => source.path = Some(map.next_value()?),
                 "exclude" => source.exclude = Some(map.next_value()?),
                 "one_file_system" => source.one_file_system = Some(map.next_value()?),
+                "read_threads" => source.read_threads = Some(map.next_value()?),
                 "url" => source.url = Some(map.next_value()?),
                 "password_env" => source.password_env = Some(map.next_value()?),
                 "password_file" => source.password_file = Some(map.next_value()?),

@@ -137,6 +137,7 @@ verify_schedule = "0 5 * * 0"
                 path: PathBuf::from("/etc/lifeboat/../srv/app"),
                 exclude: vec!["*.tmp".to_string(), "cache/".to_string()],
                 one_file_system: true,
+                read_threads: None,
             },
             objectives: Objectives {
                 rpo: Duration::from_secs(12 * 3600),
@@ -207,6 +208,7 @@ fn defaults_fill_what_is_left_out() {
             path: PathBuf::from("/etc"),
             exclude: vec![],
             one_file_system: false,
+            read_threads: None,
         }
     );
 }

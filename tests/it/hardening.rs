@@ -367,7 +367,7 @@ fn a_panicked_daemon_run_is_recorded_as_failed_and_the_plan_runs_again() {
 
 /// Run lifeboat as root without the capabilities that let root read every file, so file
 /// permissions apply to it as to any user.
-fn without_dac(ws: &Workspace, args: &[&str]) -> std::process::Output {
+pub(crate) fn without_dac(ws: &Workspace, args: &[&str]) -> std::process::Output {
     Command::new("setpriv")
         .args(["--bounding-set=-dac_override,-dac_read_search", "--"])
         .arg(crate::common::bin())

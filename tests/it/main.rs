@@ -29,6 +29,7 @@ mod pg;
 mod pgscratch;
 mod pgsource;
 mod rds;
+mod readers;
 mod recovery;
 mod replicate;
 mod retention;

@@ -1,14 +1,15 @@
 //! The backup pipeline: chunks in, packs out to every region, then index, then manifest.
 //!
 //! ```text
-//! caller thread ──(id, chunk)──▶ compressors (N threads) ──blob──▶ packer thread
-//!   (hashing, dedup)                (zstd)                         (age stream, 16 MiB)
+//! caller thread ──chunks──▶ compressors (N threads) ──blobs──▶ packer thread
+//!   (hashing, dedup)           (zstd)                          (age stream, 16 MiB)
 //!        ──pack──▶ uploader task: put to every healthy region ──▶ index file every K packs
 //! finish(): drain, final index, then the manifest per healthy region (the commit).
 //! ```
 //!
-//! Every channel is bounded, so memory is bounded by the queue depths × chunk/pack sizes and
-//! never by the size of the data. A region whose put fails (after the retry wrapper gave up)
+//! New chunks travel in batches (up to 1 MiB or 64 chunks), so a tree of small files costs
+//! one hand-off per batch, not per file. Every channel is bounded, so memory is bounded by
+//! the queue depths × batch/pack sizes and never by the size of the data. A region whose put fails (after the retry wrapper gave up)
 //! is dropped from the rest of the backup: it gets no further index or manifest, so it stays
 //! a valid repository without this snapshot, and the snapshot is *degraded*. A target region
 //! whose `index/` could not be listed when the index was loaded is treated the same way from
@@ -52,6 +53,12 @@ use crate::{index, Id, Index};
 pub const INDEX_EVERY_PACKS: usize = 4;
 /// Packs being uploaded at once.
 const PACKS_IN_FLIGHT: usize = 3;
+/// New chunks travel to the compressors in batches of up to this many bytes (or
+/// [`BATCH_CHUNKS`] chunks): one channel hand-off per small file cost more than hashing it
+/// (a tree of small files is one chunk per file), and on a busy machine each hand-off can
+/// wait for the other thread to be scheduled. A chunk this large goes alone, as before.
+const BATCH_BYTES: usize = 1 << 20;
+const BATCH_CHUNKS: usize = 64;
 
 /// A new chunk on its way to the compressors, with the regions it must be stored in.
 struct ChunkToStore {
@@ -60,6 +67,49 @@ struct ChunkToStore {
     data: Vec<u8>,
     regions: RegionSet,
     codec: Codec,
+}
+
+/// Computes chunk ids (keyed BLAKE3) with a writer's key, on any thread. The key is not
+/// printable.
+#[derive(Clone)]
+pub struct ChunkIds {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for ChunkIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChunkIds(<key>)")
+    }
+}
+
+impl ChunkIds {
+    /// The chunk and its id; the only way to make a [`HashedChunk`], so an id handed to
+    /// [`BackupWriter::add_hashed`] is always the hash of its data.
+    pub fn hash(&self, data: Vec<u8>) -> HashedChunk {
+        HashedChunk {
+            id: chunk_id(&self.key, &data),
+            data,
+        }
+    }
+}
+
+/// A chunk with its id, made by [`ChunkIds::hash`].
+#[derive(Debug)]
+pub struct HashedChunk {
+    id: Id,
+    data: Vec<u8>,
+}
+
+impl HashedChunk {
+    pub fn id(&self) -> Id {
+        self.id
+    }
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
 }
 
 /// A pipeline stage, for [`BackupWriter::inject_panic`].
@@ -110,7 +160,10 @@ pub struct BackupWriter {
     write_to: RegionSet,
     chunk_key: [u8; 32],
     seen: HashSet<Id>,
-    compress_tx: Option<Sender<ChunkToStore>>,
+    compress_tx: Option<Sender<Vec<ChunkToStore>>>,
+    /// New chunks not yet handed to the compressors, and their bytes.
+    batch: Vec<ChunkToStore>,
+    batch_bytes: usize,
     threads: Vec<JoinHandle<()>>,
     uploader: Option<tokio::task::JoinHandle<()>>,
     shared: Arc<Mutex<PipelineState>>,
@@ -161,8 +214,8 @@ impl BackupWriter {
             ..Default::default()
         }));
         let workers = crate::worker_threads();
-        let (compress_tx, compress_rx) = bounded::<ChunkToStore>(workers * 2);
-        let (blob_tx, blob_rx) = bounded::<(RegionSet, SealedBlob)>(workers * 2);
+        let (compress_tx, compress_rx) = bounded::<Vec<ChunkToStore>>(workers * 2);
+        let (blob_tx, blob_rx) = bounded::<Vec<(RegionSet, SealedBlob)>>(workers * 2);
         let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<(RegionSet, FinishedPack)>(1);
         let mut threads = Vec::new();
         for n in 0..workers {
@@ -220,6 +273,8 @@ impl BackupWriter {
             write_to,
             seen: HashSet::new(),
             compress_tx: Some(compress_tx),
+            batch: Vec::new(),
+            batch_bytes: 0,
             threads,
             uploader: Some(uploader),
             shared,
@@ -254,10 +309,27 @@ impl BackupWriter {
         self.seen.contains(id) || self.index.has_in_all(id, self.write_to)
     }
 
+    /// A handle that computes this repository's chunk ids on other threads (the source's
+    /// readers), so the caller thread only deduplicates and hands chunks on.
+    pub fn chunk_ids(&self) -> ChunkIds {
+        ChunkIds {
+            key: self.chunk_key,
+        }
+    }
+
     /// Add a chunk; returns its id. Known chunks are not stored again.
     pub fn add(&mut self, kind: BlobKind, data: Vec<u8>) -> Result<Id> {
-        self.cancel.check()?;
         let id = self.chunk_id(&data);
+        self.add_with_id(kind, id, data)
+    }
+
+    /// Add a chunk whose id a [`ChunkIds`] of this writer computed (on another thread).
+    pub fn add_hashed(&mut self, kind: BlobKind, chunk: HashedChunk) -> Result<Id> {
+        self.add_with_id(kind, chunk.id, chunk.data)
+    }
+
+    fn add_with_id(&mut self, kind: BlobKind, id: Id, data: Vec<u8>) -> Result<Id> {
+        self.cancel.check()?;
         if self.seen.contains(&id) {
             return Ok(id);
         }
@@ -270,20 +342,34 @@ impl BackupWriter {
         self.seen.insert(id);
         self.stats.new_chunks += 1;
         self.stats.new_bytes += data.len() as u64;
-        let tx = self.compress_tx.as_ref().ok_or(RepoError::Cancelled)?;
-        let job = ChunkToStore {
+        self.batch_bytes += data.len();
+        self.batch.push(ChunkToStore {
             id,
             kind,
             data,
             regions,
             codec: self.codec,
-        };
-        if tx.send(job).is_err() {
+        });
+        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_CHUNKS {
+            self.send_batch()?;
+        }
+        Ok(id)
+    }
+
+    /// Hand the pending batch of new chunks to the compressors.
+    fn send_batch(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let tx = self.compress_tx.as_ref().ok_or(RepoError::Cancelled)?;
+        if tx.send(batch).is_err() {
             // A stage stopped: wait for all of them so the error says why.
             let _ = self.drain();
             return Err(self.pipeline_error());
         }
-        Ok(id)
+        Ok(())
     }
 
     /// Serialize and store a tree; returns its id.
@@ -305,7 +391,13 @@ impl BackupWriter {
 
     /// Drain the pipeline: every queued chunk is packed, uploaded and indexed.
     fn drain(&mut self) -> Result<PipelineState> {
-        self.compress_tx = None;
+        if let Some(tx) = self.compress_tx.take() {
+            let batch = std::mem::take(&mut self.batch);
+            // A send fails only when the compressors stopped, which the joins below report.
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
+            }
+        }
         for t in self.threads.drain(..) {
             let name = t.thread().name().unwrap_or("pipeline").to_string();
             if let Err(p) = t.join() {
@@ -472,8 +564,8 @@ fn set_fatal(shared: &Mutex<PipelineState>, e: impl ToString) {
 }
 
 fn compress_loop(
-    rx: Receiver<ChunkToStore>,
-    tx: Sender<(RegionSet, SealedBlob)>,
+    rx: Receiver<Vec<ChunkToStore>>,
+    tx: Sender<Vec<(RegionSet, SealedBlob)>>,
     shared: Arc<Mutex<PipelineState>>,
     panic_at: Arc<AtomicU8>,
 ) {
@@ -481,29 +573,33 @@ fn compress_loop(
         Ok(z) => z,
         Err(e) => return set_fatal(&shared, e),
     };
-    for job in rx {
-        maybe_panic(&panic_at, Stage::Compressor);
-        let raw_length = job.data.len() as u32;
-        match compress(&mut z, job.codec, job.data) {
-            Ok((compression, payload)) => {
-                let blob = SealedBlob {
-                    id: job.id,
-                    kind: job.kind,
-                    compression,
-                    raw_length,
-                    payload,
-                };
-                if tx.send((job.regions, blob)).is_err() {
-                    return;
-                }
+    for batch in rx {
+        let mut sealed = Vec::with_capacity(batch.len());
+        for job in batch {
+            maybe_panic(&panic_at, Stage::Compressor);
+            let raw_length = job.data.len() as u32;
+            match compress(&mut z, job.codec, job.data) {
+                Ok((compression, payload)) => sealed.push((
+                    job.regions,
+                    SealedBlob {
+                        id: job.id,
+                        kind: job.kind,
+                        compression,
+                        raw_length,
+                        payload,
+                    },
+                )),
+                Err(e) => return set_fatal(&shared, e),
             }
-            Err(e) => return set_fatal(&shared, e),
+        }
+        if tx.send(sealed).is_err() {
+            return;
         }
     }
 }
 
 fn pack_loop(
-    rx: Receiver<(RegionSet, SealedBlob)>,
+    rx: Receiver<Vec<(RegionSet, SealedBlob)>>,
     tx: tokio::sync::mpsc::Sender<(RegionSet, FinishedPack)>,
     recipients: Vec<age::x25519::Recipient>,
     pack_size: u64,
@@ -517,7 +613,7 @@ fn pack_loop(
     // Format v2 keeps trees apart from data: the key includes the blob kind.
     let mut open: BTreeMap<(u8, RegionSet), PackWriter> = BTreeMap::new();
     let result = (|| -> Result<()> {
-        for (regions, blob) in rx {
+        for (regions, blob) in rx.into_iter().flatten() {
             maybe_panic(&panic_at, Stage::Packer);
             let key = (blob.kind as u8, regions);
             let w = match open.entry(key) {

@@ -19,6 +19,7 @@ pub(super) struct Dir<'a> {
     pub path: &'a PathBuf,
     pub exclude: &'a [String],
     pub one_file_system: bool,
+    pub read_threads: Option<usize>,
 }
 
 #[async_trait]
@@ -31,6 +32,9 @@ impl RepoSource for Dir<'_> {
             one_file_system: self.one_file_system,
         };
         let (cache_path, cancel) = (cx.cache_path.clone(), cx.cancel.clone());
+        let read_threads = self
+            .read_threads
+            .unwrap_or_else(crate::source::dir::default_read_threads);
         Ok(Begun {
             write: Box::new(move |writer, env| {
                 let src = Arc::new(src);
@@ -43,6 +47,7 @@ impl RepoSource for Dir<'_> {
                 // One cache, updated in place by the walk; saved only after the commit.
                 let cache = FilesCache::load(&cache_path);
                 let mut arch = DirArchiver::new(writer, env.params, env.seed, cache);
+                arch.read_threads = read_threads;
                 let root = arch.run(&src)?;
                 let DirArchiver {
                     stats,

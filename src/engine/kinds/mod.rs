@@ -42,10 +42,12 @@ pub fn shape(source: &SourceConfig) -> Shape<'_> {
             path,
             exclude,
             one_file_system,
+            read_threads,
         } => Shape::Repository(Box::new(dir::Dir {
             path,
             exclude,
             one_file_system: *one_file_system,
+            read_threads: *read_threads,
         })),
         SourceConfig::Postgres {
             url,

@@ -21,6 +21,12 @@
 //! with `O_NOFOLLOW | O_NONBLOCK` and their `fstat` compared with the walk's `lstat`, so
 //! a file swapped for a symlink (or a FIFO, or another file) during the backup is skipped,
 //! never followed.
+//!
+//! Files up to the largest chunk size are read on reader threads ([`read`]): the walk
+//! queues them and goes on, and takes each result back when its directory is finished (or
+//! earlier, when more than [`IN_FLIGHT_BYTES`] or [`IN_FLIGHT_FILES`] are waiting), in walk
+//! order. What is stored is the same with one reader or several; only the time differs.
+//! Bigger files stream through the walking thread, a chunk at a time.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -30,7 +36,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use lifeboat_repo::chunker::chunk_file;
 use lifeboat_repo::pack::BlobKind;
 use lifeboat_repo::repo::ChunkerParams;
@@ -41,50 +46,17 @@ use lifeboat_repo::{Id, RepoError};
 
 use super::cache::{CacheEntry, FilesCache};
 
-/// Exclude rules, gitignore-like: a pattern without `/` matches a name at any depth; with
-/// `/` it matches the path relative to the source root; a trailing `/` matches directories only.
-#[derive(Debug)]
-pub struct Excludes {
-    any: GlobSet,
-    dirs_only: GlobSet,
-    anchored: GlobSet,
-    anchored_dirs: GlobSet,
-}
+mod excludes;
+mod read;
 
-impl Excludes {
-    pub fn new(patterns: &[String]) -> Result<Excludes> {
-        let mut sets = [
-            GlobSetBuilder::new(),
-            GlobSetBuilder::new(),
-            GlobSetBuilder::new(),
-            GlobSetBuilder::new(),
-        ];
-        for p in patterns {
-            let dir_only = p.ends_with('/');
-            let core = p.trim_end_matches('/');
-            let anchored = core.contains('/');
-            let core = core.trim_start_matches('/');
-            let glob = GlobBuilder::new(core)
-                .literal_separator(anchored)
-                .build()
-                .with_context(|| format!("exclude pattern {p:?} is not a valid glob"))?;
-            sets[(anchored as usize) * 2 + dir_only as usize].add(glob);
-        }
-        let [a, b, c, d] = sets;
-        Ok(Excludes {
-            any: a.build()?,
-            dirs_only: b.build()?,
-            anchored: c.build()?,
-            anchored_dirs: d.build()?,
-        })
-    }
+pub use excludes::Excludes;
+pub use read::default_read_threads;
+use read::{open_same, source_error, unreadable, FileRead, ReaderPool, Reply};
 
-    pub fn is_excluded(&self, rel: &Path, name: &std::ffi::OsStr, is_dir: bool) -> bool {
-        self.any.is_match(name)
-            || self.anchored.is_match(rel)
-            || (is_dir && (self.dirs_only.is_match(name) || self.anchored_dirs.is_match(rel)))
-    }
-}
+/// Bytes of files read ahead of the walk and not yet stored, at most (plus one file).
+pub const IN_FLIGHT_BYTES: u64 = 48 << 20;
+/// Files read ahead of the walk and not yet stored, at most.
+pub const IN_FLIGHT_FILES: usize = 8192;
 
 pub struct DirSource {
     pub root: PathBuf,
@@ -104,10 +76,43 @@ pub struct DirArchiver<'a> {
     /// Entries skipped because they could not be read, as `path: why` (also in `warnings`).
     pub unreadable: Vec<String>,
     root_dev: u64,
+    /// Threads reading files: 1 reads on the walking thread (no pool).
+    pub read_threads: usize,
     /// Files with more than one link already stored, by `(device, inode)`.
     links: HashMap<(u64, u64), Node>,
     users: HashMap<u32, String>,
     groups: HashMap<u32, String>,
+    pool: Option<ReaderPool>,
+    /// The directories being walked, outermost first: their entries so far.
+    levels: Vec<Level>,
+    in_flight_bytes: u64,
+    in_flight_files: usize,
+}
+
+/// One directory being walked: its entries in name order, some still being read.
+#[derive(Default)]
+struct Level {
+    slots: Vec<Slot>,
+    /// Slots before this are not pending.
+    next_pending: usize,
+}
+
+// Nearly every slot is `Ready`: boxing the node would cost an allocation per entry.
+#[allow(clippy::large_enum_variant)]
+enum Slot {
+    Ready(Node),
+    Pending(Box<Pending>),
+    /// Could not be read: skipped.
+    Gone,
+}
+
+/// A file queued on the reader threads: its node so far and what storing it needs.
+struct Pending {
+    node: Node,
+    abs: PathBuf,
+    key: Vec<u8>,
+    m: fs::Metadata,
+    reply: Reply,
 }
 
 /// `id → name` from a passwd/group style file (`name:x:id:…`), first entry winning.
@@ -161,9 +166,14 @@ impl<'a> DirArchiver<'a> {
             warnings: Vec::new(),
             unreadable: Vec::new(),
             root_dev: 0,
+            read_threads: default_read_threads(),
             links: HashMap::new(),
             users: id_names("/etc/passwd"),
             groups: id_names("/etc/group"),
+            pool: None,
+            levels: Vec::new(),
+            in_flight_bytes: 0,
+            in_flight_files: 0,
         }
     }
 
@@ -177,7 +187,19 @@ impl<'a> DirArchiver<'a> {
             src.root.display()
         );
         self.root_dev = m.dev();
-        self.dir(src, &src.root, Path::new(""))
+        if self.read_threads > 1 {
+            let ids = self.writer.chunk_ids();
+            self.pool = Some(ReaderPool::start(
+                self.read_threads,
+                self.params,
+                self.seed,
+                ids,
+            )?);
+        }
+        let root = self.dir(src, &src.root, Path::new(""));
+        // On an error the queued reads are dropped with the pool; its threads stop.
+        self.pool = None;
+        root
     }
 
     fn warn(&mut self, msg: String) {
@@ -236,7 +258,7 @@ impl<'a> DirArchiver<'a> {
             Err(e) => return Err(e).with_context(|| format!("source directory {}", abs.display())),
         };
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut tree = Tree::default();
+        self.levels.push(Level::default());
         for name in names {
             let child = abs.join(&name);
             let child_rel = rel.join(&name);
@@ -259,14 +281,16 @@ impl<'a> DirArchiver<'a> {
                 let mut n = node_from(&name, NodeKind::Dir, &m);
                 n.subtree = Some(sub);
                 self.attributes(&mut n, &child);
-                tree.nodes.push(n);
+                self.push(n);
                 self.stats.dirs += 1;
             } else if ft.is_file() {
                 match self.file(&child, &child_rel, &name, &m) {
-                    Ok(mut n) => {
+                    Ok(Some(mut n)) => {
                         self.attributes(&mut n, &child);
-                        tree.nodes.push(n)
+                        self.push(n)
                     }
+                    // Queued on the readers, attributes read already.
+                    Ok(None) => {}
                     // A source-side I/O problem costs this file; a repository error
                     // (a region failing, cancellation) is the backup's.
                     Err(e) if source_error(&e).is_some() => self.unreadable(&child, &e),
@@ -283,7 +307,7 @@ impl<'a> DirArchiver<'a> {
                 let mut n = node_from(&name, NodeKind::Symlink, &m);
                 n.set_target(target.as_os_str());
                 self.attributes(&mut n, &child);
-                tree.nodes.push(n);
+                self.push(n);
                 self.stats.symlinks += 1;
             } else if let Some(kind) = special_kind(&ft) {
                 let mut n = node_from(&name, kind, &m);
@@ -291,7 +315,7 @@ impl<'a> DirArchiver<'a> {
                     n.rdev = Some(m.rdev());
                 }
                 self.attributes(&mut n, &child);
-                tree.nodes.push(n);
+                self.push(n);
             } else {
                 self.warn(format!(
                     "{}: a socket; skipped (the program listening on it recreates it)",
@@ -299,16 +323,87 @@ impl<'a> DirArchiver<'a> {
                 ));
             }
         }
+        // Every file of this directory stored, in name order, then its tree.
+        let depth = self.levels.len() - 1;
+        while self.resolve_next(depth)? {}
+        let level = self.levels.pop().expect("this directory's level");
+        let mut tree = Tree::default();
+        for slot in level.slots {
+            if let Slot::Ready(n) = slot {
+                tree.nodes.push(n);
+            }
+        }
         Ok(self.writer.add_tree(&mut tree)?)
     }
 
+    /// An entry of the directory being walked, complete.
+    fn push(&mut self, n: Node) {
+        let level = self.levels.last_mut().expect("inside a directory");
+        level.slots.push(Slot::Ready(n));
+    }
+
+    /// Store the first pending file of the directory at `depth`, if any; `false` when
+    /// none is left.
+    fn resolve_next(&mut self, depth: usize) -> Result<bool> {
+        let level = &mut self.levels[depth];
+        while level.next_pending < level.slots.len()
+            && !matches!(level.slots[level.next_pending], Slot::Pending(_))
+        {
+            level.next_pending += 1;
+        }
+        let at = level.next_pending;
+        if at == level.slots.len() {
+            return Ok(false);
+        }
+        let Slot::Pending(p) = std::mem::replace(&mut level.slots[at], Slot::Gone) else {
+            unreachable!("found pending above")
+        };
+        level.next_pending += 1;
+        let Pending {
+            node,
+            abs,
+            key,
+            m,
+            reply,
+        } = *p;
+        self.in_flight_bytes -= m.len();
+        self.in_flight_files -= 1;
+        let read = reply
+            .recv()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the reader threads stopped")));
+        match read.and_then(|r| self.store_read(node, key, &m, r)) {
+            Ok(n) => self.levels[depth].slots[at] = Slot::Ready(n),
+            Err(e) if source_error(&e).is_some() => self.unreadable(&abs, &e),
+            Err(e) => return Err(e),
+        }
+        Ok(true)
+    }
+
+    /// Make room for one more file in flight: store the oldest pending files (the
+    /// outermost directories' come first: they were queued before the walk went deeper).
+    fn make_room(&mut self, bytes: u64) -> Result<()> {
+        let mut depth = 0;
+        while self.in_flight_files > 0
+            && depth < self.levels.len()
+            && (self.in_flight_files >= IN_FLIGHT_FILES
+                || self.in_flight_bytes + bytes > IN_FLIGHT_BYTES)
+        {
+            if !self.resolve_next(depth)? {
+                depth += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The node of the regular file at `abs`, or `None` when it was queued on the readers
+    /// (its node, attributes included, is then stored when it is taken back).
     fn file(
         &mut self,
         abs: &Path,
         rel: &Path,
         name: &std::ffi::OsStr,
         m: &fs::Metadata,
-    ) -> Result<Node> {
+    ) -> Result<Option<Node>> {
         let key = rel.as_os_str().as_bytes().to_vec();
         let mut node = node_from(name, NodeKind::File, m);
         let (size, mtime, ino) = (m.len(), mtime_ns(m), m.ino());
@@ -326,18 +421,134 @@ impl<'a> DirArchiver<'a> {
                 self.stats.bytes += size;
                 progress.add_done(size);
                 progress.add_file();
-                return Ok(node);
+                return Ok(Some(node));
             }
         }
-        let node = self.file_content(abs, key, node, m)?;
+        if self.cached(&key, &mut node, m) {
+            if let Some(l) = link {
+                self.links.insert(l, node.clone());
+            }
+            return Ok(Some(node));
+        }
+        let small = size <= self.params.max as u64;
+        // A file with several links is stored at once: its other paths need its node.
+        if small && link.is_none() && self.pool.is_some() {
+            self.make_room(size)?;
+            self.attributes(&mut node, abs);
+            let pool = self.pool.as_ref().expect("checked above");
+            let reply = pool.submit(abs.to_path_buf(), m.clone())?;
+            self.in_flight_bytes += size;
+            self.in_flight_files += 1;
+            let level = self.levels.last_mut().expect("inside a directory");
+            level.slots.push(Slot::Pending(Box::new(Pending {
+                node,
+                abs: abs.to_path_buf(),
+                key,
+                m: m.clone(),
+                reply,
+            })));
+            return Ok(None);
+        }
+        let node = if small {
+            let ids = self.writer.chunk_ids();
+            let read = read::read_file(abs, m, &self.params, self.seed, &ids)?;
+            self.store_read(node, key, m, read)?
+        } else {
+            self.stream_file(abs, key, node, m)?
+        };
         if let Some(l) = link {
             self.links.insert(l, node.clone());
+        }
+        Ok(Some(node))
+    }
+
+    /// Fill `node` from the files cache when the file is unchanged since the last backup
+    /// and every chunk is still stored; `true` then.
+    fn cached(&mut self, key: &[u8], node: &mut Node, m: &fs::Metadata) -> bool {
+        let (size, mtime, ctime, ino) = (m.len(), mtime_ns(m), ctime_ns(m), m.ino());
+        let Some(c) = self.cache.entries.get_mut(key) else {
+            return false;
+        };
+        if c.size != size
+            || c.mtime_ns != mtime
+            || c.ctime_ns != ctime
+            || c.inode != ino
+            || !c.chunks.iter().all(|id| self.writer.is_known(id))
+        {
+            return false;
+        }
+        node.size = size;
+        node.hash = Some(hex::encode(c.hash));
+        node.chunks = c.chunks.clone();
+        c.seen = true;
+        self.stats.files += 1;
+        self.stats.bytes += size;
+        let progress = self.writer.progress();
+        progress.add_done(size);
+        progress.add_file();
+        true
+    }
+
+    /// Store a file read whole (on a reader thread or here) and record it in the files
+    /// cache; returns its node.
+    fn store_read(
+        &mut self,
+        mut node: Node,
+        key: Vec<u8>,
+        m: &fs::Metadata,
+        read: FileRead,
+    ) -> Result<Node> {
+        let FileRead {
+            len,
+            hash,
+            chunks,
+            sparse,
+        } = read;
+        let size = m.len();
+        let progress = self.writer.progress().clone();
+        let mut ids = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            progress.add_done(c.len() as u64);
+            ids.push(self.writer.add_hashed(BlobKind::Data, c)?);
+        }
+        node.hash = Some(hash.to_hex().to_string());
+        self.stats.files += 1;
+        self.stats.bytes_read += len;
+        progress.add_file();
+        if let Some(ext) = sparse {
+            // Holes count as done: they were never read. Not kept in the files cache (its
+            // entries have no extents), so it is read again next time.
+            progress.add_done(size.saturating_sub(len));
+            node.size = size;
+            node.chunks = ids;
+            node.sparse = Some(ext);
+            self.stats.bytes += size;
+            return Ok(node);
+        }
+        node.size = len;
+        node.chunks = ids.clone();
+        self.stats.bytes += len;
+        // Only cache what we read consistently: a file that changed while being read gets
+        // re-read next time.
+        if len == size {
+            self.cache.entries.insert(
+                key,
+                CacheEntry {
+                    size,
+                    mtime_ns: mtime_ns(m),
+                    ctime_ns: ctime_ns(m),
+                    inode: m.ino(),
+                    hash: *hash.as_bytes(),
+                    chunks: ids,
+                    seen: true,
+                },
+            );
         }
         Ok(node)
     }
 
-    /// Read (or find in the files cache) the content of the file at `abs`.
-    fn file_content(
+    /// Stream a file too big to hold whole through the chunker into the writer.
+    fn stream_file(
         &mut self,
         abs: &Path,
         key: Vec<u8>,
@@ -346,24 +557,6 @@ impl<'a> DirArchiver<'a> {
     ) -> Result<Node> {
         let (size, mtime, ctime, ino) = (m.len(), mtime_ns(m), ctime_ns(m), m.ino());
         let progress = self.writer.progress().clone();
-        if let Some(c) = self.cache.entries.get_mut(&key) {
-            if c.size == size
-                && c.mtime_ns == mtime
-                && c.ctime_ns == ctime
-                && c.inode == ino
-                && c.chunks.iter().all(|id| self.writer.is_known(id))
-            {
-                node.size = size;
-                node.hash = Some(hex::encode(c.hash));
-                node.chunks = c.chunks.clone();
-                c.seen = true;
-                self.stats.files += 1;
-                self.stats.bytes += size;
-                progress.add_done(size);
-                progress.add_file();
-                return Ok(node);
-            }
-        }
         let f = open_same(abs, m)?;
         if let Some(ext) = super::sparse::data_extents(&f, m) {
             return self.sparse_file(f, node, m, ext);
@@ -468,62 +661,6 @@ fn special_kind(ft: &fs::FileType) -> Option<NodeKind> {
     }
 }
 
-/// A source-side I/O error: it costs one entry (the snapshot is partial), never the
-/// backup. Repository errors are never wrapped in it, even when an I/O error caused them.
-#[derive(Debug)]
-struct Unreadable {
-    /// What was being done: `open`, `read`, `stat`, `read directory`, …
-    doing: &'static str,
-    io: std::io::Error,
-}
-
-impl std::fmt::Display for Unreadable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.io.kind() {
-            std::io::ErrorKind::NotFound => write!(f, "vanished during backup"),
-            std::io::ErrorKind::PermissionDenied => write!(f, "{}: permission denied", self.doing),
-            _ => write!(f, "{}: {}", self.doing, self.io),
-        }
-    }
-}
-
-impl std::error::Error for Unreadable {}
-
-fn unreadable(doing: &'static str) -> impl FnOnce(std::io::Error) -> anyhow::Error {
-    move |io| anyhow::Error::new(Unreadable { doing, io })
-}
-
-/// The source-side error in `e`, if that is what it is.
-fn source_error(e: &anyhow::Error) -> Option<&Unreadable> {
-    e.chain().find_map(|c| c.downcast_ref::<Unreadable>())
-}
-
-/// Open the regular file the walk saw at `abs` (`lstat` gave `m`), never following a
-/// symlink and never blocking on a FIFO swapped in; an error when what is there now is
-/// not that file (its device and inode differ, or it is no longer a regular file).
-fn open_same(abs: &Path, m: &fs::Metadata) -> Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(abs)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                std::io::Error::other("replaced by a symlink during backup, not followed")
-            } else {
-                e
-            }
-        })
-        .map_err(unreadable("open"))?;
-    let now = f.metadata().map_err(unreadable("fstat"))?;
-    if !now.is_file() || now.dev() != m.dev() || now.ino() != m.ino() {
-        return Err(unreadable("open")(std::io::Error::other(
-            "replaced by another file during backup",
-        )));
-    }
-    Ok(f)
-}
-
 /// Count the bytes a backup of `src` will cover (same excludes), so progress can show an
 /// ETA. Cheap: a walk with `lstat` only. Errors are skipped; this is only an estimate.
 pub fn estimate(
@@ -550,63 +687,5 @@ pub fn estimate(
                 progress.add_total(m.len());
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What the walk saw, then something else in its place before the read.
-    fn swapped(replace: impl FnOnce(&Path)) -> String {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        fs::write(&path, b"walked").unwrap();
-        let walked = fs::symlink_metadata(&path).unwrap();
-        replace(&path);
-        let e = open_same(&path, &walked).expect_err("the swapped entry must not be read");
-        assert!(source_error(&e).is_some(), "a source error, skipped: {e:#}");
-        format!("{e:#}")
-    }
-
-    #[test]
-    fn a_file_swapped_during_the_backup_is_not_followed_or_read() {
-        let outside = tempfile::NamedTempFile::new().unwrap();
-        fs::write(outside.path(), b"/etc/shadow, say").unwrap();
-        // For a symlink: O_NOFOLLOW refuses it.
-        let msg = swapped(|p| {
-            fs::remove_file(p).unwrap();
-            std::os::unix::fs::symlink(outside.path(), p).unwrap();
-        });
-        assert!(msg.contains("replaced by a symlink"), "{msg}");
-        // For another file (a rename over it): the inode differs.
-        let msg = swapped(|p| {
-            let other = p.with_extension("new");
-            fs::write(&other, b"other").unwrap();
-            fs::rename(&other, p).unwrap();
-        });
-        assert!(msg.contains("replaced by another file"), "{msg}");
-        // For a FIFO: opened without blocking, then refused.
-        let msg = swapped(|p| {
-            fs::remove_file(p).unwrap();
-            let st = std::process::Command::new("mkfifo")
-                .arg(p)
-                .status()
-                .unwrap();
-            assert!(st.success());
-        });
-        assert!(msg.contains("replaced by another file"), "{msg}");
-        // Vanished.
-        let msg = swapped(|p| fs::remove_file(p).unwrap());
-        assert!(msg.contains("vanished"), "{msg}");
-    }
-
-    #[test]
-    fn the_same_file_opens() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        fs::write(&path, b"walked").unwrap();
-        let walked = fs::symlink_metadata(&path).unwrap();
-        assert!(open_same(&path, &walked).is_ok());
     }
 }
