@@ -1,5 +1,7 @@
 //! The in-memory index: chunk id → every (pack, offset, length) it is stored at, and the
-//! regions holding each pack. What a backup deduplicates against and a restore plans with.
+//! regions holding each pack. What a backup deduplicates against and prune, verify and
+//! replicate work from; a restore plans with the compact [`LookupIndex`](crate::index_lookup::LookupIndex)
+//! instead, which keys chunks by part of their id.
 //!
 //! Compact (see `docs/bench.md` for the measured figure): one 47-byte [`Entry`] per chunk in
 //! a sorted array, no hash table and no duplicated id. The array is split into 256 buckets
