@@ -15,7 +15,6 @@ use crate::config::{Config, PlanConfig};
 use crate::engine::kinds::{shape, BeginBackup, Begun, RepoSource, Shape, WriteEnv};
 use crate::engine::{open, KeyNeed};
 use crate::host::{hostname, now_secs};
-use crate::source::cache::FilesCache;
 
 #[derive(Debug)]
 pub struct BackupReport {
@@ -107,7 +106,7 @@ async fn into_repository(
             .await
             .context("load index")?,
     );
-    let cache_path = FilesCache::path(&config.cache_dir, &repo.config.id, &plan.name);
+    let cache_path = crate::source::cache::path(&config.cache_dir, &repo.config.id, &plan.name);
     let handle = tokio::runtime::Handle::current();
     let time = now_secs();
     let repo2 = repo.clone();

@@ -12,7 +12,7 @@ use lifeboat_repo::restore::{restore_tree, RestoreOptions};
 use super::{BeginBackup, Begun, RepoSource, TestCx, Written};
 use crate::engine::restore_test::{explain, RtoTimer};
 use crate::engine::{open, KeyNeed, RestoreTestOutcome};
-use crate::source::cache::FilesCache;
+use crate::source::cache::{NewCache, OldCache};
 use crate::source::dir::{DirArchiver, DirSource, Excludes};
 
 pub(super) struct Dir<'a> {
@@ -44,19 +44,21 @@ impl RepoSource for Dir<'_> {
                         crate::source::dir::estimate(&src, &progress, &cancel)
                     });
                 }
-                // One cache, updated in place by the walk; saved only after the commit.
-                let cache = FilesCache::load(&cache_path);
-                let mut arch = DirArchiver::new(writer, env.params, env.seed, cache);
+                // The last cache read a directory at a time, the new one written as the
+                // walk goes; put in its place only after the commit.
+                let old = OldCache::open(&cache_path);
+                let new = NewCache::create(&cache_path);
+                let mut arch = DirArchiver::new(writer, env.params, env.seed, old, new);
                 arch.read_threads = read_threads;
                 let root = arch.run(&src)?;
                 let DirArchiver {
                     stats,
                     warnings,
-                    mut cache,
+                    new_cache,
                     unreadable,
                     ..
                 } = arch;
-                cache.retain_seen();
+                let cache = new_cache.finish();
                 Ok(Written {
                     root,
                     stats,
@@ -65,7 +67,7 @@ impl RepoSource for Dir<'_> {
                     probes: Default::default(),
                     unreadable,
                     after_commit: Some(Box::new(move || {
-                        if let Err(e) = cache.save(&cache_path) {
+                        if let Err(e) = cache.commit() {
                             tracing::warn!(error = %format!("{e:#}"), "could not save the files cache; the next backup reads every file");
                         }
                     })),

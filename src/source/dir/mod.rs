@@ -44,7 +44,7 @@ use lifeboat_repo::tree::{Node, NodeKind, Tree};
 use lifeboat_repo::writer::BackupWriter;
 use lifeboat_repo::{Id, RepoError};
 
-use super::cache::{CacheEntry, FilesCache};
+use super::cache::{CacheEntry, DirEntries, NewCache, OldCache};
 
 mod excludes;
 mod read;
@@ -64,13 +64,15 @@ pub struct DirSource {
     pub one_file_system: bool,
 }
 
-/// Walks a tree into a writer, consulting and refreshing the files cache in place (see
-/// [`FilesCache::retain_seen`] for what to call when the walk is done).
+/// Walks a tree into a writer, reading the last backup's files cache a directory at a time
+/// and writing the new one as each directory is finished (see [`super::cache`]; call
+/// `new_cache.finish()` when the walk is done and commit it after the manifest).
 pub struct DirArchiver<'a> {
     pub writer: &'a mut BackupWriter,
     pub params: ChunkerParams,
     pub seed: u64,
-    pub cache: FilesCache,
+    pub old_cache: OldCache,
+    pub new_cache: NewCache,
     pub stats: Stats,
     pub warnings: Vec<String>,
     /// Entries skipped because they could not be read, as `path: why` (also in `warnings`).
@@ -89,12 +91,17 @@ pub struct DirArchiver<'a> {
     in_flight_files: usize,
 }
 
-/// One directory being walked: its entries in name order, some still being read.
+/// One directory being walked: its entries in name order, some still being read, and its
+/// files' entries in the last and the new files cache.
 #[derive(Default)]
 struct Level {
     slots: Vec<Slot>,
     /// Slots before this are not pending.
     next_pending: usize,
+    /// Relative to the source root.
+    rel: Vec<u8>,
+    old: DirEntries,
+    new: Vec<(Vec<u8>, CacheEntry)>,
 }
 
 // Nearly every slot is `Ready`: boxing the node would cost an allocation per entry.
@@ -110,7 +117,7 @@ enum Slot {
 struct Pending {
     node: Node,
     abs: PathBuf,
-    key: Vec<u8>,
+    name: Vec<u8>,
     m: fs::Metadata,
     reply: Reply,
 }
@@ -155,13 +162,15 @@ impl<'a> DirArchiver<'a> {
         writer: &'a mut BackupWriter,
         params: ChunkerParams,
         seed: u64,
-        cache: FilesCache,
+        old_cache: OldCache,
+        new_cache: NewCache,
     ) -> Self {
         DirArchiver {
             writer,
             params,
             seed,
-            cache,
+            old_cache,
+            new_cache,
             stats: Stats::default(),
             warnings: Vec::new(),
             unreadable: Vec::new(),
@@ -258,7 +267,12 @@ impl<'a> DirArchiver<'a> {
             Err(e) => return Err(e).with_context(|| format!("source directory {}", abs.display())),
         };
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        self.levels.push(Level::default());
+        let rel_bytes = rel.as_os_str().as_bytes().to_vec();
+        self.levels.push(Level {
+            old: self.old_cache.dir(&rel_bytes),
+            rel: rel_bytes,
+            ..Level::default()
+        });
         for name in names {
             let child = abs.join(&name);
             let child_rel = rel.join(&name);
@@ -284,7 +298,7 @@ impl<'a> DirArchiver<'a> {
                 self.push(n);
                 self.stats.dirs += 1;
             } else if ft.is_file() {
-                match self.file(&child, &child_rel, &name, &m) {
+                match self.file(&child, &name, &m) {
                     Ok(Some(mut n)) => {
                         self.attributes(&mut n, &child);
                         self.push(n)
@@ -327,6 +341,7 @@ impl<'a> DirArchiver<'a> {
         let depth = self.levels.len() - 1;
         while self.resolve_next(depth)? {}
         let level = self.levels.pop().expect("this directory's level");
+        self.new_cache.add_dir(&level.rel, &level.new);
         let mut tree = Tree::default();
         for slot in level.slots {
             if let Slot::Ready(n) = slot {
@@ -362,7 +377,7 @@ impl<'a> DirArchiver<'a> {
         let Pending {
             node,
             abs,
-            key,
+            name,
             m,
             reply,
         } = *p;
@@ -371,8 +386,14 @@ impl<'a> DirArchiver<'a> {
         let read = reply
             .recv()
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the reader threads stopped")));
-        match read.and_then(|r| self.store_read(node, key, &m, r)) {
-            Ok(n) => self.levels[depth].slots[at] = Slot::Ready(n),
+        match read.and_then(|r| self.store_read(node, &m, r)) {
+            Ok((n, cached)) => {
+                let level = &mut self.levels[depth];
+                level.slots[at] = Slot::Ready(n);
+                if let Some(c) = cached {
+                    level.new.push((name, c));
+                }
+            }
             Err(e) if source_error(&e).is_some() => self.unreadable(&abs, &e),
             Err(e) => return Err(e),
         }
@@ -400,11 +421,10 @@ impl<'a> DirArchiver<'a> {
     fn file(
         &mut self,
         abs: &Path,
-        rel: &Path,
         name: &std::ffi::OsStr,
         m: &fs::Metadata,
     ) -> Result<Option<Node>> {
-        let key = rel.as_os_str().as_bytes().to_vec();
+        let key = name.as_bytes().to_vec();
         let mut node = node_from(name, NodeKind::File, m);
         let (size, mtime, ino) = (m.len(), mtime_ns(m), m.ino());
         let progress = self.writer.progress().clone();
@@ -443,7 +463,7 @@ impl<'a> DirArchiver<'a> {
             level.slots.push(Slot::Pending(Box::new(Pending {
                 node,
                 abs: abs.to_path_buf(),
-                key,
+                name: key,
                 m: m.clone(),
                 reply,
             })));
@@ -452,10 +472,15 @@ impl<'a> DirArchiver<'a> {
         let node = if small {
             let ids = self.writer.chunk_ids();
             let read = read::read_file(abs, m, &self.params, self.seed, &ids)?;
-            self.store_read(node, key, m, read)?
+            self.store_read(node, m, read)?
         } else {
-            self.stream_file(abs, key, node, m)?
+            self.stream_file(abs, node, m)?
         };
+        let (node, cached) = node;
+        if let Some(c) = cached {
+            let level = self.levels.last_mut().expect("inside a directory");
+            level.new.push((key, c));
+        }
         if let Some(l) = link {
             self.links.insert(l, node.clone());
         }
@@ -463,10 +488,11 @@ impl<'a> DirArchiver<'a> {
     }
 
     /// Fill `node` from the files cache when the file is unchanged since the last backup
-    /// and every chunk is still stored; `true` then.
-    fn cached(&mut self, key: &[u8], node: &mut Node, m: &fs::Metadata) -> bool {
+    /// and every chunk is still stored (the entry then goes into the new cache); `true` then.
+    fn cached(&mut self, name: &[u8], node: &mut Node, m: &fs::Metadata) -> bool {
         let (size, mtime, ctime, ino) = (m.len(), mtime_ns(m), ctime_ns(m), m.ino());
-        let Some(c) = self.cache.entries.get_mut(key) else {
+        let level = self.levels.last_mut().expect("inside a directory");
+        let Some(c) = level.old.remove(name) else {
             return false;
         };
         if c.size != size
@@ -480,7 +506,7 @@ impl<'a> DirArchiver<'a> {
         node.size = size;
         node.hash = Some(hex::encode(c.hash));
         node.chunks = c.chunks.clone();
-        c.seen = true;
+        level.new.push((name.to_vec(), c));
         self.stats.files += 1;
         self.stats.bytes += size;
         let progress = self.writer.progress();
@@ -489,15 +515,14 @@ impl<'a> DirArchiver<'a> {
         true
     }
 
-    /// Store a file read whole (on a reader thread or here) and record it in the files
-    /// cache; returns its node.
+    /// Store a file read whole (on a reader thread or here); its node, and its files-cache
+    /// entry when it can be cached.
     fn store_read(
         &mut self,
         mut node: Node,
-        key: Vec<u8>,
         m: &fs::Metadata,
         read: FileRead,
-    ) -> Result<Node> {
+    ) -> Result<(Node, Option<CacheEntry>)> {
         let FileRead {
             len,
             hash,
@@ -523,69 +548,36 @@ impl<'a> DirArchiver<'a> {
             node.chunks = ids;
             node.sparse = Some(ext);
             self.stats.bytes += size;
-            return Ok(node);
+            return Ok((node, None));
         }
         node.size = len;
         node.chunks = ids.clone();
         self.stats.bytes += len;
-        // Only cache what we read consistently: a file that changed while being read gets
-        // re-read next time.
-        if len == size {
-            self.cache.entries.insert(
-                key,
-                CacheEntry {
-                    size,
-                    mtime_ns: mtime_ns(m),
-                    ctime_ns: ctime_ns(m),
-                    inode: m.ino(),
-                    hash: *hash.as_bytes(),
-                    chunks: ids,
-                    seen: true,
-                },
-            );
-        }
-        Ok(node)
+        let entry = cache_entry(m, len, hash, ids);
+        Ok((node, entry))
     }
 
     /// Stream a file too big to hold whole through the chunker into the writer.
     fn stream_file(
         &mut self,
         abs: &Path,
-        key: Vec<u8>,
         mut node: Node,
         m: &fs::Metadata,
-    ) -> Result<Node> {
-        let (size, mtime, ctime, ino) = (m.len(), mtime_ns(m), ctime_ns(m), m.ino());
-        let progress = self.writer.progress().clone();
+    ) -> Result<(Node, Option<CacheEntry>)> {
         let f = open_same(abs, m)?;
         if let Some(ext) = super::sparse::data_extents(&f, m) {
-            return self.sparse_file(f, node, m, ext);
+            return Ok((self.sparse_file(f, node, m, ext)?, None));
         }
-        let (len, hash, chunks) = self.store(f, size)?;
+        let (len, hash, chunks) = self.store(f, m.len())?;
         node.size = len;
         node.hash = Some(hash.to_hex().to_string());
         node.chunks = chunks.clone();
         self.stats.files += 1;
         self.stats.bytes += len;
         self.stats.bytes_read += len;
-        progress.add_file();
-        // Only cache what we read consistently: a file that changed while being read gets
-        // re-read next time.
-        if len == size {
-            self.cache.entries.insert(
-                key,
-                CacheEntry {
-                    size,
-                    mtime_ns: mtime,
-                    ctime_ns: ctime,
-                    inode: ino,
-                    hash: *hash.as_bytes(),
-                    chunks,
-                    seen: true,
-                },
-            );
-        }
-        Ok(node)
+        self.writer.progress().add_file();
+        let entry = cache_entry(m, len, hash, chunks);
+        Ok((node, entry))
     }
 
     /// Chunk what `reader` yields into the writer: its length, BLAKE3 and chunk ids.
@@ -645,6 +637,24 @@ impl<'a> DirArchiver<'a> {
         progress.add_file();
         Ok(node)
     }
+}
+
+/// The files-cache entry of a file read as `len` bytes: only what was read consistently is
+/// cached (a file that changed while being read is read again next time).
+fn cache_entry(
+    m: &fs::Metadata,
+    len: u64,
+    hash: blake3::Hash,
+    chunks: Vec<Id>,
+) -> Option<CacheEntry> {
+    (len == m.len()).then(|| CacheEntry {
+        size: m.len(),
+        mtime_ns: mtime_ns(m),
+        ctime_ns: ctime_ns(m),
+        inode: m.ino(),
+        hash: *hash.as_bytes(),
+        chunks,
+    })
 }
 
 /// The node kind of a FIFO or device node; `None` for a socket.
