@@ -214,14 +214,7 @@ impl NewCache {
         rec.extend_from_slice(&(entries.len() as u32).to_le_bytes());
         for (name, e) in entries {
             put_bytes(&mut rec, name);
-            for v in [e.size, e.mtime_ns as u64, e.ctime_ns as u64, e.inode] {
-                rec.extend_from_slice(&v.to_le_bytes());
-            }
-            rec.extend_from_slice(&e.hash);
-            rec.extend_from_slice(&(e.chunks.len() as u32).to_le_bytes());
-            for c in &e.chunks {
-                rec.extend_from_slice(&c.0);
-            }
+            put_entry(&mut rec, e);
         }
         let w = self.w.as_mut().expect("not failed");
         if let Err(e) = w.write_all(&rec) {
@@ -294,9 +287,6 @@ impl FinishedCache {
         let tmp = self.tmp.take().expect("not committed yet");
         fs::rename(&tmp, &self.path).with_context(|| format!("rename into {}", self.path.display()))
     }
-
-    /// The backup did not commit: leave the old cache as it was.
-    pub fn discard(self) {}
 }
 
 impl Drop for FinishedCache {
@@ -357,6 +347,18 @@ fn load_v1(mut r: impl Read) -> Result<HashMap<Vec<u8>, DirEntries>> {
         out.entry(dir).or_default().insert(name, e);
     }
     Ok(out)
+}
+
+/// An entry after its name: the layout [`read_entry`] reads (the same in both layouts).
+fn put_entry(out: &mut Vec<u8>, e: &CacheEntry) {
+    for v in [e.size, e.mtime_ns as u64, e.ctime_ns as u64, e.inode] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&e.hash);
+    out.extend_from_slice(&(e.chunks.len() as u32).to_le_bytes());
+    for c in &e.chunks {
+        out.extend_from_slice(&c.0);
+    }
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -423,7 +425,7 @@ mod tests {
         failed.add_dir(b"", &[(b"other".to_vec(), entry(4))]);
         drop(failed);
         let discarded = NewCache::create(&p);
-        discarded.finish().discard();
+        drop(discarded.finish());
         assert!(!p.with_extension("files.tmp").exists());
         assert_eq!(OldCache::open(&p).dir(b"")[&b"top".to_vec()], entry(3));
     }
@@ -454,15 +456,7 @@ mod tests {
         v1.extend_from_slice(&2u64.to_le_bytes());
         for (path, i) in [(&b"a/b/f"[..], 1u8), (&b"top"[..], 2)] {
             put_bytes(&mut v1, path);
-            let e = entry(i);
-            for v in [e.size, e.mtime_ns as u64, e.ctime_ns as u64, e.inode] {
-                v1.extend_from_slice(&v.to_le_bytes());
-            }
-            v1.extend_from_slice(&e.hash);
-            v1.extend_from_slice(&(e.chunks.len() as u32).to_le_bytes());
-            for c in &e.chunks {
-                v1.extend_from_slice(&c.0);
-            }
+            put_entry(&mut v1, &entry(i));
         }
         fs::write(&p, &v1).unwrap();
         let old = OldCache::open(&p);
