@@ -22,6 +22,7 @@ impl Bar {
                 task: None,
             };
         }
+        progress.watch();
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(5));
         bar.set_style(
             ProgressStyle::with_template(

@@ -1,7 +1,7 @@
 //! Counters a long operation updates and a front end (progress bar, metrics) reads.
 //! Lock-free so hot loops can bump them; nothing here renders anything.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +14,9 @@ pub struct Progress {
     pub files: AtomicU64,
     /// Bytes stored in regions (uploaded, or for a restore downloaded).
     pub transferred_bytes: AtomicU64,
+    /// Someone shows these counters as they change (a progress bar): work done only to
+    /// improve the display (a source's size estimate for the ETA) is worth doing.
+    watched: AtomicBool,
 }
 
 impl Progress {
@@ -28,6 +31,15 @@ impl Progress {
     }
     pub fn add_total(&self, n: u64) {
         self.total_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Say that these counters are being shown live (see [`Progress::is_watched`]).
+    pub fn watch(&self) {
+        self.watched.store(true, Ordering::Relaxed);
+    }
+    /// Is anyone showing these counters live? A backup nobody watches (cron, `--json`,
+    /// the daemon) skips the size estimate walk: only an ETA would use it.
+    pub fn is_watched(&self) -> bool {
+        self.watched.load(Ordering::Relaxed)
     }
     pub fn get(&self) -> (u64, u64, u64, u64) {
         (

@@ -38,7 +38,9 @@ impl RepoSource for Dir<'_> {
         Ok(Begun {
             write: Box::new(move |writer, env| {
                 let src = Arc::new(src);
-                {
+                // The size estimate is a second walk of the tree (an lstat per entry);
+                // only a progress bar's ETA uses it.
+                if writer.progress().is_watched() {
                     let (src, progress) = (src.clone(), writer.progress().clone());
                     std::thread::spawn(move || {
                         crate::source::dir::estimate(&src, &progress, &cancel)
