@@ -5,7 +5,7 @@
 
 use std::io::Read;
 
-use fastcdc::v2020::{FastCDC, Normalization, StreamCDC};
+use fastcdc::v2020::{FastCDC, Normalization};
 
 use crate::error::{RepoError, Result};
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,7 @@ pub fn chunk_file<R: Read>(
     if size_hint > params.max as u64 {
         return chunk_stream(reader, params, seed, f);
     }
-    let mut buf = Vec::with_capacity(size_hint as usize + 1);
+    let mut buf = crate::buffers::take(size_hint as usize + 1);
     (&mut reader)
         .take(params.max as u64 + 1)
         .read_to_end(&mut buf)?;
@@ -90,39 +90,67 @@ pub fn chunk_file<R: Read>(
         f(buf)?;
     } else {
         for (off, len) in cuts {
-            f(buf[off..off + len].to_vec())?;
+            f(copy_chunk(&buf[off..off + len]))?;
         }
+        crate::buffers::give(buf);
     }
     Ok((total, hash))
 }
 
+/// A chunk's own buffer, from the pipeline's kept buffers when one fits.
+fn copy_chunk(data: &[u8]) -> Vec<u8> {
+    let mut c = crate::buffers::take(data.len());
+    c.extend_from_slice(data);
+    c
+}
+
 /// Chunk `reader`, calling `f` with each chunk in order. Returns total length and BLAKE3.
+///
+/// Cuts exactly where FastCDC's `StreamCDC` does (each cut is searched with `max` bytes
+/// ahead, or what is left at the end), without its per-chunk costs: it drains each chunk
+/// out of the front of its buffer (moving the rest down) and zero-fills the buffer back
+/// to size. Here a buffer of two maximal chunks is refilled only when less than one is
+/// left, and each chunk is copied out once.
 pub fn chunk_stream<R: Read>(
-    reader: R,
+    mut reader: R,
     params: &ChunkerParams,
     seed: u64,
     mut f: impl FnMut(Vec<u8>) -> Result<()>,
 ) -> Result<(u64, blake3::Hash)> {
+    let (min, avg, max) = (params.min, params.avg, params.max);
+    let cap = 2 * max as usize;
     let mut hasher = blake3::Hasher::new();
     let mut total = 0u64;
-    let cdc = StreamCDC::with_level_and_seed(
-        reader,
-        params.min,
-        params.avg,
-        params.max,
-        Normalization::Level1,
-        seed,
-    );
-    for chunk in cdc {
-        let chunk = chunk.map_err(|e| match e {
-            fastcdc::v2020::Error::IoError(io) => RepoError::Io(io),
-            other => RepoError::Invalid(format!("chunker: {other}")),
-        })?;
-        hasher.update(&chunk.data);
-        total += chunk.data.len() as u64;
-        f(chunk.data)?;
-    }
-    Ok((total, hasher.finalize()))
+    let mut buf = crate::buffers::take(cap);
+    buf.resize(cap, 0);
+    let (mut start, mut end, mut eof) = (0usize, 0usize, false);
+    let result = (|| loop {
+        if end - start < max as usize && !eof {
+            buf.copy_within(start..end, 0);
+            (start, end) = (0, end - start);
+            while end < cap && !eof {
+                match reader.read(&mut buf[end..]) {
+                    Ok(0) => eof = true,
+                    Ok(n) => end += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(RepoError::Io(e)),
+                }
+            }
+        }
+        if start == end {
+            return Ok(());
+        }
+        let ahead = &buf[start..end];
+        let cdc = FastCDC::with_level_and_seed(ahead, min, avg, max, Normalization::Level1, seed);
+        let (_, len) = cdc.cut(0, ahead.len());
+        let chunk = copy_chunk(&ahead[..len]);
+        hasher.update(&chunk);
+        total += len as u64;
+        start += len;
+        f(chunk)?;
+    })();
+    crate::buffers::give(buf);
+    result.map(|()| (total, hasher.finalize()))
 }
 
 #[cfg(test)]
@@ -137,6 +165,63 @@ mod tests {
         })
         .unwrap();
         out
+    }
+
+    /// A reader that hands out at most `step` bytes per read, like a pipe or a slow file.
+    struct Dribble<'a>(&'a [u8], usize);
+    impl Read for Dribble<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(out.len()).min(self.1);
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// The cuts are FastCDC's own streaming cuts (a repository's existing chunks dedup),
+    /// whatever sizes the reads come in.
+    #[test]
+    fn streaming_cuts_where_fastcdc_streamcdc_does() {
+        let p = ChunkerParams {
+            min: 1024,
+            avg: 4096,
+            max: 16384,
+        };
+        let data: Vec<u8> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 ^ (i % 251) as u8)
+            .collect();
+        for len in [0usize, 1, 1024, 16383, 16384, 16385, 32768, 32769, 300_000] {
+            let d = &data[..len];
+            let want: Vec<Vec<u8>> = fastcdc::v2020::StreamCDC::with_level_and_seed(
+                d,
+                p.min,
+                p.avg,
+                p.max,
+                Normalization::Level1,
+                7,
+            )
+            .map(|c| c.unwrap().data)
+            .collect();
+            for step in [1 << 20, 7000, 333] {
+                let mut got = Vec::new();
+                let (n, h) = chunk_stream(Dribble(d, step), &p, 7, |c| {
+                    got.push(c);
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!((n, h), (len as u64, blake3::hash(d)));
+                assert_eq!(got, want, "length {len}, reads of {step}");
+            }
+        }
+        // A read error is the chunker's error, not a short file.
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk on fire"))
+            }
+        }
+        let e = chunk_stream(Failing, &p, 7, |_| Ok(())).unwrap_err();
+        assert!(e.to_string().contains("disk on fire"), "{e}");
     }
 
     #[test]

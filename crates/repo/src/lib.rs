@@ -11,6 +11,7 @@ pub mod age_header;
 pub mod attrs;
 pub mod audit;
 pub mod backend;
+pub mod buffers;
 pub mod chunker;
 pub mod clock;
 pub mod details;

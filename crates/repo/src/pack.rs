@@ -194,10 +194,15 @@ pub fn compress(
         z.main.set_compression_level(level)?;
         z.level = level;
     }
-    let out = z.main.compress(&data)?;
+    // Into a buffer the pipeline gave back, when there is one (see `crate::buffers`); the
+    // one not kept goes back.
+    let mut out = crate::buffers::take(zstd::zstd_safe::compress_bound(data.len()));
+    z.main.compress_to_buffer(&data, &mut out)?;
     if out.len() + data.len() / 32 < data.len() {
+        crate::buffers::give(data);
         Ok((Compression::Zstd, out))
     } else {
+        crate::buffers::give(out);
         Ok((Compression::None, data))
     }
 }
@@ -286,7 +291,7 @@ impl PackWriter {
         rule: IdRule,
     ) -> Result<Self> {
         Ok(PackWriter {
-            stream: age_writer(recipients, Vec::with_capacity(capacity))?,
+            stream: age_writer(recipients, crate::buffers::take(capacity))?,
             entries: Vec::new(),
             len: 0,
             rule,

@@ -412,6 +412,8 @@ impl BackupWriter {
                 .block_on(u)
                 .map_err(|e| RepoError::Invalid(format!("uploader task: {e}")))?;
         }
+        // The pipeline's buffers are not needed after it (a daemon runs on for hours).
+        crate::buffers::clear();
         let sh = self
             .shared
             .lock()
@@ -623,6 +625,7 @@ fn pack_loop(
                 }
             };
             w.add(&blob)?;
+            crate::buffers::give(blob.payload);
             if w.len() >= pack_size {
                 let pack = open.remove(&key).expect("present").finish()?;
                 if tx.blocking_send((regions, pack)).is_err() {
@@ -703,6 +706,11 @@ async fn upload_loop(
                         let len = pack.bytes.len() as u64;
                         put_to(&repo, &shared, regions, pack_name(&pack.id), pack.bytes.clone()).await;
                         progress.add_transferred(len);
+                        // Every put is done: the pack's buffer serves the next pack.
+                        if let Ok(mut b) = pack.bytes.try_into_mut() {
+                            b.clear();
+                            crate::buffers::give(b.into());
+                        }
                         (regions, pack.id, pack.entries, len)
                     });
                 }
