@@ -24,7 +24,7 @@ fn two_plans(ws: &Workspace, one: usize, many: usize) {
 
 /// Small files in nested directories, multi-chunk files held in memory, a file at the
 /// streaming threshold and past it, a sparse file, hard links, empty files, a symlink, and a
-/// directory whose files alone are more than the read-ahead bound (48 MiB) with a
+/// directory whose files alone are more than the read-ahead bound (16 MiB) with a
 /// subdirectory after them, so the walk must store its parent's files from inside it.
 fn mixed_tree(ws: &Workspace) {
     let mut rng = XorShift::new(0x5eed_2026);

@@ -36,7 +36,9 @@ impl Pool {
     fn take(&mut self, capacity: usize) -> Vec<u8> {
         if capacity >= MIN_CAPACITY / 2 {
             let best = (self.free.iter().enumerate())
-                .filter(|(_, b)| b.capacity() >= capacity)
+                // Not a 16 MiB pack buffer for a 1 MiB chunk: what a buffer holds is what
+                // the stage that has it counts, so it must not be much more.
+                .filter(|(_, b)| (capacity..=capacity.saturating_mul(2)).contains(&b.capacity()))
                 .min_by_key(|(_, b)| b.capacity())
                 .map(|(i, _)| i);
             if let Some(i) = best {
@@ -73,7 +75,7 @@ fn pool() -> std::sync::MutexGuard<'static, Pool> {
 }
 
 /// An empty buffer with room for at least `capacity` bytes: a kept one when one is big
-/// enough (the smallest such), a new one otherwise.
+/// enough and at most twice that (the smallest such), a new one otherwise.
 pub fn take(capacity: usize) -> Vec<u8> {
     if capacity < MIN_CAPACITY / 2 {
         return Vec::with_capacity(capacity);
@@ -134,9 +136,17 @@ mod tests {
         let big = p.take(8 << 20);
         assert!(big.capacity() >= 8 << 20);
         assert_eq!(p.kept().0, 1, "the smaller one stays");
-        // The smallest buffer that fits is the one handed out.
+        // The smallest buffer that fits is the one handed out, never one over twice the
+        // size asked for.
         p.give(big);
-        assert_eq!(p.take(3 << 20).capacity(), 8 << 20);
+        assert_eq!(p.take(5 << 20).capacity(), 8 << 20);
+        p.give(Vec::with_capacity(8 << 20));
+        assert_eq!(
+            p.take(3 << 20).capacity(),
+            3 << 20,
+            "8 MiB is too big for 3"
+        );
+        assert_eq!(p.kept().0, 2);
         // Bounded by count and bytes, whatever is given.
         let mut p = Pool::new();
         for _ in 0..100 {

@@ -23,9 +23,11 @@
 //! never followed.
 //!
 //! Files up to the largest chunk size are read on reader threads ([`read`]): the walk
-//! queues them and goes on, and takes each result back when its directory is finished (or
-//! earlier, when more than [`IN_FLIGHT_BYTES`] or [`IN_FLIGHT_FILES`] are waiting), in walk
-//! order. What is stored is the same with one reader or several; only the time differs.
+//! queues them and goes on, even past the end of their directory (whose tree then waits
+//! in its parent, [`pending`]), and takes the results back oldest first when more than
+//! [`IN_FLIGHT_BYTES`] or [`IN_FLIGHT_FILES`] are waiting, or when a directory that holds
+//! them is finished. What is stored is the same with one reader or several; only the time
+//! differs.
 //! Bigger files stream through the walking thread, a chunk at a time.
 
 use std::collections::HashMap;
@@ -40,13 +42,14 @@ use lifeboat_repo::chunker::chunk_file;
 use lifeboat_repo::pack::BlobKind;
 use lifeboat_repo::repo::ChunkerParams;
 use lifeboat_repo::snapshot::Stats;
-use lifeboat_repo::tree::{Node, NodeKind, Tree};
+use lifeboat_repo::tree::{Node, NodeKind};
 use lifeboat_repo::writer::BackupWriter;
 use lifeboat_repo::{Id, RepoError};
 
 use super::cache::{CacheEntry, DirEntries, NewCache, OldCache};
 
 mod excludes;
+mod pending;
 mod read;
 
 pub use excludes::Excludes;
@@ -54,7 +57,7 @@ pub use read::default_read_threads;
 use read::{open_same, source_error, unreadable, FileRead, ReaderPool, Reply};
 
 /// Bytes of files read ahead of the walk and not yet stored, at most (plus one file).
-pub const IN_FLIGHT_BYTES: u64 = 48 << 20;
+pub const IN_FLIGHT_BYTES: u64 = 16 << 20;
 /// Files read ahead of the walk and not yet stored, at most.
 pub const IN_FLIGHT_FILES: usize = 8192;
 
@@ -109,8 +112,23 @@ struct Level {
 enum Slot {
     Ready(Node),
     Pending(Box<Pending>),
+    /// A subdirectory whose listing is done but some of whose files are still being read:
+    /// its tree is stored when they are taken back (see [`pending`]).
+    Dir(Box<Deferred>),
     /// Could not be read: skipped.
     Gone,
+}
+
+/// A listed subdirectory waiting for its files: its node in the parent and its entries.
+struct Deferred {
+    node: Node,
+    level: Level,
+}
+
+/// What walking a directory gave: its tree, or its entries still waiting for reads.
+enum Listed {
+    Done(Id),
+    Deferred(Box<Level>),
 }
 
 /// A file queued on the reader threads: its node so far and what storing it needs.
@@ -205,7 +223,15 @@ impl<'a> DirArchiver<'a> {
                 ids,
             )?);
         }
-        let root = self.dir(src, &src.root, Path::new(""));
+        let root = self
+            .dir(src, &src.root, Path::new(""))
+            .and_then(|l| match l {
+                Listed::Done(id) => Ok(id),
+                Listed::Deferred(mut level) => {
+                    self.resolve_all(&mut level)?;
+                    self.finish_level(*level)
+                }
+            });
         // On an error the queued reads are dropped with the pool; its threads stop.
         self.pool = None;
         root
@@ -256,7 +282,7 @@ impl<'a> DirArchiver<'a> {
         Ok(names)
     }
 
-    fn dir(&mut self, src: &DirSource, abs: &Path, rel: &Path) -> Result<Id> {
+    fn dir(&mut self, src: &DirSource, abs: &Path, rel: &Path) -> Result<Listed> {
         let mut names = match Self::names(abs) {
             Ok(names) => names,
             // The root failing is the whole source failing; a subdirectory is one entry.
@@ -291,11 +317,22 @@ impl<'a> DirArchiver<'a> {
                 if src.one_file_system && m.dev() != self.root_dev {
                     continue;
                 }
-                let sub = self.dir(src, &child, &child_rel)?;
+                let listed = self.dir(src, &child, &child_rel)?;
                 let mut n = node_from(&name, NodeKind::Dir, &m);
-                n.subtree = Some(sub);
                 self.attributes(&mut n, &child);
-                self.push(n);
+                match listed {
+                    Listed::Done(sub) => {
+                        n.subtree = Some(sub);
+                        self.push(n);
+                    }
+                    Listed::Deferred(level) => {
+                        let parent = self.levels.last_mut().expect("inside a directory");
+                        parent.slots.push(Slot::Dir(Box::new(Deferred {
+                            node: n,
+                            level: *level,
+                        })));
+                    }
+                }
                 self.stats.dirs += 1;
             } else if ft.is_file() {
                 match self.file(&child, &name, &m) {
@@ -337,67 +374,21 @@ impl<'a> DirArchiver<'a> {
                 ));
             }
         }
-        // Every file of this directory stored, in name order, then its tree.
-        let depth = self.levels.len() - 1;
-        while self.resolve_next(depth)? {}
-        let level = self.levels.pop().expect("this directory's level");
-        self.new_cache.add_dir(&level.rel, &level.new);
-        let mut tree = Tree::default();
-        for slot in level.slots {
-            if let Slot::Ready(n) = slot {
-                tree.nodes.push(n);
-            }
+        // The walk goes on while this directory's files are still being read: its tree is
+        // stored when they are taken back (oldest first, see `make_room`), so the readers
+        // are not left idle at the end of every directory.
+        let mut level = self.levels.pop().expect("this directory's level");
+        if level.waiting() {
+            level.old = DirEntries::new();
+            return Ok(Listed::Deferred(Box::new(level)));
         }
-        Ok(self.writer.add_tree(&mut tree)?)
+        Ok(Listed::Done(self.finish_level(level)?))
     }
 
     /// An entry of the directory being walked, complete.
     fn push(&mut self, n: Node) {
         let level = self.levels.last_mut().expect("inside a directory");
         level.slots.push(Slot::Ready(n));
-    }
-
-    /// Store the first pending file of the directory at `depth`, if any; `false` when
-    /// none is left.
-    fn resolve_next(&mut self, depth: usize) -> Result<bool> {
-        let level = &mut self.levels[depth];
-        while level.next_pending < level.slots.len()
-            && !matches!(level.slots[level.next_pending], Slot::Pending(_))
-        {
-            level.next_pending += 1;
-        }
-        let at = level.next_pending;
-        if at == level.slots.len() {
-            return Ok(false);
-        }
-        let Slot::Pending(p) = std::mem::replace(&mut level.slots[at], Slot::Gone) else {
-            unreachable!("found pending above")
-        };
-        level.next_pending += 1;
-        let Pending {
-            node,
-            abs,
-            name,
-            m,
-            reply,
-        } = *p;
-        self.in_flight_bytes -= m.len();
-        self.in_flight_files -= 1;
-        let read = reply
-            .recv()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the reader threads stopped")));
-        match read.and_then(|r| self.store_read(node, &m, r)) {
-            Ok((n, cached)) => {
-                let level = &mut self.levels[depth];
-                level.slots[at] = Slot::Ready(n);
-                if let Some(c) = cached {
-                    level.new.push((name, c));
-                }
-            }
-            Err(e) if source_error(&e).is_some() => self.unreadable(&abs, &e),
-            Err(e) => return Err(e),
-        }
-        Ok(true)
     }
 
     /// Make room for one more file in flight: store the oldest pending files (the
