@@ -377,6 +377,9 @@ impl<'a> DirArchiver<'a> {
         // The walk goes on while this directory's files are still being read: its tree is
         // stored when they are taken back (oldest first, see `make_room`), so the readers
         // are not left idle at the end of every directory.
+        if let Some(pool) = self.pool.as_mut() {
+            pool.flush()?;
+        }
         let mut level = self.levels.pop().expect("this directory's level");
         if level.waiting() {
             level.old = DirEntries::new();
@@ -446,7 +449,7 @@ impl<'a> DirArchiver<'a> {
         if small && link.is_none() && self.pool.is_some() {
             self.make_room(size)?;
             self.attributes(&mut node, abs);
-            let pool = self.pool.as_ref().expect("checked above");
+            let pool = self.pool.as_mut().expect("checked above");
             let reply = pool.submit(abs.to_path_buf(), m.clone())?;
             self.in_flight_bytes += size;
             self.in_flight_files += 1;
@@ -465,6 +468,10 @@ impl<'a> DirArchiver<'a> {
             let read = read::read_file(abs, m, &self.params, self.seed, &ids)?;
             self.store_read(node, m, read)?
         } else {
+            // The readers work on what is gathered while this file streams here.
+            if let Some(pool) = self.pool.as_mut() {
+                pool.flush()?;
+            }
             self.stream_file(abs, node, m)?
         };
         let (node, cached) = node;

@@ -99,9 +99,10 @@ impl DirArchiver<'_> {
         } = p;
         self.in_flight_bytes -= m.len();
         self.in_flight_files -= 1;
-        let read = reply
-            .recv()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the reader threads stopped")));
+        let read = match self.pool.as_mut() {
+            Some(pool) => pool.take(reply),
+            None => Err(anyhow::anyhow!("the reader threads stopped")),
+        };
         match read.and_then(|r| self.store_read(node, &m, r)) {
             Ok((n, cached)) => Ok((Slot::Ready(n), cached.map(|c| (name, c)))),
             Err(e) if source_error(&e).is_some() => {

@@ -5,9 +5,11 @@
 //! walk takes the results back in its own order (see `DirArchiver`), so what is stored does
 //! not depend on how many threads read.
 
+use std::cell::RefCell;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::thread::JoinHandle;
 
 use anyhow::Result;
@@ -68,20 +70,46 @@ pub(super) fn read_file(
     })
 }
 
-/// The answer to one submitted file.
-pub(super) type Reply = Receiver<Result<FileRead>>;
+/// Files travel to the readers in batches of up to this many files or bytes: one hand-off
+/// per file cost about as much as reading a small file (a wake-up of another thread, on a
+/// busy 2-core machine often a context switch and an idle core meanwhile).
+const BATCH_FILES: usize = 32;
+const BATCH_BYTES: u64 = 512 << 10;
+
+/// Where one submitted file's result will be: its batch and its place in it.
+pub(super) struct Reply {
+    batch: Rc<RefCell<BatchState>>,
+    at: usize,
+}
+
+enum BatchState {
+    /// Still being gathered by the walk.
+    Gathering,
+    /// With the readers; the results arrive here, all at once.
+    Sent(Receiver<Vec<Result<FileRead>>>),
+    /// Back: each result is taken once.
+    Back(Vec<Option<Result<FileRead>>>),
+}
 
 struct Job {
     abs: PathBuf,
     m: fs::Metadata,
-    reply: Sender<Result<FileRead>>,
 }
 
-/// Threads that read files the walk hands them, each answering on the file's own channel.
-/// Dropping the pool closes its queue; the threads finish the file in hand and exit.
+struct Batch {
+    jobs: Vec<Job>,
+    reply: Sender<Vec<Result<FileRead>>>,
+}
+
+/// Threads that read the files the walk hands them, a batch at a time, each batch
+/// answered on its own channel. Dropping the pool closes its queue; the threads finish the
+/// batch in hand and exit.
 pub(super) struct ReaderPool {
-    jobs: Option<Sender<Job>>,
+    jobs: Option<Sender<Batch>>,
     threads: Vec<JoinHandle<()>>,
+    gathering: Vec<Job>,
+    gathering_bytes: u64,
+    state: Rc<RefCell<BatchState>>,
 }
 
 impl ReaderPool {
@@ -92,25 +120,29 @@ impl ReaderPool {
         ids: ChunkIds,
     ) -> Result<ReaderPool> {
         // The walk bounds what is in flight; the queue only needs to keep the readers busy.
-        let (tx, rx) = bounded::<Job>(threads * 16);
+        let (tx, rx) = bounded::<Batch>(threads * 4);
         let mut handles = Vec::new();
         for i in 0..threads {
             let (rx, ids) = (rx.clone(), ids.clone());
             let h = std::thread::Builder::new()
                 .name(format!("lifeboat-read-{i}"))
                 .spawn(move || {
-                    for job in rx {
-                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            read_file(&job.abs, &job.m, &params, seed, &ids)
-                        }))
-                        .unwrap_or_else(|_| {
-                            Err(anyhow::anyhow!(
-                                "reader thread panicked while reading {}",
-                                job.abs.display()
-                            ))
-                        });
-                        // The walk gave up on this file (it is failing): nothing to do.
-                        let _ = job.reply.send(r);
+                    for batch in rx {
+                        let out = (batch.jobs.iter())
+                            .map(|job| {
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    read_file(&job.abs, &job.m, &params, seed, &ids)
+                                }))
+                                .unwrap_or_else(|_| {
+                                    Err(anyhow::anyhow!(
+                                        "reader thread panicked while reading {}",
+                                        job.abs.display()
+                                    ))
+                                })
+                            })
+                            .collect();
+                        // The walk gave up on these files (it is failing): nothing to do.
+                        let _ = batch.reply.send(out);
                     }
                 })?;
             handles.push(h);
@@ -118,18 +150,66 @@ impl ReaderPool {
         Ok(ReaderPool {
             jobs: Some(tx),
             threads: handles,
+            gathering: Vec::new(),
+            gathering_bytes: 0,
+            state: Rc::new(RefCell::new(BatchState::Gathering)),
         })
     }
 
-    /// Queue the file at `abs` for reading; its result arrives on the returned channel.
-    pub fn submit(&self, abs: PathBuf, m: fs::Metadata) -> Result<Reply> {
+    /// Queue the file at `abs` for reading; [`take`](Self::take) its result later.
+    pub fn submit(&mut self, abs: PathBuf, m: fs::Metadata) -> Result<Reply> {
+        self.gathering_bytes += m.len();
+        self.gathering.push(Job { abs, m });
+        let reply = Reply {
+            batch: self.state.clone(),
+            at: self.gathering.len() - 1,
+        };
+        if self.gathering.len() >= BATCH_FILES || self.gathering_bytes >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(reply)
+    }
+
+    /// Hand the files gathered so far to the readers (the walk calls this before work of
+    /// its own that takes long, and at the end of each directory).
+    pub fn flush(&mut self) -> Result<()> {
+        if self.gathering.is_empty() {
+            return Ok(());
+        }
         let (reply, rx) = bounded(1);
+        let jobs = std::mem::take(&mut self.gathering);
+        self.gathering_bytes = 0;
+        let state = std::mem::replace(
+            &mut self.state,
+            Rc::new(RefCell::new(BatchState::Gathering)),
+        );
+        *state.borrow_mut() = BatchState::Sent(rx);
         self.jobs
             .as_ref()
             .expect("the pool's queue is open until drop")
-            .send(Job { abs, m, reply })
-            .map_err(|_| anyhow::anyhow!("the reader threads stopped"))?;
-        Ok(rx)
+            .send(Batch { jobs, reply })
+            .map_err(|_| anyhow::anyhow!("the reader threads stopped"))
+    }
+
+    /// The result of a submitted file, waiting for its batch if need be.
+    pub fn take(&mut self, r: Reply) -> Result<FileRead> {
+        if matches!(*r.batch.borrow(), BatchState::Gathering) {
+            self.flush()?;
+        }
+        let mut state = r.batch.borrow_mut();
+        if let BatchState::Sent(rx) = &*state {
+            let back = rx
+                .recv()
+                .map_err(|_| anyhow::anyhow!("the reader threads stopped"))?;
+            *state = BatchState::Back(back.into_iter().map(Some).collect());
+        }
+        match &mut *state {
+            BatchState::Back(results) => results
+                .get_mut(r.at)
+                .and_then(Option::take)
+                .unwrap_or_else(|| Err(anyhow::anyhow!("a reader's result was taken twice"))),
+            _ => Err(anyhow::anyhow!("a batch of reads was never sent")),
+        }
     }
 }
 
