@@ -60,6 +60,10 @@ use read::{open_same, source_error, unreadable, FileRead, ReaderPool, Reply};
 pub const IN_FLIGHT_BYTES: u64 = 16 << 20;
 /// Files read ahead of the walk and not yet stored, at most.
 pub const IN_FLIGHT_FILES: usize = 8192;
+/// Entries held by listed directories still waiting for reads, at most (plus one
+/// directory's): past it the oldest are finished. Without it, a day-2 backup with one
+/// changed file in each of many large directories would hold every entry of the tree.
+pub const HELD_ENTRIES: usize = 16_384;
 
 pub struct DirSource {
     pub root: PathBuf,
@@ -92,6 +96,8 @@ pub struct DirArchiver<'a> {
     levels: Vec<Level>,
     in_flight_bytes: u64,
     in_flight_files: usize,
+    /// Entries of the listed directories waiting in their parents ([`HELD_ENTRIES`]).
+    held: usize,
 }
 
 /// One directory being walked: its entries in name order, some still being read, and its
@@ -201,6 +207,7 @@ impl<'a> DirArchiver<'a> {
             levels: Vec::new(),
             in_flight_bytes: 0,
             in_flight_files: 0,
+            held: 0,
         }
     }
 
@@ -326,11 +333,13 @@ impl<'a> DirArchiver<'a> {
                         self.push(n);
                     }
                     Listed::Deferred(level) => {
+                        self.held += level.slots.len();
                         let parent = self.levels.last_mut().expect("inside a directory");
                         parent.slots.push(Slot::Dir(Box::new(Deferred {
                             node: n,
                             level: *level,
                         })));
+                        self.make_room(0)?;
                     }
                 }
                 self.stats.dirs += 1;
@@ -401,7 +410,8 @@ impl<'a> DirArchiver<'a> {
         while self.in_flight_files > 0
             && depth < self.levels.len()
             && (self.in_flight_files >= IN_FLIGHT_FILES
-                || self.in_flight_bytes + bytes > IN_FLIGHT_BYTES)
+                || self.in_flight_bytes + bytes > IN_FLIGHT_BYTES
+                || self.held > HELD_ENTRIES)
         {
             if !self.resolve_next(depth)? {
                 depth += 1;

@@ -5,7 +5,8 @@
 //! every directory of a tree of small files). A directory listed with files still being
 //! read becomes a [`Slot::Dir`] in its parent, holding its entries; it is finished when the
 //! walk takes its oldest pending entries back ([`DirArchiver::resolve_next`], called when
-//! too much is in flight) or when its parent is finished. Entries are always taken back
+//! too many files or bytes are in flight, or too many entries are held by such
+//! directories: [`super::HELD_ENTRIES`]) or when its parent is finished. Entries are always taken back
 //! oldest first and every tree holds its entries in name order, so what is stored does not
 //! depend on when the reads complete.
 
@@ -80,6 +81,7 @@ impl DirArchiver<'_> {
                     mut node,
                     mut level,
                 } = *d;
+                self.held -= level.slots.len();
                 self.resolve_all(&mut level)?;
                 node.subtree = Some(self.finish_level(level)?);
                 Ok((Slot::Ready(node), None))
