@@ -707,8 +707,7 @@ async fn upload_loop(
                         put_to(&repo, &shared, regions, pack_name(&pack.id), pack.bytes.clone()).await;
                         progress.add_transferred(len);
                         // Every put is done: the pack's buffer serves the next pack.
-                        if let Ok(mut b) = pack.bytes.try_into_mut() {
-                            b.clear();
+                        if let Ok(b) = pack.bytes.try_into_mut() {
                             crate::buffers::give(b.into());
                         }
                         (regions, pack.id, pack.entries, len)
