@@ -5,8 +5,10 @@
 # The S3 servers are, by default, lifeboat-bench-s3mem (tests/bench/s3mem: an s3s 0.14.1
 # service over an in-memory map, built in release mode once under target/bench-s3mem): one
 # per region on 127.0.0.1 with SigV4 authentication. It hands GET bodies out of memory without
-# copying, so the difference between the two runs is lifeboat's S3 path (SDK, signing, HTTP,
-# concurrency), not the server. BENCH_S3_SERVER=fs uses s3s-fs 0.14.1 instead (stores files;
+# copying, and touches the memory it stores PUTs in before it listens (--reserve-mb: fresh
+# zero-filled pages were a third of its CPU, on the cores lifeboat shares), so the difference
+# between the two runs is lifeboat's S3 path (SDK, signing, HTTP, concurrency), not the
+# server. BENCH_S3_SERVER=fs uses s3s-fs 0.14.1 instead (stores files;
 # streams them in 4 KiB reads and hashes every object it serves: it was the bottleneck).
 # Targets (issue 13.4): through S3, backup at least 80% and restore at least 70% of the local
 # run's throughput; peak RSS bounded by the concurrency (packs in flight), not by the data
@@ -67,21 +69,24 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-start_server() { # root-dir -> prints port
-    local dir=$1 port
+start_server() { # root-dir MiB -> prints port
+    local dir=$1 mb=$2 port
     port=$(free_port)
     mkdir -p "$dir/bench"
     if [[ $SERVER == fs ]]; then
         "$S3S" --host 127.0.0.1 --port "$port" --access-key "$AK" --secret-key "$SK" "$dir" >/dev/null 2>&1 &
     else
-        "$S3S" --port "$port" --access-key "$AK" --secret-key "$SK" --bucket bench >/dev/null 2>&1 &
+        # Room for one region's copy of the corpus (at most its size plus pack overhead),
+        # touched before the server listens: see tests/bench/s3mem/src/main.rs.
+        "$S3S" --port "$port" --access-key "$AK" --secret-key "$SK" --bucket bench \
+            --reserve-mb $((mb + mb / 8 + 64)) >/dev/null 2>&1 &
     fi
     PIDS+=($!)
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 600); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { echo "$port"; return; }
         sleep 0.05
     done
-    echo "bench: s3s-fs did not start" >&2
+    echo "bench: the S3 server did not start within 30 s" >&2
     exit 1
 }
 
@@ -124,7 +129,7 @@ run_case() { # kind(local|s3) MiB run
     sed -i "s|path = \"$case/data\"|path = \"$WORK/corpus-$mb\"|" "$case/lifeboat.toml"
     if [[ $kind == s3 ]]; then
         local w e
-        w=$(start_server "$case/s3-west"); e=$(start_server "$case/s3-east")
+        w=$(start_server "$case/s3-west" "$mb"); e=$(start_server "$case/s3-east" "$mb")
         python3 - "$case/lifeboat.toml" "$w" "$e" <<'PY'
 import re, sys
 path, west, east = sys.argv[1], sys.argv[2], sys.argv[3]
