@@ -107,21 +107,44 @@ impl S3 for Memory {
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
-        let Some(body) = input.body else {
+        let Some(mut body) = input.body else {
             return Err(s3_error!(IncompleteBody));
         };
-        let parts: Vec<Bytes> = body
-            .try_collect()
-            .await
-            .map_err(|e| s3_error!(IncompleteBody, "reading the body: {e}"))?;
-        let len = parts.iter().map(Bytes::len).sum();
-        let mut slot = self.arena.lock().unwrap_or_else(|p| p.into_inner()).slot(len);
-        let mut at = 0;
-        for p in &parts {
-            slot[at..at + p.len()].copy_from_slice(p);
-            at += p.len();
-        }
-        let data = slot.freeze();
+        let incomplete = |e: &dyn std::fmt::Display| s3_error!(IncompleteBody, "reading the body: {e}");
+        // With the length known, each frame is copied into the slot as it arrives and then
+        // dropped, so hyper reuses its read buffer for the next one; collecting the frames
+        // first kept a whole body of them alive and made hyper allocate fresh memory for
+        // every PUT (page faults on the cores lifeboat runs on).
+        let data = match input.content_length.and_then(|n| usize::try_from(n).ok()) {
+            Some(len) => {
+                let mut slot = self.arena.lock().unwrap_or_else(|p| p.into_inner()).slot(len);
+                let mut at = 0;
+                while let Some(part) = body.try_next().await.map_err(|e| incomplete(&e))? {
+                    let end = at + part.len();
+                    if end > len {
+                        return Err(incomplete(&"longer than its Content-Length"));
+                    }
+                    slot[at..end].copy_from_slice(&part);
+                    at = end;
+                }
+                if at != len {
+                    return Err(incomplete(&"shorter than its Content-Length"));
+                }
+                slot
+            }
+            None => {
+                let parts: Vec<Bytes> = body.try_collect().await.map_err(|e| incomplete(&e))?;
+                let len = parts.iter().map(Bytes::len).sum();
+                let mut slot = self.arena.lock().unwrap_or_else(|p| p.into_inner()).slot(len);
+                let mut at = 0;
+                for p in &parts {
+                    slot[at..at + p.len()].copy_from_slice(p);
+                    at += p.len();
+                }
+                slot
+            }
+        };
+        let data = data.freeze();
         let etag = format!("v{}", self.version.fetch_add(1, Ordering::Relaxed));
         let object = Object {
             data,
