@@ -69,14 +69,21 @@ impl Arena {
             return BytesMut::zeroed(len);
         }
         if self.current.len() < len {
-            self.current = self.reserved.pop().unwrap_or_else(|| BytesMut::zeroed(BLOCK));
+            self.current = self
+                .reserved
+                .pop()
+                .unwrap_or_else(|| BytesMut::zeroed(BLOCK));
         }
         self.current.split_to(len)
     }
 }
 
 impl Memory {
-    fn with_bucket<T>(&self, name: &str, f: impl FnOnce(&mut Bucket) -> S3Result<T>) -> S3Result<T> {
+    fn with_bucket<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut Bucket) -> S3Result<T>,
+    ) -> S3Result<T> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         match buckets.get_mut(name) {
             Some(b) => f(b),
@@ -94,30 +101,44 @@ fn matches(cond: &Option<ETagCondition>, etag: &str) -> bool {
 
 #[async_trait::async_trait]
 impl S3 for Memory {
-    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         buckets.entry(req.input.bucket).or_default();
         Ok(S3Response::new(CreateBucketOutput::default()))
     }
 
-    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
         self.with_bucket(&req.input.bucket, |_| Ok(()))?;
         Ok(S3Response::new(HeadBucketOutput::default()))
     }
 
-    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
         let Some(mut body) = input.body else {
             return Err(s3_error!(IncompleteBody));
         };
-        let incomplete = |e: &dyn std::fmt::Display| s3_error!(IncompleteBody, "reading the body: {e}");
+        let incomplete =
+            |e: &dyn std::fmt::Display| s3_error!(IncompleteBody, "reading the body: {e}");
         // With the length known, each frame is copied into the slot as it arrives and then
         // dropped, so hyper reuses its read buffer for the next one; collecting the frames
         // first kept a whole body of them alive and made hyper allocate fresh memory for
         // every PUT (page faults on the cores lifeboat runs on).
         let data = match input.content_length.and_then(|n| usize::try_from(n).ok()) {
             Some(len) => {
-                let mut slot = self.arena.lock().unwrap_or_else(|p| p.into_inner()).slot(len);
+                let mut slot = self
+                    .arena
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .slot(len);
                 let mut at = 0;
                 while let Some(part) = body.try_next().await.map_err(|e| incomplete(&e))? {
                     let end = at + part.len();
@@ -135,7 +156,11 @@ impl S3 for Memory {
             None => {
                 let parts: Vec<Bytes> = body.try_collect().await.map_err(|e| incomplete(&e))?;
                 let len = parts.iter().map(Bytes::len).sum();
-                let mut slot = self.arena.lock().unwrap_or_else(|p| p.into_inner()).slot(len);
+                let mut slot = self
+                    .arena
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .slot(len);
                 let mut at = 0;
                 for p in &parts {
                     slot[at..at + p.len()].copy_from_slice(p);
@@ -161,9 +186,16 @@ impl S3 for Memory {
         }))
     }
 
-    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        let o = self.with_bucket(&input.bucket, |b| b.get(&input.key).cloned().ok_or_else(|| s3_error!(NoSuchKey)))?;
+        let o = self.with_bucket(&input.bucket, |b| {
+            b.get(&input.key)
+                .cloned()
+                .ok_or_else(|| s3_error!(NoSuchKey))
+        })?;
         if !matches(&input.if_match, &o.etag) {
             return Err(s3_error!(PreconditionFailed));
         }
@@ -188,9 +220,16 @@ impl S3 for Memory {
         }))
     }
 
-    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
-        let o = self.with_bucket(&input.bucket, |b| b.get(&input.key).cloned().ok_or_else(|| s3_error!(NoSuchKey)))?;
+        let o = self.with_bucket(&input.bucket, |b| {
+            b.get(&input.key)
+                .cloned()
+                .ok_or_else(|| s3_error!(NoSuchKey))
+        })?;
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(o.data.len() as i64),
             e_tag: Some(ETag::Strong(o.etag)),
@@ -199,7 +238,10 @@ impl S3 for Memory {
         }))
     }
 
-    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = req.input;
         self.with_bucket(&input.bucket, |b| {
             b.remove(&input.key);
@@ -208,7 +250,10 @@ impl S3 for Memory {
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
-    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
         let max = input.max_keys.unwrap_or(1000).clamp(1, 1000) as usize;
@@ -245,7 +290,9 @@ impl S3 for Memory {
             }
             Ok((out, truncated))
         })?;
-        let next = truncated.then(|| contents.last().and_then(|o| o.key.clone())).flatten();
+        let next = truncated
+            .then(|| contents.last().and_then(|o| o.key.clone()))
+            .flatten();
         Ok(S3Response::new(ListObjectsV2Output {
             key_count: Some(contents.len() as i32),
             max_keys: Some(max as i32),
@@ -262,7 +309,10 @@ impl S3 for Memory {
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 // glibc's mallopt (parameters from malloc.h).
@@ -291,14 +341,19 @@ fn keep_freed_memory() {}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     keep_freed_memory();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve())
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve())
 }
 
 async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(ak), Some(sk), Some(bucket)) =
-        (arg(&args, "--access-key"), arg(&args, "--secret-key"), arg(&args, "--bucket"))
-    else {
+    let (Some(ak), Some(sk), Some(bucket)) = (
+        arg(&args, "--access-key"),
+        arg(&args, "--secret-key"),
+        arg(&args, "--bucket"),
+    ) else {
         eprintln!("usage: lifeboat-bench-s3mem --access-key AK --secret-key SK --bucket NAME [--port P] [--reserve-mb N]");
         std::process::exit(2);
     };
@@ -306,9 +361,17 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let memory = Memory::default();
     if let Some(mb) = arg(&args, "--reserve-mb") {
         let mb: usize = mb.parse()?;
-        memory.arena.lock().unwrap_or_else(|p| p.into_inner()).reserve(mb << 20);
+        memory
+            .arena
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reserve(mb << 20);
     }
-    memory.buckets.lock().unwrap_or_else(|p| p.into_inner()).insert(bucket, Bucket::new());
+    memory
+        .buckets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(bucket, Bucket::new());
     let mut builder = s3s::service::S3ServiceBuilder::new(memory);
     builder.set_auth(s3s::auth::SimpleAuth::from_single(ak, sk));
     let service = builder.build();
