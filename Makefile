@@ -95,10 +95,12 @@ bench-pg:
 
 lint:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path tests/bench/s3mem/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
+	$(CARGO) fmt --manifest-path tests/bench/s3mem/Cargo.toml
 
 clean-demo:
 	rm -rf "$(DEMO)"
