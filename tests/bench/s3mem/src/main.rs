@@ -131,44 +131,40 @@ impl S3 for Memory {
         // With the length known, each frame is copied into the slot as it arrives and then
         // dropped, so hyper reuses its read buffer for the next one; collecting the frames
         // first kept a whole body of them alive and made hyper allocate fresh memory for
-        // every PUT (page faults on the cores lifeboat runs on).
-        let data = match input.content_length.and_then(|n| usize::try_from(n).ok()) {
-            Some(len) => {
-                let mut slot = self
-                    .arena
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .slot(len);
-                let mut at = 0;
-                while let Some(part) = body.try_next().await.map_err(|e| incomplete(&e))? {
-                    let end = at + part.len();
-                    if end > len {
-                        return Err(incomplete(&"longer than its Content-Length"));
-                    }
-                    slot[at..end].copy_from_slice(&part);
-                    at = end;
-                }
-                if at != len {
-                    return Err(incomplete(&"shorter than its Content-Length"));
-                }
-                slot
+        // every PUT (page faults on the cores lifeboat runs on). Without a length the
+        // frames are gathered first to learn it.
+        let known = input.content_length.and_then(|n| usize::try_from(n).ok());
+        let mut early = Vec::new();
+        if known.is_none() {
+            while let Some(part) = body.try_next().await.map_err(|e| incomplete(&e))? {
+                early.push(part);
             }
-            None => {
-                let parts: Vec<Bytes> = body.try_collect().await.map_err(|e| incomplete(&e))?;
-                let len = parts.iter().map(Bytes::len).sum();
-                let mut slot = self
-                    .arena
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .slot(len);
-                let mut at = 0;
-                for p in &parts {
-                    slot[at..at + p.len()].copy_from_slice(p);
-                    at += p.len();
-                }
-                slot
+        }
+        let len = known.unwrap_or_else(|| early.iter().map(Bytes::len).sum());
+        let mut data = self
+            .arena
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .slot(len);
+        let mut at = 0;
+        let mut copy = |part: &[u8]| {
+            let end = at + part.len();
+            if end > len {
+                return Err(incomplete(&"longer than its Content-Length"));
             }
+            data[at..end].copy_from_slice(part);
+            at = end;
+            Ok(())
         };
+        for part in &early {
+            copy(part)?;
+        }
+        while let Some(part) = body.try_next().await.map_err(|e| incomplete(&e))? {
+            copy(&part)?;
+        }
+        if at != len {
+            return Err(incomplete(&"shorter than its Content-Length"));
+        }
         let data = data.freeze();
         let etag = format!("v{}", self.version.fetch_add(1, Ordering::Relaxed));
         let object = Object {
