@@ -69,7 +69,9 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-start_server() { # root-dir MiB -> prints port
+# start_server root-dir MiB: sets PORT. Not called in $(...): the server's pid must reach
+# PIDS in this shell, or nothing stops the server (each one holds its reserved memory).
+start_server() {
     local dir=$1 mb=$2 port
     port=$(free_port)
     mkdir -p "$dir/bench"
@@ -83,7 +85,7 @@ start_server() { # root-dir MiB -> prints port
     fi
     PIDS+=($!)
     for _ in $(seq 1 600); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { echo "$port"; return; }
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { PORT=$port; return; }
         sleep 0.05
     done
     echo "bench: the S3 server did not start within 30 s" >&2
@@ -129,7 +131,8 @@ run_case() { # kind(local|s3) MiB run
     sed -i "s|path = \"$case/data\"|path = \"$WORK/corpus-$mb\"|" "$case/lifeboat.toml"
     if [[ $kind == s3 ]]; then
         local w e
-        w=$(start_server "$case/s3-west" "$mb"); e=$(start_server "$case/s3-east" "$mb")
+        start_server "$case/s3-west" "$mb"; w=$PORT
+        start_server "$case/s3-east" "$mb"; e=$PORT
         python3 - "$case/lifeboat.toml" "$w" "$e" <<'PY'
 import re, sys
 path, west, east = sys.argv[1], sys.argv[2], sys.argv[3]
